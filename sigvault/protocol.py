@@ -1,0 +1,96 @@
+"""The evaluation protocol on embeddings: pure numpy, shared by ``sigvault evaluate`` and training.
+
+For one seeded split: per writer, ``n_refs`` random genuine signatures are the references; the threshold is
+set from them alone (``scoring.person_threshold``, as ``enroll`` does); questioned items are the writer's
+other genuine signatures, all its skilled forgeries, and one genuine signature of every other writer
+(random forgeries). Each item is scored with ``scoring.similarities`` + ``scoring.fuse`` as ``verify`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sigvault import scoring
+
+KINDS = ("genuine", "skilled", "random")
+
+
+@dataclass(frozen=True)
+class Trials:
+    """Scored questioned items of one split; arrays of equal length."""
+
+    writer: np.ndarray  # (n,) claimed writer
+    kind: np.ndarray  # (n,) "genuine" | "skilled" | "random"
+    score: np.ndarray  # (n,) fused score
+    threshold: np.ndarray  # (n,) the claimed writer's threshold
+    item: np.ndarray  # (n,) index of the questioned item in the input arrays
+
+    def scores(self, kind: str) -> np.ndarray:
+        return self.score[self.kind == kind]
+
+
+def run_split(
+    emb: np.ndarray,
+    writers: np.ndarray,
+    forged: np.ndarray,
+    n_refs: int,
+    seed: int,
+    cfg: scoring.ScoringConfig,
+    references: dict[str, np.ndarray] | None = None,
+) -> Trials:
+    """Score one split.
+
+    Args:
+        emb: (n, d) L2-normalised embeddings; writers: (n,) writer keys; forged: (n,) bool.
+        n_refs: references per writer (writers with fewer than n_refs + 1 genuine are skipped).
+        references: optional precomputed choice {writer: indices of its references} (evaluate passes the
+            references it enrolled through the vault so both sides use the same ones).
+    """
+    rng = np.random.default_rng(seed)
+    names = sorted(set(writers.tolist()))
+    refs_of: dict[str, np.ndarray] = {}
+    rest_of: dict[str, np.ndarray] = {}
+    for w in names:
+        g = np.flatnonzero((writers == w) & ~forged)
+        if references is not None and w in references:
+            chosen = np.asarray(references[w])
+        elif g.size > n_refs:
+            chosen = rng.choice(g, size=n_refs, replace=False)
+        else:
+            continue
+        refs_of[w] = chosen
+        rest_of[w] = np.setdiff1d(g, chosen)
+    enrolled = sorted(refs_of)
+    # one genuine signature of every other writer, drawn once per split
+    random_pick = {w: int(rng.choice(rest_of[w])) for w in enrolled if rest_of[w].size}
+    out_w, out_k, out_s, out_t, out_i = [], [], [], [], []
+    for w in enrolled:
+        r = emb[refs_of[w]]
+        thr = scoring.person_threshold(r, cfg).value
+        items = [(i, "genuine") for i in rest_of[w]]
+        items += [(i, "skilled") for i in np.flatnonzero((writers == w) & forged)]
+        items += [(random_pick[o], "random") for o in enrolled if o != w and o in random_pick]
+        for i, kind in items:
+            out_w.append(w)
+            out_k.append(kind)
+            out_s.append(scoring.fuse(scoring.similarities(emb[i], r), cfg))
+            out_t.append(thr)
+            out_i.append(int(i))
+    return Trials(np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i))
+
+
+def deployed_rates(trials: Trials, cfg: scoring.ScoringConfig) -> dict[str, float]:
+    """FRR, FAR (skilled, random) and refer rate of the deployed rule (per-writer thresholds + refer band).
+
+    A referred item is neither accepted nor rejected: FRR counts genuine items rejected, FAR counts
+    forgeries accepted, each over all items of that kind; refer_rate is over all items."""
+    dec = np.array([scoring.decide(s, t, cfg) for s, t in zip(trials.score, trials.threshold)])
+    g, sk, rd = (trials.kind == k for k in KINDS)
+    return {
+        "frr": float(np.mean(dec[g] == "reject")) if g.any() else float("nan"),
+        "far_skilled": float(np.mean(dec[sk] == "accept")) if sk.any() else float("nan"),
+        "far_random": float(np.mean(dec[rd] == "accept")) if rd.any() else float("nan"),
+        "refer_rate": float(np.mean(dec == "refer")),
+    }

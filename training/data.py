@@ -1,0 +1,125 @@
+"""Datasets in the project layout, writer-disjoint splits, a canvas cache and the batch sampler.
+
+Layout: ``<root>/<dataset>/<writer>/{genuine,forged}/*``. A writer key is ``"<dataset>/<writer>"``.
+Images are preprocessed once with the product's own ``sigvault.imaging.load_canvas`` and cached (outside
+the repository) keyed by the preprocessing spec fingerprint; augmentation happens on the canvases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sigvault.imaging import PreprocessSpec, load_canvas
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    writer: str  # "<dataset>/<writer>"
+    forged: bool
+    path: Path
+
+
+def scan_dataset(root: Path, dataset: str) -> list[Sample]:
+    """Every image of one dataset folder, in a stable order."""
+    out: list[Sample] = []
+    base = root / dataset
+    for wdir in sorted(p for p in base.iterdir() if p.is_dir()):
+        for kind in ("genuine", "forged"):
+            kdir = wdir / kind
+            if not kdir.is_dir():
+                continue
+            for f in sorted(kdir.iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    out.append(Sample(f"{dataset}/{wdir.name}", kind == "forged", f))
+    return out
+
+
+@dataclass
+class CanvasSet:
+    """Preprocessed canvases (n, H, W) float16 with their writer keys and forged flags."""
+
+    canvases: np.ndarray
+    writers: np.ndarray  # (n,) str
+    forged: np.ndarray  # (n,) bool
+
+    def subset(self, writers: set[str]) -> CanvasSet:
+        keep = np.isin(self.writers, sorted(writers))
+        return CanvasSet(self.canvases[keep], self.writers[keep], self.forged[keep])
+
+
+def load_canvases(samples: list[Sample], spec: PreprocessSpec, cache_dir: Path) -> CanvasSet:
+    """Preprocess every sample (cached by file list + spec)."""
+    key = hashlib.sha256(
+        ("\n".join(f"{s.path}|{s.path.stat().st_size}" for s in samples) + spec.fingerprint()).encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"canvases-{key}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return CanvasSet(z["canvases"], z["writers"], z["forged"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arr = np.zeros((len(samples), spec.canvas_height, spec.canvas_width), dtype=np.float16)
+    for i, s in enumerate(samples):
+        arr[i] = load_canvas(s.path, spec)
+        if i % 500 == 0:
+            log.info("preprocessed %d/%d", i, len(samples))
+    writers = np.array([s.writer for s in samples])
+    forged = np.array([s.forged for s in samples])
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, canvases=arr, writers=writers, forged=forged)
+    tmp.replace(cache)
+    return CanvasSet(arr, writers, forged)
+
+
+class BatchSampler:
+    """P writers x (K genuine + M forged) per batch, drawn with a seeded generator.
+
+    Labels: writer class c for its genuine signatures and ``C + c`` for the skilled forgeries of it, so a
+    classification loss pushes forgeries away from the writer they imitate (hard negatives).
+    """
+
+    def __init__(self, data: CanvasSet, writers_per_batch: int, genuine: int, forged: int, seed: int) -> None:
+        self.data = data
+        self.classes = sorted(set(data.writers.tolist()))
+        self.index = {w: i for i, w in enumerate(self.classes)}
+        self.genuine = {w: np.flatnonzero((data.writers == w) & ~data.forged) for w in self.classes}
+        self.forgeries = {w: np.flatnonzero((data.writers == w) & data.forged) for w in self.classes}
+        self.p, self.k, self.m = writers_per_batch, genuine, forged
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def num_classes(self) -> int:
+        return 2 * len(self.classes)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (indices (B,), labels (B,), is_forged (B,))."""
+        ws = self.rng.choice(len(self.classes), size=self.p, replace=False)
+        idx, labels, forged = [], [], []
+        n_cls = len(self.classes)
+        for c in ws:
+            w = self.classes[c]
+            g = self.genuine[w]
+            take = self.rng.choice(g, size=self.k, replace=g.size < self.k)
+            idx.extend(take)
+            labels.extend([c] * self.k)
+            forged.extend([False] * self.k)
+            f = self.forgeries[w]
+            if f.size and self.m:
+                take = self.rng.choice(f, size=self.m, replace=f.size < self.m)
+                idx.extend(take)
+                labels.extend([n_cls + c] * self.m)
+                forged.extend([True] * self.m)
+        return np.array(idx), np.array(labels), np.array(forged)

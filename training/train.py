@@ -1,0 +1,226 @@
+"""Config-driven, resumable training of the signature embedding network on the CPU.
+
+    python -m training.train --config training/configs/default.toml --run ../runs/default
+    python -m training.train ... --set train.loss=triplet --set train.steps=600   # experiments
+
+Writes to the run directory: ``train.log``, ``checkpoint.pt`` (every ``checkpoint_every`` steps, atomic,
+resumed automatically), ``history.jsonl`` (validation figures), ``model.pt`` (final state dict) and
+``config.toml`` (the resolved configuration). Export and calibration: ``python -m training.export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("training")
+
+
+def load_config(path: Path, overrides: list[str]) -> dict:
+    cfg = tomllib.loads(path.read_text())
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in cfg or name not in cfg[section]:
+            raise SystemExit(f"--set {item}: unknown key {key}")
+        old = cfg[section][name]
+        cfg[section][name] = type(old)(raw) if not isinstance(old, bool) else raw.lower() in ("1", "true", "yes")
+    return cfg
+
+
+def dump_toml(cfg: dict) -> str:
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def setup_logging(run: Path) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in (logging.FileHandler(run / "train.log"), logging.StreamHandler(sys.stderr)):
+        h.setFormatter(fmt)
+        root.addHandler(h)
+
+
+def resolve_root(cfg: dict, config_path: Path) -> Path:
+    root = Path(cfg["data"]["root"])
+    return root if root.is_absolute() else (Path.cwd() / root).resolve()
+
+
+def load_splits(cfg: dict, config_path: Path):
+    """-> (spec, all CanvasSet, train set, calibration set, validation set)."""
+    from sigvault.imaging import DEFAULT_SPEC
+    from training.data import CanvasSet, load_canvases, scan_dataset
+
+    root = resolve_root(cfg, config_path)
+    cache = Path(cfg["data"]["cache_dir"])
+    samples = [s for d in cfg["data"]["datasets"] for s in scan_dataset(root, d)]
+    data = load_canvases(samples, DEFAULT_SPEC, cache)
+    calib = set(cfg["data"]["calibration_writers"])
+    val = set(cfg["data"]["validation_writers"])
+    if calib & val:
+        raise SystemExit(f"writers both in calibration and validation: {sorted(calib & val)}")
+    train_w = set(data.writers.tolist()) - calib - val
+    return DEFAULT_SPEC, data, data.subset(train_w), data.subset(calib), data.subset(val)
+
+
+def embed_all(model, canvases: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(canvases), batch):
+            x = torch.from_numpy(canvases[i : i + batch].astype(np.float32)).unsqueeze(1)
+            out.append(model(x).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def validate(model, val, n_refs: int = 5, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, float]:
+    from sigvault.metrics import eer
+    from sigvault.protocol import run_split
+    from sigvault.scoring import ScoringConfig
+
+    emb = embed_all(model, val.canvases)
+    sk, rd = [], []
+    for seed in seeds:
+        t = run_split(emb, val.writers, val.forged, n_refs, seed, ScoringConfig())
+        sk.append(eer(t.scores("genuine"), t.scores("skilled"))[0])
+        rd.append(eer(t.scores("genuine"), t.scores("random"))[0])
+    return {"eer_skilled": float(np.mean(sk)), "eer_random": float(np.mean(rd))}
+
+
+def atomic_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: dict, run: Path, config_path: Path) -> None:
+    import torch
+
+    from training.augment import augment
+    from training.data import BatchSampler
+    from training.losses import ArcFace, contrastive_loss, triplet_loss
+    from training.model import build_model
+
+    t_cfg, m_cfg, a_cfg = cfg["train"], cfg["model"], cfg["augment"]
+    torch.set_num_threads(int(t_cfg["threads"]))
+    torch.manual_seed(t_cfg["seed"])
+    spec, _, tr, _, val = load_splits(cfg, config_path)
+    log.info("train: %d images of %d writers; validation: %d images of %d writers",
+             len(tr.writers), len(set(tr.writers.tolist())), len(val.writers), len(set(val.writers.tolist())))
+    sampler = BatchSampler(tr, t_cfg["writers_per_batch"], t_cfg["genuine_per_writer"], t_cfg["forged_per_writer"], t_cfg["seed"])
+    model = build_model(m_cfg["arch"], m_cfg["embed_dim"], m_cfg["imagenet_init"], m_cfg["drop_rate"])
+    head = ArcFace(m_cfg["embed_dim"], sampler.num_classes, t_cfg["scale"], t_cfg["margin"])
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
+    gen = torch.Generator().manual_seed(t_cfg["seed"])
+    steps = int(t_cfg["steps"])
+    step, elapsed_before = 0, 0.0
+    ckpt_path = run / "checkpoint.pt"
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        head.load_state_dict(ck["head"])
+        opt.load_state_dict(ck["opt"])
+        sampler.set_state(ck["sampler"])
+        gen.set_state(ck["gen"])
+        step, elapsed_before = ck["step"], ck["elapsed"]
+        log.info("resumed from step %d (%.1f min trained)", step, elapsed_before / 60)
+
+    budget = t_cfg["time_budget_minutes"] * 60
+
+    def lr_at(s: int, elapsed: float) -> float:
+        """Linear warm-up, then cosine decay over whichever ends first: the steps or the time budget."""
+        if s < t_cfg["warmup_steps"]:
+            return t_cfg["lr"] * (s + 1) / t_cfg["warmup_steps"]
+        p = max((s - t_cfg["warmup_steps"]) / max(1, steps - t_cfg["warmup_steps"]), elapsed / budget)
+        return t_cfg["lr"] * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    t0 = time.time()
+    canv = torch.from_numpy(tr.canvases.astype(np.float32))
+    loss_ema = None
+    while step < steps:
+        elapsed = elapsed_before + time.time() - t0
+        if elapsed > budget:
+            log.warning("time budget of %.0f min reached at step %d/%d", budget / 60, step, steps)
+            break
+        model.train()
+        idx, labels, forged = sampler.next()
+        x = augment(canv[idx].unsqueeze(1), a_cfg, gen)
+        y = torch.from_numpy(labels)
+        f = torch.from_numpy(forged)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, elapsed)
+        emb = model(x)
+        if t_cfg["loss"] == "arcface":
+            loss = head(emb, y)
+            if t_cfg["aux_triplet"]:
+                loss = loss + t_cfg["aux_triplet"] * triplet_loss(emb, y, f, 0.2)
+        elif t_cfg["loss"] == "triplet":
+            loss = triplet_loss(emb, y, f, t_cfg["margin"])
+        elif t_cfg["loss"] == "contrastive":
+            loss = contrastive_loss(emb, y, f, t_cfg["margin"])
+        else:
+            raise SystemExit(f"unknown loss {t_cfg['loss']!r}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if step % 10 == 0:
+            el = elapsed_before + time.time() - t0
+            eta = el / step * (steps - step) if step else 0
+            log.info("step %d/%d loss %.4f lr %.5f  %.2f s/step  elapsed %.1f min  eta %.1f min",
+                     step, steps, loss_ema, lr_at(step, el), el / step if step else 0, el / 60, eta / 60)
+        if step % t_cfg["checkpoint_every"] == 0 or step == steps:
+            atomic_save({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
+                         "sampler": sampler.state(), "gen": gen.get_state(), "step": step,
+                         "elapsed": elapsed_before + time.time() - t0}, ckpt_path)
+        if step % t_cfg["eval_every"] == 0 or step == steps:
+            v = validate(model, val)
+            v.update(step=step, minutes=(elapsed_before + time.time() - t0) / 60, loss=loss_ema)
+            log.info("validation at step %d: EER skilled %.2f%% random %.2f%%", step, 100 * v["eer_skilled"], 100 * v["eer_random"])
+            with open(run / "history.jsonl", "a") as fh:
+                fh.write(json.dumps(v) + "\n")
+    atomic_save(model.state_dict(), run / "model.pt")
+    meta = {"steps": step, "minutes": (elapsed_before + time.time() - t0) / 60}
+    (run / "trained.json").write_text(json.dumps(meta))
+    log.info("done: %d steps in %.1f min -> %s", step, meta["minutes"], run / "model.pt")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=Path("training/configs/default.toml"))
+    ap.add_argument("--run", type=Path, default=None, help="run directory (default ../runs/<config name>)")
+    ap.add_argument("--set", action="append", default=[], help="override a config value, e.g. train.loss=triplet")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    run = args.run or Path("../runs") / args.config.stem
+    setup_logging(run)
+    (run / "config.toml").write_text(dump_toml(copy.deepcopy(cfg)))
+    train(cfg, run, args.config)
+
+
+if __name__ == "__main__":
+    main()
