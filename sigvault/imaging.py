@@ -152,9 +152,13 @@ def read_image(
             grey = _to_grey(frame)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        kind = "not a readable image" if isinstance(exc, UnidentifiedImageError) else "image too large"
-        raise ImageError(f"{name}: {kind}; supply a PNG, JPEG, TIFF, BMP or GIF scan") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(
+            f"{name}: image dimensions are above the limit of {limits.max_pixels} pixels; "
+            "scan at a lower resolution or raise SIGVAULT_MAX_IMAGE_PIXELS"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image; supply a PNG, JPEG, TIFF, BMP or GIF scan") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageError(f"{name}: damaged or truncated image ({exc}); rescan or re-export it") from None
     return grey

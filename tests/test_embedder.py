@@ -1,0 +1,65 @@
+"""The shipped model: loads without torch, matches the torch network it was exported from, has a card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigvault.embedder import load_embedder, model_id_for, shipped_model_dir
+from sigvault.errors import ModelError
+
+WEIGHTS = shipped_model_dir()
+pytestmark = pytest.mark.skipif(not (WEIGHTS / "model.onnx").exists(), reason="no shipped model in sigvault/weights")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_embedder()
+
+
+def test_onnx_matches_the_torch_network_it_was_exported_from(model):
+    """parity.npz holds inputs and the torch model's embeddings of them, saved at export time."""
+    z = np.load(WEIGHTS / "parity.npz")
+    got = model.embed(z["inputs"].astype(np.float32))
+    assert np.abs(got - z["torch_embeddings"]).max() < 1e-4
+
+
+def test_embeddings_are_unit_vectors_and_deterministic(model):
+    z = np.load(WEIGHTS / "parity.npz")
+    x = z["inputs"].astype(np.float32)
+    a, b = model.embed(x), model.embed(x[::-1])[::-1]
+    assert a.shape == (len(x), model.dim) and a.dtype == np.float32
+    assert np.linalg.norm(a, axis=1) == pytest.approx(np.ones(len(x)), abs=1e-5)
+    assert np.abs(a - b).max() < 1e-5  # batch order does not matter
+
+
+def test_card_describes_the_model(model):
+    card = json.loads((WEIGHTS / "model_card.json").read_text())
+    for key in ("architecture", "preprocess", "scoring", "training", "calibration", "export"):
+        assert key in card
+    assert model.spec.to_dict() == card["preprocess"]
+    assert model.model_id == model_id_for((WEIGHTS / "model.onnx").read_bytes(), card)
+    assert (WEIGHTS / "model.onnx").stat().st_size < 30 * 2**20
+
+
+def test_a_user_model_gets_its_own_id(tmp_path: Path, model):
+    user = tmp_path / "bank-model"
+    shutil.copytree(WEIGHTS, user)
+    card = json.loads((user / "model_card.json").read_text())
+    card["name"] = "bank"
+    (user / "model_card.json").write_text(json.dumps(card))
+    other = load_embedder(user)
+    assert other.model_id.startswith("bank-") and other.model_id != model.model_id
+
+
+def test_missing_or_broken_model_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ModelError, match="model file not found"):
+        load_embedder(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"not onnx")
+    shutil.copy(WEIGHTS / "model_card.json", tmp_path / "model_card.json")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        load_embedder(tmp_path)

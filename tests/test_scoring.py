@@ -1,0 +1,81 @@
+"""Scoring: exact values on small hand-made vectors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sigvault import scoring
+from sigvault.scoring import ScoringConfig
+
+
+def unit(*v: float) -> np.ndarray:
+    a = np.array(v, dtype=np.float64)
+    return a / np.linalg.norm(a)
+
+
+REFS = np.stack([unit(1, 0, 0), unit(1, 1, 0), unit(1, 0, 1)])
+CFG = ScoringConfig(prior_mean=0.8, prior_std=0.1, prior_strength=2.0, k=1.5, refer_band=0.05)
+
+
+def test_similarities_and_mean_fusion():
+    sims = scoring.similarities(unit(1, 0, 0), REFS)
+    assert sims == pytest.approx([1.0, 1 / math.sqrt(2), 1 / math.sqrt(2)])
+    assert scoring.fuse(sims, CFG) == pytest.approx((1 + 2 / math.sqrt(2)) / 3)
+
+
+def test_top_k_fusion():
+    cfg = ScoringConfig(fusion_top_k=2)
+    assert scoring.fuse(np.array([0.1, 0.9, 0.5]), cfg) == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        scoring.fuse(np.array([]), cfg)
+
+
+def test_loo_scores():
+    loo = scoring.loo_scores(REFS, CFG)
+    # ref0 vs (ref1, ref2): both 1/sqrt2; ref1 vs (ref0: 1/sqrt2, ref2: 1/2)
+    assert loo == pytest.approx([1 / math.sqrt(2), (1 / math.sqrt(2) + 0.5) / 2, (1 / math.sqrt(2) + 0.5) / 2])
+
+
+def test_threshold_shrinks_toward_the_prior():
+    t = scoring.person_threshold(REFS, CFG)
+    loo = scoring.loo_scores(REFS, CFG)
+    mean = (3 * loo.mean() + 2 * 0.8) / 5
+    var = (2 * loo.var(ddof=1) + 2 * 0.01) / 4
+    assert t.value == pytest.approx(mean - 1.5 * math.sqrt(var))
+    assert t.n_references == 3 and t.loo_mean == pytest.approx(loo.mean())
+    assert "leave-one-out over 3 references" in t.method
+
+
+def test_threshold_with_one_or_two_references():
+    one = scoring.person_threshold(REFS[:1], CFG)
+    assert one.value == pytest.approx(0.8 - 1.5 * 0.1) and one.method == "prior (1 reference)"
+    two = scoring.person_threshold(REFS[:2], CFG)
+    mean = (2 * (1 / math.sqrt(2)) + 2 * 0.8) / 4
+    assert two.value == pytest.approx(mean - 1.5 * 0.1)  # spread from the prior only
+    assert two.loo_std is None
+
+
+@pytest.mark.parametrize("score,expected", [(0.80, "accept"), (0.75, "accept"), (0.70, "refer"), (0.66, "refer"), (0.649, "reject")])
+def test_decide_with_refer_band(score, expected):
+    assert scoring.decide(score, 0.70, CFG) == expected
+
+
+def test_probability_is_calibrated_logistic():
+    cfg = ScoringConfig(calib_slope=10.0, calib_offset=0.5)
+    assert scoring.probability(0.7, 0.7, cfg) == pytest.approx(1 / (1 + math.exp(-0.5)))
+    assert scoring.probability(-100.0, 0.7, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert scoring.probability(100.0, 0.7, cfg) == pytest.approx(1.0)
+
+
+def test_compare_probability_is_one_half_at_its_threshold():
+    cfg = ScoringConfig(compare_threshold=0.6, compare_slope=12.0)
+    assert scoring.compare_probability(0.6, cfg) == pytest.approx(0.5)
+    assert scoring.compare_probability(0.7, cfg) == pytest.approx(1 / (1 + math.exp(-1.2)))
+
+
+def test_config_round_trip_ignores_unknown_keys():
+    d = CFG.to_dict() | {"future_key": 1}
+    assert ScoringConfig.from_dict(d) == CFG
