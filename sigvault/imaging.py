@@ -220,6 +220,15 @@ def _shrink(grey: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BOX), dtype=np.uint8)
 
 
+def _hist_median(hist: np.ndarray) -> float:
+    """Exact median of the uint8 values counted by ``hist`` (same as np.median on the values)."""
+    n = int(hist.sum())
+    cum = np.cumsum(hist)
+    lo = int(np.searchsorted(cum, (n - 1) // 2 + 1))
+    hi = int(np.searchsorted(cum, n // 2 + 1))
+    return (lo + hi) / 2.0
+
+
 def _ink_mask(work: np.ndarray, spec: PreprocessSpec, name: str) -> tuple[np.ndarray, float]:
     """Boolean ink mask of the working image and the paper grey level."""
     from PIL import Image, ImageFilter
@@ -232,8 +241,10 @@ def _ink_mask(work: np.ndarray, spec: PreprocessSpec, name: str) -> tuple[np.nda
     n_ink = int(ink.sum())
     if n_ink == 0 or n_ink == ink.size:
         raise NoInkError(f"{name}: no signature ink found (the image is blank); scan the signed area")
-    paper = float(np.median(work[~ink]))
-    ink_level = float(np.median(work[ink]))
+    hist_all = np.bincount(work.ravel(), minlength=256)
+    hist_ink = np.bincount(work[ink], minlength=256)
+    paper = _hist_median(hist_all - hist_ink)
+    ink_level = _hist_median(hist_ink)
     if paper - ink_level < spec.min_contrast:
         raise NoInkError(
             f"{name}: no signature ink found (contrast {paper - ink_level:.0f} grey levels); "
@@ -259,10 +270,11 @@ def _clean_mask(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     min_size = max(spec.speck_min_pixels, spec.speck_fraction * sizes.sum())
     keep = sizes >= min_size
     h, w = ink.shape
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None or not keep[i]:
+    slices = ndimage.find_objects(labels)
+    for i in np.flatnonzero(keep):
+        if i == 0 or slices[i - 1] is None:
             continue
-        rows, cols = sl
+        rows, cols = slices[i - 1]
         touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
         spans = (rows.stop - rows.start) > spec.border_span * h or (cols.stop - cols.start) > spec.border_span * w
         if touches and spans:
