@@ -1,0 +1,199 @@
+"""Speed figures of the product on this machine (``make bench``). Prints medians measured in one run.
+
+    python benchmarks/run.py                 # model, preprocessing, vault and CLI figures
+    python benchmarks/run.py --large 1000000 # also verify in a vault of 1,000,000 references
+
+Inputs are synthetic signatures from ``sigvault.synth`` (no dataset scan): a "300-dpi scan" is a synthetic
+signature box scaled to 1800x800 pixels with paper noise, saved as PNG, decoded from bytes every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sigvault import imaging  # noqa: E402
+from sigvault.embedder import load_embedder  # noqa: E402
+from sigvault.synth import SyntheticWriter  # noqa: E402
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {1000 * statistics.median(values):.2f} ms (p90 {1000 * np.percentile(values, 90):.2f}, n={len(values)})"
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def scan_png(writer: int, i: int, forged: bool = False, size=(1800, 800)) -> bytes:
+    w = SyntheticWriter(writer)
+    im = (w.forgery(i) if forged else w.genuine(i)).resize(size, Image.Resampling.BICUBIC)
+    arr = np.asarray(im, dtype=np.float32) + np.random.default_rng(i).normal(0, 3, (size[1], size[0]))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bench_model(figures: dict) -> None:
+    emb1 = load_embedder(threads=1)
+    emb2 = load_embedder(threads=2)
+    scans = [scan_png(w, i) for w in range(4) for i in range(5)]
+    spec = emb1.spec
+    for s in scans[:3]:
+        imaging.load_canvas(s, spec)
+    t_read = timed(lambda: [imaging.read_image(s) for s in scans], 3)
+    greys = [imaging.read_image(s) for s in scans]
+    t_pre = []
+    for g in greys * 3:
+        t = time.perf_counter()
+        imaging.preprocess(g, spec)
+        t_pre.append(time.perf_counter() - t)
+    canvases = np.stack([imaging.preprocess(g, spec) for g in greys])
+    print(f"decode 1800x800 PNG: p50 {1000 * statistics.median(t_read) / len(scans):.2f} ms per image")
+    print(f"preprocess 1800x800 scan: {ms(t_pre)}")
+    figures["preprocess_ms_p50"] = 1000 * statistics.median(t_pre)
+    for name, e in (("1 thread", emb1), ("2 threads", emb2)):
+        e.embed(canvases[:1])
+        t = timed(lambda e=e: e.embed(canvases[:1]), 40)
+        print(f"embed batch 1, {name}: {ms(t)}")
+        figures[f"embed_b1_ms_p50_{name[0]}t"] = 1000 * statistics.median(t)
+    batch = np.concatenate([canvases] * 4)[:64]
+    t = timed(lambda: emb2.embed(batch), 5)
+    print(f"embed batch 64, 2 threads: {64 / statistics.median(t):.0f} signatures/s")
+    figures["embed_batched_per_s"] = 64 / statistics.median(t)
+
+    def pipeline(pngs: list[bytes]) -> None:
+        with ThreadPoolExecutor(2) as pool:
+            cs = list(pool.map(lambda b: imaging.load_canvas(b, spec), pngs))
+        emb2.embed(np.stack(cs))
+
+    work = scans * 4
+    t = timed(lambda: pipeline(work), 3)
+    rate = len(work) / statistics.median(t)
+    print(f"decode + preprocess + embed, batched ({len(work)} scans, 2 threads): {rate:.0f} signatures/s")
+    figures["pipeline_per_s"] = rate
+    print(f"model: {emb1.model_id}, {Path(emb1.path).stat().st_size / 1e6:.1f} MB, "
+          f"{emb1.card['architecture'].get('parameters', '?')} parameters")
+
+
+def bench_vault(figures: dict) -> None:
+    from sigvault.config import Settings
+    from sigvault.vault import Vault
+
+    home = Path(tempfile.mkdtemp(prefix="sigvault-bench-"))
+    settings = Settings.resolve(home=home, env={})
+    persons = 20
+    enroll_sets = {f"person-{p:03d}": [scan_png(100 + p, i) for i in range(5)] for p in range(persons)}
+    questioned = [(f"person-{p:03d}", scan_png(100 + p, 10 + k)) for p in range(persons) for k in range(3)]
+    with Vault.open(settings) as vault:
+        vault.enroll("warmup", [scan_png(999, i) for i in range(2)])
+        t = time.perf_counter()
+        for person, images in enroll_sets.items():
+            vault.enroll(person, images)
+        dt = time.perf_counter() - t
+        rate = persons * 5 / dt
+        print(f"enroll: {rate:.1f} images/s ({persons} persons x 5 scans, 1800x800, one enroll call per person)")
+        figures["enroll_per_s"] = rate
+        vault.verify(*questioned[0])
+        t_v = []
+        for person, data in questioned:
+            t = time.perf_counter()
+            vault.verify(person, data)
+            t_v.append(time.perf_counter() - t)
+        print(f"verify in-process, warm (decode + preprocess + embed + score + log): {ms(t_v)}")
+        figures["verify_warm_ms_p50"] = 1000 * statistics.median(t_v)
+        t_i = timed(lambda: vault.identify(questioned[0][1], top=5), 20)
+        print(f"identify top 5 among {persons * 5 + 2} references: {ms(t_i)}")
+    # command-line figures
+    q = home / "questioned.png"
+    q.write_bytes(questioned[0][1])
+    exe = [sys.executable, "-m", "sigvault"]
+    env = dict(os.environ, SIGVAULT_HOME=str(home))
+    env.pop("SIGVAULT_DATABASE_URL", None)
+    t_help = timed(lambda: subprocess.run(exe + ["--help"], capture_output=True, env=env, check=True), 5)
+    print(f"`sigvault --help` wall: {ms(t_help)}")
+    figures["help_s_p50"] = statistics.median(t_help)
+    t_cold = timed(lambda: subprocess.run(exe + ["verify", "person-000", str(q)], capture_output=True, env=env, check=True), 5)
+    print(f"cold `sigvault verify` wall (new process): {ms(t_cold)}")
+    figures["cold_verify_s_p50"] = statistics.median(t_cold)
+
+
+def bench_large(n_refs: int, figures: dict) -> None:
+    """A vault of n_refs references (5 per person) inserted in bulk; verify must not scan them all."""
+    from sqlalchemy import insert
+
+    from sigvault.config import Settings
+    from sigvault.db import models
+    from sigvault.db.models import utcnow
+    from sigvault.scoring import person_threshold
+    from sigvault.vault import Vault
+
+    home = Path(tempfile.mkdtemp(prefix="sigvault-bench-large-"))
+    settings = Settings.resolve(home=home, env={})
+    with Vault.open(settings) as vault:
+        emb = vault.embedder
+        model_id, dim, cfg = emb.model_id, emb.dim, emb.scoring
+        vault.enroll("real-person", [scan_png(7, i) for i in range(5)])
+        rng = np.random.default_rng(0)
+        persons = n_refs // 5
+        t0 = time.perf_counter()
+        now = utcnow()
+        chunk = 20_000
+        with vault.engine.begin() as conn:
+            for start in range(0, persons, chunk):
+                ids = range(start, min(persons, start + chunk))
+                conn.execute(insert(models.Person), [{"id": 10 + p, "person_id": f"bulk-{p:07d}", "created_at": now} for p in ids])
+                vecs = rng.standard_normal((len(ids) * 5, dim)).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                conn.execute(insert(models.Reference), [
+                    {"person_pk": 10 + p, "sha256": f"{p:058d}{k:06d}", "source_name": None, "model_id": model_id,
+                     "embedding": vecs[j * 5 + k].astype("<f4").tobytes(), "created_at": now}
+                    for j, p in enumerate(ids) for k in range(5)])
+                thr = person_threshold(vecs[:5], cfg)
+                conn.execute(insert(models.Threshold), [
+                    {"person_pk": 10 + p, "value": thr.value, "method": thr.method, "n_references": 5, "details": {},
+                     "model_id": model_id, "is_override": False, "set_at": now} for p in ids])
+        print(f"large vault: inserted {persons * 5} references of {persons} persons in {time.perf_counter() - t0:.0f} s")
+        data = scan_png(7, 20)
+        vault.verify("real-person", data)
+        t_v = timed(lambda: vault.verify("real-person", data), 30)
+        print(f"verify with {persons * 5 + 5} references in the vault, warm: {ms(t_v)}")
+        figures["verify_large_ms_p50"] = 1000 * statistics.median(t_v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--large", type=int, default=0, help="also measure verify in a vault of this many references")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    args = ap.parse_args()
+    figures: dict = {"cpus": os.cpu_count()}
+    bench_model(figures)
+    bench_vault(figures)
+    if args.large:
+        bench_large(args.large, figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

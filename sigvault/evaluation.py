@@ -1,0 +1,713 @@
+"""``sigvault evaluate``: measure the system on a folder of scans, honestly.
+
+Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any supported image format).
+
+1. **One read pass.** Every image is read once (:func:`imaging.read_image`), its raw capture statistics are
+   taken (:func:`probes.image_stats`), it is preprocessed with the model's spec and embedded, in batches of
+   :data:`EMBED_BATCH`. Unreadable images, images without ink and exact duplicate files are skipped and
+   listed in the report; the run goes on.
+2. **S seeded splits.** Per writer, N random genuine signatures are the references. They are enrolled
+   through :meth:`sigvault.vault.Vault.enroll` in a temporary store, exactly as ``sigvault enroll`` does;
+   the thresholds the vault stores are the ones the deployed rule uses. Questioned items (the writer's other
+   genuine signatures, all its skilled forgeries, and one genuine signature of every other writer) are
+   scored by :func:`protocol.run_split` with :mod:`sigvault.scoring`, the functions ``verify`` uses.
+3. **Figures**, mean ± std over splits: EER (skilled, random; one global threshold chosen after the fact,
+   the figure comparable to the literature), AUC, FRR at 1 % FAR (skilled), and the deployed rule's FRR,
+   FAR (skilled, random) and refer rate with each writer's own threshold.
+4. **Capture bias** (:mod:`sigvault.probes`): reference-free probes, and the shortcut test of the model:
+   the skilled-forgery EER when each writer's questioned items are scored against ANOTHER writer's
+   references (:func:`swapped_scores`). A model that compares signatures is near 50 % there.
+
+The library never prints: :func:`render_text` returns the lines the CLI shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sigvault import imaging, metrics, probes, protocol, scoring
+from sigvault.errors import ImageError, SigvaultError, UsageError
+
+if TYPE_CHECKING:
+    from sigvault.embedder import Embedder
+
+EMBED_BATCH = 64
+TARGET_FAR = 0.01  # FRR is reported at this false-accept rate on skilled forgeries
+SHORTCUT_WARN_EER = 0.35  # swapped-reference skilled EER below this: the model separates without comparing
+DECISIONS = ("accept", "refer", "reject")
+FIGURE_KEYS = (
+    "eer_skilled",
+    "eer_random",
+    "auc_skilled",
+    "auc_random",
+    "frr_at_far1_skilled",
+    "frr",
+    "far_skilled",
+    "far_random",
+    "refer_rate",
+    "eer_skilled_swapped",
+)
+FIGURE_LABELS = {
+    "eer_skilled": "EER, skilled forgeries",
+    "eer_random": "EER, random forgeries",
+    "auc_skilled": "AUC, skilled forgeries",
+    "auc_random": "AUC, random forgeries",
+    "frr_at_far1_skilled": "FRR at 1% FAR, skilled",
+    "frr": "deployed rule: FRR",
+    "far_skilled": "deployed rule: FAR, skilled",
+    "far_random": "deployed rule: FAR, random",
+    "refer_rate": "deployed rule: refer rate",
+    "eer_skilled_swapped": "shortcut test: skilled EER, other writer's refs",
+}
+RATE_KEYS = frozenset(FIGURE_KEYS) - {"auc_skilled", "auc_random"}  # shown as percentages
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total); stages: "reading", "splits"."""
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure over the splits: mean, standard deviation (population, 0 for one split), per-split values.
+
+    NaN (JSON null) when the data cannot give it (no skilled forgeries, say)."""
+
+    mean: float
+    std: float
+    values: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Figure:
+        arr = np.asarray(values, dtype=np.float64)
+        ok = arr[np.isfinite(arr)]
+        if not ok.size:
+            return cls(float("nan"), float("nan"), tuple(float(v) for v in arr))
+        return cls(float(ok.mean()), float(ok.std()), tuple(float(v) for v in arr))
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    writers: int  # writer folders found
+    writers_evaluated: int  # with at least references + 1 usable genuine signatures
+    images: int  # image files found
+    images_used: int  # read, inked and embedded
+    genuine: int  # used genuine images
+    forged: int  # used forged images
+    skipped: int
+    trials_per_split: dict[str, float]  # kind -> mean number of questioned items per split
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    dataset: str
+    model_id: str
+    references: int
+    splits: int
+    seed: int
+    counts: Counts
+    figures: dict[str, Figure]
+    confusion: dict[str, dict[str, int]]  # kind -> decision -> count, summed over splits
+    probes: tuple[probes.ProbeResult, ...]
+    warnings: tuple[str, ...]
+    skipped: tuple[SkippedImage, ...]
+    writers_not_evaluated: tuple[str, ...]
+    files: tuple[str, ...] = ()  # written with out_dir
+    capture_bias: bool = False  # a probe is flagged
+    shortcut: bool = False  # the swapped-reference EER is below SHORTCUT_WARN_EER
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON-ready object: the figures' means at top level (fractions), ``<key>_std`` beside them."""
+        out: dict[str, Any] = {
+            "dataset": self.dataset,
+            "model": self.model_id,
+            "references": self.references,
+            "splits": self.splits,
+            "seed": self.seed,
+        }
+        for key, fig in self.figures.items():
+            out[key] = _num(fig.mean)
+            out[f"{key}_std"] = _num(fig.std)
+        out["per_split"] = {key: [_num(v) for v in fig.values] for key, fig in self.figures.items()}
+        out["counts"] = asdict(self.counts)
+        out["confusion"] = self.confusion
+        out["capture_bias"] = self.capture_bias
+        out["shortcut"] = self.shortcut
+        out["probe_auc_warn"] = probes.AUC_WARN
+        out["shortcut_eer_warn"] = SHORTCUT_WARN_EER
+        out["probes"] = [
+            {k: _num(v) if isinstance(v, float) else v for k, v in p.to_dict().items()} for p in self.probes
+        ]
+        out["warnings"] = list(self.warnings)
+        out["skipped"] = [asdict(s) for s in self.skipped]
+        out["writers_not_evaluated"] = list(self.writers_not_evaluated)
+        out["files"] = list(self.files)
+        return out
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# --------------------------------------------------------------------------------------------- dataset
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    path: Path
+    writer: str
+    forged: bool
+
+
+def scan_dataset(root: Path) -> tuple[list[str], list[DatasetItem]]:
+    """Writers (sorted folder names holding ``genuine/``) and their files, in a stable order.
+
+    Raises:
+        UsageError: the folder does not exist or holds no writer in the dataset layout.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder; give a folder laid out as <writer>/genuine/* and <writer>/forged/*")
+    writers = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "genuine").is_dir())
+    if not writers:
+        raise UsageError(
+            f"{root}: no writer folder with a genuine/ subfolder; lay the scans out as "
+            "<writer>/genuine/* and <writer>/forged/*"
+        )
+    items = []
+    for w in writers:
+        for sub, is_forged in (("genuine", False), ("forged", True)):
+            folder = root / w / sub
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                if p.is_file() and not p.name.startswith("."):
+                    items.append(DatasetItem(p, w, is_forged))
+    return writers, items
+
+
+@dataclass
+class _Loaded:
+    """What the single read pass keeps: embeddings, raw statistics, canvas hashes (for the vault)."""
+
+    items: list[DatasetItem] = field(default_factory=list)
+    stats: list[probes.ImageStats] = field(default_factory=list)
+    canvas_keys: list[bytes] = field(default_factory=list)
+    emb: list[np.ndarray] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
+
+
+def _canvas_key(canvas: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(canvas, dtype=np.float32).tobytes()).digest()
+
+
+def _read_all(
+    items: Sequence[DatasetItem],
+    embedder: Embedder,
+    limits: imaging.ImageLimits,
+    progress: Progress | None,
+) -> _Loaded:
+    """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail."""
+    out = _Loaded()
+    seen: dict[str, str] = {}
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            vecs = np.asarray(embedder.embed(np.stack(batch)), dtype=np.float32)
+            out.emb.extend(vecs)
+            batch.clear()
+
+    for k, item in enumerate(items):
+        name = str(item.path)
+        try:
+            data = imaging._read_bytes(item.path, name, limits)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in seen:
+                raise ImageError(
+                    f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
+                )
+            grey = imaging.read_image(data, name=name, limits=limits)
+            canvas = imaging.preprocess(grey, embedder.spec, name=name)
+        except ImageError as exc:
+            out.skipped.append(SkippedImage(name, str(exc)))
+        else:
+            seen[digest] = name
+            kind, dpi = probes.header_info(data)
+            out.items.append(item)
+            out.stats.append(probes.image_stats(grey, file_kind=kind, dpi=dpi))
+            out.canvas_keys.append(_canvas_key(canvas))
+            batch.append(canvas)
+            if len(batch) == EMBED_BATCH:
+                flush()
+        if progress is not None:
+            progress("reading", k + 1, len(items))
+    flush()
+    return out
+
+
+# ------------------------------------------------------------------------------------ vault enrolment
+
+
+class _CachedEmbedder:
+    """The evaluation's embedder as the vault sees it: canvases already embedded in the read pass are looked
+    up (by the hash of the canvas) instead of being embedded again; anything else is embedded for real."""
+
+    def __init__(self, inner: Embedder, keys: Sequence[bytes], emb: np.ndarray) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dim = inner.dim
+        self.spec = inner.spec
+        self.scoring = inner.scoring
+        self._cache = {k: i for i, k in enumerate(keys)}
+        self._emb = emb
+        self.hits = 0
+        self.misses = 0
+
+    def embed(self, canvases: np.ndarray) -> np.ndarray:
+        out = np.empty((canvases.shape[0], self.dim), dtype=np.float32)
+        todo = []
+        for j, canvas in enumerate(canvases):
+            i = self._cache.get(_canvas_key(canvas))
+            if i is None:
+                todo.append(j)
+            else:
+                out[j] = self._emb[i]
+        if todo:
+            out[todo] = np.asarray(self.inner.embed(canvases[todo]), dtype=np.float32)
+        self.hits += canvases.shape[0] - len(todo)
+        self.misses += len(todo)
+        return out
+
+
+def enroll_references(
+    refs: dict[str, np.ndarray],
+    paths: Sequence[Path],
+    embedder: _CachedEmbedder,
+    limits: imaging.ImageLimits,
+) -> dict[str, float]:
+    """Enroll each writer's references through :meth:`Vault.enroll` in a temporary store, as ``sigvault
+    enroll`` does; -> {writer: the threshold the vault stored}."""
+    from sigvault.config import Settings, sqlite_url
+    from sigvault.vault import Vault
+
+    thresholds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="sigvault-evaluate-") as tmp:
+        home = Path(tmp)
+        settings = Settings(
+            home=home,
+            database_url=sqlite_url(home / "evaluate.db"),
+            max_image_pixels=limits.max_pixels,
+            max_image_bytes=limits.max_bytes,
+        )
+        with Vault.open(settings, embedder=embedder) as vault:
+            for k, (writer, idx) in enumerate(sorted(refs.items())):
+                person = _person_id(writer, k)
+                result = vault.enroll(person, [paths[i] for i in idx])
+                stored = vault.person(result.person).threshold
+                if stored is None:  # pragma: no cover - enroll always stores one
+                    raise SigvaultError(f"evaluate: the temporary vault stored no threshold for {writer!r}")
+                thresholds[writer] = stored
+    return thresholds
+
+
+def _person_id(writer: str, k: int) -> str:
+    from sigvault.errors import InvalidPersonIdError
+    from sigvault.vault import normalize_person_id
+
+    try:
+        return normalize_person_id(writer)
+    except InvalidPersonIdError:
+        return f"writer-{k}"
+
+
+# ------------------------------------------------------------------------------------------- protocol
+
+
+def choose_references(
+    writers: np.ndarray, forged: np.ndarray, n_refs: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Per writer with more than ``n_refs`` genuine items, ``n_refs`` of them at random (sorted indices)."""
+    refs = {}
+    for w in sorted(set(writers.tolist())):
+        g = np.flatnonzero((writers == w) & ~forged)
+        if g.size > n_refs:
+            refs[w] = np.sort(rng.choice(g, size=n_refs, replace=False))
+    return refs
+
+
+def swapped_scores(
+    emb: np.ndarray,
+    writers: np.ndarray,
+    forged: np.ndarray,
+    refs: dict[str, np.ndarray],
+    cfg: scoring.ScoringConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shortcut test: each enrolled writer's questioned items (its non-reference genuine signatures and
+    its skilled forgeries) scored against the references of the NEXT enrolled writer in sorted order.
+
+    -> (genuine scores, skilled scores). A model that compares signatures cannot tell them apart (EER near
+    0.5); one that recognises forgeries by their capture still can.
+    """
+    names = sorted(refs)
+    gen, sk = [], []
+    if len(names) < 2:
+        return np.zeros(0), np.zeros(0)
+    for k, w in enumerate(names):
+        other = emb[refs[names[(k + 1) % len(names)]]]
+        mine = writers == w
+        rest = np.setdiff1d(np.flatnonzero(mine & ~forged), refs[w])
+        for i in rest:
+            gen.append(scoring.fuse(scoring.similarities(emb[i], other), cfg))
+        for i in np.flatnonzero(mine & forged):
+            sk.append(scoring.fuse(scoring.similarities(emb[i], other), cfg))
+    return np.asarray(gen, dtype=np.float64), np.asarray(sk, dtype=np.float64)
+
+
+def _eer(g: np.ndarray, i: np.ndarray) -> float:
+    return metrics.eer(g, i)[0] if g.size and i.size else float("nan")
+
+
+def _auc(g: np.ndarray, i: np.ndarray) -> float:
+    return metrics.auc(g, i) if g.size and i.size else float("nan")
+
+
+def _frr_at(g: np.ndarray, i: np.ndarray, far: float) -> float:
+    return metrics.frr_at_far(g, i, far) if g.size and i.size else float("nan")
+
+
+def split_figures(trials: protocol.Trials, cfg: scoring.ScoringConfig) -> dict[str, float]:
+    """The figures of one split (everything but the shortcut test)."""
+    g, sk, rd = (trials.scores(k) for k in protocol.KINDS)
+    out = {
+        "eer_skilled": _eer(g, sk),
+        "eer_random": _eer(g, rd),
+        "auc_skilled": _auc(g, sk),
+        "auc_random": _auc(g, rd),
+        "frr_at_far1_skilled": _frr_at(g, sk, TARGET_FAR),
+    }
+    out.update(protocol.deployed_rates(trials, cfg))
+    return out
+
+
+def _decisions(trials: protocol.Trials, cfg: scoring.ScoringConfig) -> dict[str, dict[str, int]]:
+    dec = np.array([scoring.decide(s, t, cfg) for s, t in zip(trials.score, trials.threshold, strict=True)])
+    return {k: {d: int(np.sum((trials.kind == k) & (dec == d))) for d in DECISIONS} for k in protocol.KINDS}
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def run_evaluation(
+    dataset_dir: Path | str,
+    *,
+    embedder: Embedder,
+    references: int = 5,
+    splits: int = 5,
+    seed: int = 0,
+    out_dir: Path | str | None = None,
+    progress: Progress | None = None,
+    limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+) -> EvaluationReport:
+    """Run ``sigvault evaluate`` on a dataset folder; see the module docstring for the protocol.
+
+    Args:
+        dataset_dir: folder laid out as ``<writer>/{genuine,forged}/*``.
+        embedder: the model (``embedder.load_embedder()``), or any object with its contract.
+        references: genuine signatures enrolled per writer in each split (N).
+        splits: number of seeded splits (S).
+        seed: the seed of the splits (and of the embedding probe's writer halves).
+        out_dir: if given, ``report.json``, ``det.png``, ``histograms.png`` and ``confusion.csv`` are
+            written there (created if needed).
+        progress: called as ``progress(stage, done, total)``.
+        limits: image size limits.
+
+    Raises:
+        UsageError: bad arguments, no dataset, or too few usable writers (fewer than 2 with N + 1 genuine
+            signatures).
+    """
+    if references < 1:
+        raise UsageError(f"--references {references}: enroll at least 1 reference per writer")
+    if splits < 1:
+        raise UsageError(f"--splits {splits}: run at least 1 split")
+    root = Path(dataset_dir)
+    writer_names, items = scan_dataset(root)
+    loaded = _read_all(items, embedder, limits, progress)
+    n_used = len(loaded.items)
+    writers = np.array([it.writer for it in loaded.items], dtype=object)
+    forged = np.array([it.forged for it in loaded.items], dtype=bool)
+    paths = [it.path for it in loaded.items]
+    emb = np.vstack(loaded.emb) if loaded.emb else np.zeros((0, embedder.dim), dtype=np.float32)
+    cfg = embedder.scoring
+
+    genuine_count = {w: int(np.sum((writers == w) & ~forged)) for w in writer_names}
+    evaluable = [w for w in writer_names if genuine_count[w] > references]
+    not_evaluated = tuple(w for w in writer_names if genuine_count[w] <= references)
+    if len(evaluable) < 2:
+        raise UsageError(
+            f"{root}: only {len(evaluable)} writer(s) have more than {references} usable genuine signatures; "
+            "evaluation needs at least 2 (lower --references or add scans)"
+        )
+
+    cached = _CachedEmbedder(embedder, loaded.canvas_keys, emb)
+    per_split: dict[str, list[float]] = {k: [] for k in FIGURE_KEYS}
+    confusion = {k: dict.fromkeys(DECISIONS, 0) for k in protocol.KINDS}
+    trial_counts = {k: 0 for k in protocol.KINDS}
+    pooled: dict[str, list[np.ndarray]] = {k: [] for k in protocol.KINDS}
+    mismatched = 0
+    for s in range(splits):
+        rng = np.random.default_rng([seed, s])
+        refs = choose_references(writers, forged, references, rng)
+        thresholds = enroll_references(refs, paths, cached, limits)
+        trials = protocol.run_split(emb, writers, forged, references, int(rng.integers(2**31)), cfg, references=refs)
+        # The deployed rule uses the thresholds the vault stored at enrolment.
+        vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)
+        mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
+        trials = replace(trials, threshold=vault_thr)
+        figs = split_figures(trials, cfg)
+        g_sw, sk_sw = swapped_scores(emb, writers, forged, refs, cfg)
+        figs["eer_skilled_swapped"] = _eer(g_sw, sk_sw)
+        for k in FIGURE_KEYS:
+            per_split[k].append(figs[k])
+        for kind, row in _decisions(trials, cfg).items():
+            for d, n in row.items():
+                confusion[kind][d] += n
+        for kind in protocol.KINDS:
+            sc = trials.scores(kind)
+            trial_counts[kind] += int(sc.size)
+            pooled[kind].append(sc)
+        if progress is not None:
+            progress("splits", s + 1, splits)
+
+    figures = {k: Figure.of(v) for k, v in per_split.items()}
+    probe_results = probes.run_probes(loaded.stats, emb, writers, forged, seed) if n_used else ()
+    warnings: list[str] = []
+    capture = probes.capture_warning(probe_results)
+    if capture:
+        warnings.append(capture)
+    swapped = figures["eer_skilled_swapped"].mean
+    shortcut = math.isfinite(swapped) and swapped < SHORTCUT_WARN_EER
+    if shortcut:
+        warnings.append(
+            f"shortcut: with ANOTHER writer's references the model still separates genuine signatures from "
+            f"skilled forgeries (EER {100 * swapped:.1f}%, chance is 50%). It recognises forgeries without "
+            "comparing them with the references, so its skilled-forgery figures are not trustworthy here."
+        )
+    if not forged.any():
+        warnings.append(
+            "no usable skilled forgeries (forged/ folders): skilled-forgery figures and probes are not available"
+        )
+    if not_evaluated:
+        shown = ", ".join(not_evaluated[:10]) + (", ..." if len(not_evaluated) > 10 else "")
+        warnings.append(
+            f"{len(not_evaluated)} writer(s) have {references} or fewer usable genuine signatures and were not "
+            f"evaluated: {shown}"
+        )
+    if loaded.skipped:
+        warnings.append(f"{len(loaded.skipped)} image(s) skipped (unreadable, no ink or duplicate); see the list")
+    if mismatched:
+        warnings.append(
+            f"internal check: {mismatched} threshold(s) stored by the vault differ from the protocol's; "
+            "please report this"
+        )
+    if cached.misses:
+        warnings.append(
+            f"internal check: {cached.misses} reference(s) preprocessed differently by the vault; please report this"
+        )
+
+    counts = Counts(
+        writers=len(writer_names),
+        writers_evaluated=len(evaluable),
+        images=len(items),
+        images_used=n_used,
+        genuine=int((~forged).sum()),
+        forged=int(forged.sum()),
+        skipped=len(loaded.skipped),
+        trials_per_split={k: trial_counts[k] / splits for k in protocol.KINDS},
+    )
+    report = EvaluationReport(
+        dataset=str(root),
+        model_id=embedder.model_id,
+        references=references,
+        splits=splits,
+        seed=seed,
+        counts=counts,
+        figures=figures,
+        confusion=confusion,
+        probes=probe_results,
+        warnings=tuple(warnings),
+        skipped=tuple(loaded.skipped),
+        writers_not_evaluated=not_evaluated,
+        capture_bias=capture is not None,
+        shortcut=shortcut,
+    )
+    if out_dir is not None:
+        scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
+        report = replace(report, files=tuple(str(p) for p in write_outputs(report, scores, Path(out_dir))))
+    return report
+
+
+# -------------------------------------------------------------------------------------------- outputs
+
+
+def write_outputs(report: EvaluationReport, scores: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
+    """report.json, confusion.csv, det.png, histograms.png in ``out_dir``; scores pooled over splits by kind."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "report.json", out_dir / "confusion.csv", out_dir / "det.png", out_dir / "histograms.png"]
+    with open(paths[1], "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["kind", *DECISIONS, "total"])
+        for kind, row in report.confusion.items():
+            wr.writerow([kind, *(row[d] for d in DECISIONS), sum(row.values())])
+    _plot_det(scores, paths[2], report.model_id)
+    _plot_histograms(scores, paths[3], report.model_id)
+    data = report.to_json() | {"files": [str(p) for p in paths]}
+    paths[0].write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return paths
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_det(scores: dict[str, np.ndarray], path: Path, title: str) -> None:
+    """DET curve on probit (normal deviate) axes: skilled and random forgeries."""
+    from scipy.stats import norm
+
+    plt = _pyplot()
+    eps = 1e-4
+    ticks = np.array([0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    try:
+        for kind, colour in (("skilled", "tab:red"), ("random", "tab:blue")):
+            g, i = scores["genuine"], scores[kind]
+            if not g.size or not i.size:
+                continue
+            far, frr = metrics.det_points(g, i)
+            e = metrics.eer(g, i)[0]
+            ax.plot(
+                norm.ppf(np.clip(far, eps, 1 - eps)),
+                norm.ppf(np.clip(frr, eps, 1 - eps)),
+                color=colour,
+                label=f"{kind} forgeries (pooled EER {100 * e:.1f}%)",
+            )
+        lim = norm.ppf([eps * 5, 0.85])  # up to 85 %: a weak model's skilled curve stays in view
+        ax.plot(lim, lim, color="grey", lw=0.6, ls=":")
+        ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+        ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+        ax.set_xlim(*lim)
+        ax.set_ylim(*lim)
+        ax.set_xlabel("false accept rate (%)")
+        ax.set_ylabel("false reject rate (%)")
+        ax.set_title(f"DET, {title}", fontsize=9)
+        ax.grid(True, lw=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def _plot_histograms(scores: dict[str, np.ndarray], path: Path, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    try:
+        everything = (
+            np.concatenate([v for v in scores.values() if v.size])
+            if any(v.size for v in scores.values())
+            else np.zeros(1)
+        )
+        bins = np.linspace(float(everything.min()), float(everything.max()) + 1e-9, 50)
+        for kind, colour in (("genuine", "tab:green"), ("skilled", "tab:red"), ("random", "tab:blue")):
+            if scores[kind].size:
+                ax.hist(
+                    scores[kind],
+                    bins=bins,
+                    density=True,
+                    alpha=0.45,
+                    color=colour,
+                    label=f"{kind} ({scores[kind].size})",
+                )
+        ax.set_xlabel("fused score (similarity to the references)")
+        ax.set_ylabel("density")
+        ax.set_title(f"Scores, {title}", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+
+def _fmt(key: str, fig: Figure) -> str:
+    if not math.isfinite(fig.mean):
+        return "n/a"
+    if key in RATE_KEYS:
+        return f"{100 * fig.mean:5.1f}% ± {100 * fig.std:4.1f}"
+    return f"{fig.mean:6.3f} ± {fig.std:5.3f}"
+
+
+def render_text(report: EvaluationReport) -> list[str]:
+    """The lines ``sigvault evaluate`` shows (no trailing newlines): figures ± std, probes, warnings, files."""
+    c = report.counts
+    lines = [
+        f"sigvault evaluate  {report.dataset}",
+        f"model {report.model_id}; {report.references} references per writer, {report.splits} split(s), seed {report.seed}",
+        f"{c.writers_evaluated} of {c.writers} writers evaluated; {c.images_used} of {c.images} images used "
+        f"({c.genuine} genuine, {c.forged} forged, {c.skipped} skipped)",
+        "questioned items per split: " + ", ".join(f"{k} {v:g}" for k, v in c.trials_per_split.items()),
+        "",
+    ]
+    width = max(len(v) for v in FIGURE_LABELS.values())
+    for key in FIGURE_KEYS:
+        lines.append(f"  {FIGURE_LABELS[key]:<{width}}  {_fmt(key, report.figures[key])}")
+    lines += ["", "deployed decisions (all splits)   accept   refer  reject"]
+    for kind, row in report.confusion.items():
+        lines.append(f"  {kind:<31} {row['accept']:7d} {row['refer']:7d} {row['reject']:7d}")
+    if report.probes:
+        lines += [
+            "",
+            f"capture-bias probes (AUC genuine vs forged without references; warning at {probes.AUC_WARN:.2f})",
+        ]
+        pw = max(len(p.cue) for p in report.probes)
+        for p in report.probes:
+            value = "n/a " if p.auc is None else f"{p.auc:.2f}"
+            mark = "  <- CUE" if p.flagged else ""
+            extra = p.direction if p.key in probes.NUMERIC_CUES else (p.note or "")
+            lines.append(f"  {p.cue:<{pw}}  {value}  {extra}{mark}".rstrip())
+    if report.warnings:
+        lines.append("")
+        lines += [f"WARNING: {w}" for w in report.warnings]
+    if report.skipped:
+        lines += ["", "skipped images:"]
+        lines += [f"  {s.reason}" for s in report.skipped[:20]]
+        if len(report.skipped) > 20:
+            lines.append(f"  ... and {len(report.skipped) - 20} more (see the JSON)")
+    if report.files:
+        lines += ["", "written:"] + [f"  {f}" for f in report.files]
+    return lines
