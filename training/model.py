@@ -69,4 +69,9 @@ def build_model(arch: str, embed_dim: int = 256, imagenet_init: bool = False, dr
         if arch != "efficientnet_lite0":
             raise ValueError(f"ImageNet initialisation is available for efficientnet_lite0 only, not {arch}")
         _load_imagenet_lite0(backbone)
-    return SignatureEmbedder(backbone, backbone.num_features, embed_dim, drop_rate)
+    # pooled feature width (timm's num_features is the pre-head width for MobileNetV3, so measure it)
+    backbone.eval()
+    with torch.no_grad():
+        features = int(backbone(torch.zeros(1, 1, 64, 128)).shape[1])
+    backbone.train()
+    return SignatureEmbedder(backbone, features, embed_dim, drop_rate)
