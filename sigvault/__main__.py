@@ -1,0 +1,5 @@
+"""``python -m sigvault``: the same command line as ``sigvault``."""
+
+from sigvault.cli import main
+
+main()

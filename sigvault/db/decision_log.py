@@ -1,0 +1,193 @@
+"""The tamper-evident decision log: an append-only table chained with SHA-256.
+
+Entry ``n`` stores ``prev_hash`` (the hash of entry ``n - 1``; :data:`GENESIS_HASH` for entry 1) and
+``hash = sha256(canonical JSON of every field of the entry, prev_hash included)``. Ids are consecutive
+positions in the chain, assigned under a lock on the single ``log_head`` row, which also records the last
+position and hash. So :func:`verify_chain` detects an edited entry (its hash no longer matches), a deleted
+or reordered one (a ``prev_hash`` or position breaks), and a removed tail (the head disagrees).
+
+Anyone with write access could recompute the whole chain; anchoring the head hash outside the database
+(printing it, sending it to another system) closes that gap: :func:`head` gives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from sigvault.db.models import GENESIS_HASH, Decision, LogHead, utcnow
+
+KINDS = ("verify", "audit")
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What a caller logs; the log adds id, time and hashes."""
+
+    kind: str
+    person_id: str
+    image_sha256: str
+    score: float
+    threshold: float
+    threshold_method: str
+    decision: str
+    probability: float
+    model_id: str
+    references_used: list[dict[str, Any]]
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored entry, as hashed and exported."""
+
+    id: int
+    at: datetime
+    kind: str
+    person_id: str
+    image_sha256: str
+    score: float
+    threshold: float
+    threshold_method: str
+    decision: str
+    probability: float
+    model_id: str
+    references_used: list[dict[str, Any]]
+    details: dict[str, Any] | None
+    prev_hash: str
+    hash: str
+
+    def content(self) -> dict[str, Any]:
+        """Every field except ``hash``, in JSON types: what the hash covers."""
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "person_id": self.person_id,
+            "image_sha256": self.image_sha256,
+            "score": self.score,
+            "threshold": self.threshold,
+            "threshold_method": self.threshold_method,
+            "decision": self.decision,
+            "probability": self.probability,
+            "model_id": self.model_id,
+            "references_used": self.references_used,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.content(), "hash": self.hash}
+
+
+def entry_hash(content: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of an entry's content."""
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
+def head(conn: Connection, *, lock: bool = False) -> tuple[int, str]:
+    """(last id, last hash) of the chain; ``lock=True`` serialises appenders until commit."""
+    stmt = select(LogHead.last_id, LogHead.last_hash).where(LogHead.id == 1)
+    if lock:
+        stmt = stmt.with_for_update()
+    last_id, last_hash = conn.execute(stmt).one()
+    return int(last_id), last_hash
+
+
+def append(conn: Connection, entries: Sequence[NewEntry]) -> list[Entry]:
+    """Append entries in order inside the caller's transaction (a write transaction on SQLite).
+
+    Raises:
+        ValueError: an unknown kind or a non-finite number (a bug in the caller, never user input).
+    """
+    if not entries:
+        return []
+    last_id, last_hash = head(conn, lock=True)
+    stored: list[Entry] = []
+    for new in entries:
+        if new.kind not in KINDS:
+            raise ValueError(f"unknown decision kind {new.kind!r}")
+        numbers = (new.score, new.threshold, new.probability)
+        if not all(math.isfinite(x) for x in numbers):
+            raise ValueError(f"non-finite score, threshold or probability {numbers}")
+        partial = Entry(
+            id=last_id + 1,
+            at=utcnow(),
+            kind=new.kind,
+            person_id=new.person_id,
+            image_sha256=new.image_sha256,
+            score=float(new.score),
+            threshold=float(new.threshold),
+            threshold_method=new.threshold_method,
+            decision=new.decision,
+            probability=float(new.probability),
+            model_id=new.model_id,
+            references_used=json.loads(json.dumps(new.references_used)),
+            details=json.loads(json.dumps(new.details)) if new.details is not None else None,
+            prev_hash=last_hash,
+            hash="",
+        )
+        entry = Entry(**{**partial.__dict__, "hash": entry_hash(partial.content())})
+        stored.append(entry)
+        last_id, last_hash = entry.id, entry.hash
+    conn.execute(insert(Decision), [e.__dict__ for e in stored])
+    conn.execute(update(LogHead).where(LogHead.id == 1).values(last_id=last_id, last_hash=last_hash))
+    return stored
+
+
+def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:
+    """Stored entries in chain order, streamed."""
+    cols = [getattr(Decision, f) for f in Entry.__dataclass_fields__]
+    stmt = select(*cols).where(Decision.id > after).order_by(Decision.id)
+    for row in conn.execution_options(yield_per=1000).execute(stmt):
+        yield Entry(*row)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Outcome of :func:`verify_chain`. ``first_bad`` is the id of the first entry that fails, if any."""
+
+    ok: bool
+    entries: int
+    head_id: int
+    head_hash: str
+    first_bad: int | None = None
+    problem: str | None = None
+
+
+def verify_chain(conn: Connection) -> ChainReport:
+    """Walk the whole chain and report the first broken entry."""
+    head_id, head_hash = head(conn)
+    expected_id, expected_prev, count = 1, GENESIS_HASH, 0
+    for entry in iter_entries(conn):
+        problem = None
+        if entry.id != expected_id:
+            problem = f"entry {expected_id} is missing (next entry found is {entry.id}): deleted"
+            bad = expected_id
+        elif entry.prev_hash != expected_prev:
+            problem = f"entry {entry.id} does not follow entry {entry.id - 1}: entries deleted, reordered or edited"
+            bad = entry.id
+        elif entry_hash(entry.content()) != entry.hash:
+            problem = f"entry {entry.id} was altered after it was written (its hash does not match)"
+            bad = entry.id
+        if problem is not None:
+            return ChainReport(False, count, head_id, head_hash, bad, problem)
+        count += 1
+        expected_id, expected_prev = entry.id + 1, entry.hash
+    if count != head_id or expected_prev != head_hash:
+        bad = count + 1 if count < head_id else head_id + 1
+        problem = (
+            f"the log ends at entry {count} but its head records entry {head_id}: entries removed from the end"
+            if count < head_id
+            else f"the log head does not match entry {count}: the head or the last entries were altered"
+        )
+        return ChainReport(False, count, head_id, head_hash, bad, problem)
+    return ChainReport(True, count, head_id, head_hash)

@@ -1,0 +1,265 @@
+"""``report.html`` of an audit: one self-contained page a reviewer reads at a glance.
+
+The page is the review queue, riskiest first (rejects, then refers, then errors; the lowest probability
+first within each). Each item shows the questioned signature beside the person's references (the best
+match outlined), the score against the threshold on a small bar, and the reason for an error. Buttons
+filter by decision. Everything is inline: CSS, a few lines of JavaScript, and thumbnails as ``data:``
+URIs (small greyscale WebP made with Pillow), so the file opens from disk in any browser with no server
+and makes no request. A reference used by several items is embedded once (a JavaScript table fills in
+the ``<img>`` elements when the page loads).
+
+The page holds no time of day, so an interrupted and resumed audit writes the same bytes as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sigvault import imaging
+from sigvault.errors import SigvaultError
+
+THUMB_SIZE = (220, 90)  # (width, height) box of a thumbnail
+MAX_REFS_SHOWN = 6  # references shown per item (the most similar, best first)
+SCORE_SPAN = 0.25  # the score bar spans threshold +- this
+
+
+def thumbnail_uri(source: Path | str | bytes, *, limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS) -> str | None:
+    """A small greyscale WebP of an image as a ``data:`` URI, or None if the image cannot be read.
+
+    The image is read with :func:`sigvault.imaging.read_image` (same checks and size limits as verify).
+    """
+    from PIL import Image
+
+    try:
+        grey = imaging.read_image(source, name="thumbnail", limits=limits)
+    except SigvaultError:
+        return None
+    im = Image.fromarray(grey, mode="L")
+    im.thumbnail(THUMB_SIZE, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buf = io.BytesIO()
+    im.save(buf, format="WEBP", quality=70, method=4)
+    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _pct(x: float) -> str:
+    return f"{max(0.0, min(100.0, x)):.1f}%"
+
+
+def _bar(record: Mapping[str, Any], refer_band: float) -> str:
+    """Score against threshold: the refer band shaded, the threshold a tick, the score a dot."""
+    score, threshold = record.get("score"), record.get("threshold")
+    if score is None or threshold is None:
+        return ""
+    policy = record.get("policy") or {}
+    effective = policy.get("effective_threshold") or threshold
+    width = max(refer_band, policy.get("refer_band") or 0.0)
+    lo, hi = effective - SCORE_SPAN, effective + SCORE_SPAN
+
+    def pos(x: float) -> float:
+        return (x - lo) / (hi - lo) * 100
+
+    delta = score - effective
+    return (
+        f'<div class="bar" title="score {score:.4f}, threshold {effective:.4f}, refer band ±{width:.3f}">'
+        f'<span class="band" style="left:{_pct(pos(effective - width))};width:{_pct(pos(effective + width) - pos(effective - width))}"></span>'
+        f'<span class="thr" style="left:{_pct(pos(effective))}"></span>'
+        f'<span class="dot {_e(record["decision"])}" style="left:{_pct(pos(score))}"></span></div>'
+        f'<div class="nums">score {score:.3f} vs threshold {effective:.3f} ({delta:+.3f})</div>'
+    )
+
+
+CSS = """
+:root{--accept:#1a7f37;--reject:#c62828;--refer:#b26a00;--error:#6a1b9a;--muted:#666;--line:#ddd}
+*{box-sizing:border-box}body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
+header{background:#fff;border-bottom:1px solid var(--line);padding:14px 20px;position:sticky;top:0;z-index:1}
+h1{font-size:18px;margin:0 0 4px}.sub{color:var(--muted);margin:2px 0}
+.chips span{display:inline-block;margin-right:10px}.chips b{font-variant-numeric:tabular-nums}
+.filters{margin-top:8px}.filters button{font:inherit;border:1px solid var(--line);background:#fff;border-radius:14px;padding:3px 12px;margin-right:6px;cursor:pointer}
+.filters button[aria-pressed=true]{background:#222;color:#fff;border-color:#222}
+main{padding:12px 20px}.empty{color:var(--muted);padding:20px}
+.item{display:grid;grid-template-columns:260px 240px 1fr;gap:14px;background:#fff;border:1px solid var(--line);border-left:5px solid var(--muted);border-radius:6px;padding:10px;margin-bottom:10px}
+.item.reject{border-left-color:var(--reject)}.item.refer{border-left-color:var(--refer)}.item.error{border-left-color:var(--error)}
+.badge{display:inline-block;color:#fff;border-radius:3px;padding:0 6px;font-weight:600;text-transform:uppercase;font-size:12px}
+.badge.reject{background:var(--reject)}.badge.refer{background:var(--refer)}.badge.error{background:var(--error)}.badge.accept{background:var(--accept)}
+.id{font-weight:600;word-break:break-all}.meta{color:var(--muted);font-size:12px;word-break:break-all}.err{color:var(--error);font-size:12px;word-break:break-word}
+.bar{position:relative;height:10px;background:#eee;border-radius:5px;margin:6px 0 2px}
+.bar .band{position:absolute;top:0;bottom:0;background:#f3d9a4}.bar .thr{position:absolute;top:-3px;bottom:-3px;width:2px;background:#222}
+.bar .dot{position:absolute;top:-2px;width:14px;height:14px;margin-left:-7px;border-radius:50%;border:2px solid #fff;background:var(--muted)}
+.bar .dot.reject{background:var(--reject)}.bar .dot.refer{background:var(--refer)}.bar .dot.accept{background:var(--accept)}
+.nums{font-size:12px;color:var(--muted);font-variant-numeric:tabular-nums}
+figure{margin:0;display:inline-block;vertical-align:top;text-align:center;font-size:11px;color:var(--muted)}
+figure img{display:block;background:#fff;border:1px solid var(--line);max-width:220px;max-height:90px}
+.q img{border:1px solid #999}.refs figure{margin:0 6px 6px 0}.refs img{max-width:150px;max-height:62px}
+.refs figure.best img{outline:3px solid #1565c0;outline-offset:1px}.refs figure.best figcaption{color:#1565c0;font-weight:600}
+.noimg{display:inline-block;width:150px;height:62px;line-height:62px;border:1px dashed #bbb;color:#999;font-size:11px;text-align:center}
+"""
+
+JS = """
+(function(){
+  var refs = JSON.parse(document.getElementById('ref-thumbs').textContent);
+  document.querySelectorAll('img[data-ref]').forEach(function(img){ img.src = refs[img.getAttribute('data-ref')]; });
+  var items = Array.prototype.slice.call(document.querySelectorAll('article.item'));
+  var shown = document.getElementById('shown');
+  document.querySelectorAll('.filters button').forEach(function(btn){
+    btn.addEventListener('click', function(){
+      var f = btn.getAttribute('data-filter'), n = 0;
+      document.querySelectorAll('.filters button').forEach(function(b){ b.setAttribute('aria-pressed', String(b === btn)); });
+      items.forEach(function(el){ var on = f === 'all' || el.getAttribute('data-decision') === f; el.hidden = !on; if (on) n++; });
+      shown.textContent = String(n);
+    });
+  });
+})();
+"""
+
+
+def render_report(
+    summary: Mapping[str, Any],
+    queue: Sequence[tuple[int, Mapping[str, Any]]],
+    *,
+    reference_images: Callable[[Sequence[int]], Mapping[int, bytes]],
+    limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+) -> str:
+    """The report page.
+
+    Args:
+        summary: ``manifest`` (name), ``rows``, ``counts`` (per decision), ``model``, ``policy`` (or None),
+            ``needing_review`` (all items not accepted), ``cap``, ``refer_band`` (the model's).
+        queue: (row index, result record) of the items to show, riskiest first.
+        reference_images: reference id -> stored image bytes, for the ids asked.
+        limits: image limits for reading the questioned images.
+    """
+    shown_refs: dict[int, None] = {}
+    per_item: list[list[Mapping[str, Any]]] = []
+    for _, record in queue:
+        refs = sorted(record.get("references") or [], key=lambda r: (-r["similarity"], r["reference_id"]))[
+            :MAX_REFS_SHOWN
+        ]
+        per_item.append(refs)
+        shown_refs.update(dict.fromkeys(r["reference_id"] for r in refs))
+    blobs = reference_images(list(shown_refs)) if shown_refs else {}
+    thumbs: dict[str, str] = {}
+    for ref_id in shown_refs:
+        uri = thumbnail_uri(blobs[ref_id], limits=limits) if ref_id in blobs else None
+        if uri is not None:
+            thumbs[str(ref_id)] = uri
+
+    counts = summary["counts"]
+    in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in ("reject", "refer", "error")}
+    refer_band = float(summary.get("refer_band") or 0.0)
+    cards = [
+        _card(rank, index, record, refs, thumbs, refer_band, limits)
+        for rank, ((index, record), refs) in enumerate(zip(queue, per_item), start=1)
+    ]
+
+    needing = summary["needing_review"]
+    if needing == 0:
+        scope = "No item needs review: every item was accepted."
+    elif len(queue) < needing:
+        scope = (
+            f"Showing the {len(queue):,} riskiest of {needing:,} items needing review (the report is capped at "
+            f"{summary['cap']:,}; results.csv lists every item)."
+        )
+    else:
+        scope = f"Showing all {needing:,} items needing review, riskiest first."
+    policy = summary.get("policy")
+    policy_text = (
+        f"policy {_e(policy['name'])} (sha256 {_e(policy['sha256'][:12])}…; bands {', '.join(_e(b['name']) for b in policy['bands'])})"
+        if policy
+        else "no policy (the model's decisions)"
+    )
+    buttons = [f'<button data-filter="all" aria-pressed="true">All <b>{len(queue)}</b></button>'] + [
+        f'<button data-filter="{d}" aria-pressed="false">{d.capitalize()} <b>{in_report[d]}</b></button>'
+        for d in ("reject", "refer", "error")
+    ]
+    ref_json = json.dumps(thumbs, sort_keys=True).replace("</", "<\\/")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        f"<title>sigvault audit: {_e(summary['manifest'])}</title><style>{CSS}</style></head><body>\n"
+        "<header>"
+        f"<h1>Review queue: {_e(summary['manifest'])}</h1>"
+        '<div class="chips">'
+        f"<span><b>{summary['rows']:,}</b> items</span>"
+        + "".join(
+            f'<span><span class="badge {d}">{d}</span> <b>{counts.get(d, 0):,}</b></span>'
+            for d in ("accept", "reject", "refer", "error")
+        )
+        + "</div>"
+        f'<p class="sub">{_e(scope)} Visible now: <b id="shown">{len(queue)}</b>.</p>'
+        f'<p class="sub">model {_e(summary["model"])} · {policy_text}</p>'
+        f'<div class="filters" role="group" aria-label="Filter by decision">{"".join(buttons)}</div>'
+        "</header>\n<main>\n"
+        + ("\n".join(cards) if cards else '<p class="empty">Nothing to review.</p>')
+        + "\n</main>\n"
+        f'<script type="application/json" id="ref-thumbs">{ref_json}</script>\n'
+        f"<script>{JS}</script>\n</body></html>\n"
+    )
+
+
+def _card(
+    rank: int,
+    index: int,
+    record: Mapping[str, Any],
+    refs: Sequence[Mapping[str, Any]],
+    thumbs: Mapping[str, str],
+    refer_band: float,
+    limits: imaging.ImageLimits,
+) -> str:
+    decision = record["decision"]
+    source = record.get("source") or ""
+    q_uri = thumbnail_uri(source, limits=limits) if source else None
+    questioned = (
+        f'<figure class="q"><img alt="questioned signature of item {_e(record["item_id"])}" src="{q_uri}"><figcaption>questioned</figcaption></figure>'
+        if q_uri
+        else '<figure class="q"><span class="noimg">image unreadable</span><figcaption>questioned</figcaption></figure>'
+    )
+    best = (record.get("best_reference") or {}).get("reference_id")
+    ref_html = []
+    for ref in refs:
+        rid = ref["reference_id"]
+        cls = ' class="best"' if rid == best else ""
+        caption = f"{'best ' if rid == best else ''}{ref['similarity']:.3f}"
+        img = (
+            f'<img alt="reference {rid}" data-ref="{rid}">'
+            if str(rid) in thumbs
+            else '<span class="noimg">reference unavailable</span>'
+        )
+        ref_html.append(f"<figure{cls}>{img}<figcaption>{_e(caption)}</figcaption></figure>")
+    if not ref_html:
+        ref_html.append('<span class="meta">no references compared</span>')
+    p = record.get("probability")
+    policy = record.get("policy") or {}
+    meta = [f"person {_e(record.get('person'))}", f"row {index + 1}"]
+    if record.get("amount") not in (None, ""):
+        meta.append(f"amount {_e(record.get('amount'))}")
+    if policy:
+        meta.append(f"policy band {_e(policy.get('band'))}")
+    if record.get("model_decision") not in (None, decision):
+        meta.append(f"model alone: {_e(record.get('model_decision'))}")
+    lines = [
+        f'<div><span class="badge {_e(decision)}">{_e(decision)}</span> <span class="meta">#{rank}</span></div>',
+        f'<div class="id">{_e(record["item_id"])}</div>',
+        f'<div class="meta">{" · ".join(meta)}</div>',
+    ]
+    if p is not None:
+        lines.append(f'<div class="nums">P(genuine) {p * 100:.1f} %</div>')
+    lines.append(_bar(record, refer_band))
+    if decision == "error":
+        lines.append(f'<div class="err">{_e(record.get("error_kind"))}: {_e(record.get("error"))}</div>')
+    return (
+        f'<article class="item {_e(decision)}" data-decision="{_e(decision)}" data-item="{_e(record["item_id"])}">'
+        f'<div>{"".join(lines)}</div><div>{questioned}</div><div class="refs">{"".join(ref_html)}</div></article>'
+    )

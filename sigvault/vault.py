@@ -1,0 +1,947 @@
+"""The vault: enroll, verify, compare, identify, people, reembed. Owns SQL <-> index consistency.
+
+SQL is the source of truth; the FAISS index is a cache rebuilt from SQL whenever it disagrees. Every
+write happens in one transaction (all-or-nothing) and images are read, checked and embedded before any
+transaction starts, so a bad input leaves the database untouched. Scoring is delegated to
+:mod:`sigvault.scoring`, the same code ``sigvault evaluate`` measures.
+
+Typical use::
+
+    with Vault.open(Settings.resolve()) as vault:
+        vault.enroll("alice", ["ref1.png", "ref2.png", "ref3.png"])
+        result = vault.verify("alice", "cheque-0042.png")
+        print(result.decision, result.probability)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from sigvault import config, imaging, scoring
+from sigvault.db import decision_log, queries
+from sigvault.db.engine import check_schema, database_error, reclaim_space, transaction
+from sigvault.errors import (
+    DuplicateReferenceError,
+    IndexError_,
+    InvalidPersonIdError,
+    ModelMismatchError,
+    NotEnoughReferencesError,
+    PersonNotFoundError,
+    SigvaultError,
+    UsageError,
+)
+from sigvault.index import Fingerprint, VectorIndex, file_lock
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from sigvault.embedder import Embedder
+
+Source = Path | str | bytes
+EMBED_BATCH = 32
+PERSON_ID_MAX = 200
+IDENTIFY_NEIGHBOURS_PER_RESULT = 10  # FAISS neighbours fetched per requested identify result
+COMPARE_LABELS = {"accept": "same writer", "refer": "uncertain", "reject": "different writers"}
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """One reference's similarity to a questioned signature."""
+
+    reference_id: int
+    sha256: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of one verification, as logged (``decision_id`` is its position in the decision log)."""
+
+    person: str
+    decision: scoring.Decision
+    score: float
+    probability: float
+    threshold: float
+    threshold_method: str
+    model: str
+    references: tuple[ReferenceMatch, ...]
+    best_reference: ReferenceMatch
+    image_sha256: str
+    decision_id: int
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"references": [asdict(r) for r in self.references]}
+
+
+@dataclass(frozen=True)
+class EnrolledReference:
+    reference_id: int
+    sha256: str
+    source: str
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    person: str
+    created: bool  # the person was new
+    added: tuple[EnrolledReference, ...]
+    n_references: int
+    threshold: float
+    threshold_method: str
+    is_override: bool
+    model: str
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"added": [asdict(r) for r in self.added], "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    similarity: float
+    probability: float  # that the two share a writer
+    label: str  # "same writer" | "uncertain" | "different writers"
+    model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An ``identify`` result: the person's fused score against all their references, as ``verify`` computes it."""
+
+    person: str
+    score: float
+    threshold: float
+    decision: scoring.Decision
+    best_reference: ReferenceMatch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    reference_id: int
+    sha256: str
+    source: str | None
+    model: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PersonDetail:
+    person: str
+    created_at: datetime
+    references: tuple[ReferenceInfo, ...]
+    threshold: float | None
+    threshold_method: str | None
+    is_override: bool
+    threshold_set_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["created_at"] = self.created_at.isoformat()
+        out["threshold_set_at"] = self.threshold_set_at.isoformat() if self.threshold_set_at else None
+        out["references"] = [asdict(r) | {"created_at": r.created_at.isoformat()} for r in self.references]
+        return out
+
+
+@dataclass(frozen=True)
+class ThresholdChange:
+    person: str
+    threshold: float
+    threshold_method: str
+    is_override: bool
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    person: str
+    n_references: int
+
+
+@dataclass(frozen=True)
+class ReembedResult:
+    model: str
+    n_references: int
+    n_persons: int
+    previous_models: dict[str, int]
+    overrides_cleared: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """SQL and index agree when both fingerprints (count + checksum of the sorted ids) and vectors match."""
+
+    model: str
+    path: Path
+    sql: Fingerprint
+    index: Fingerprint | None  # None: no readable index file
+    consistent: bool
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyItem:
+    """One questioned signature for :meth:`Vault.verify_many`. ``details`` is logged with the decision."""
+
+    person: str
+    source: Source
+    name: str | None = None
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    name: str
+    data: bytes
+    sha256: str
+    canvas: np.ndarray
+
+
+@dataclass(frozen=True)
+class _PersonRefs:
+    """A person's references as scoring needs them, read once per transaction."""
+
+    person_id: str
+    rows: list[queries.ReferenceRow]
+    vectors: np.ndarray
+    threshold: queries.ThresholdRow
+
+
+# ------------------------------------------------------------------------------------------- person ids
+
+
+def normalize_person_id(raw: str) -> str:
+    """The canonical form of a person id: NFC-normalised, validated.
+
+    Raises:
+        InvalidPersonIdError: empty, blank, padded with spaces, longer than 200 characters, or containing a
+            control character or a path separator.
+    """
+    value = unicodedata.normalize("NFC", raw)
+    shown = repr(value if len(value) <= 40 else value[:40] + "...")
+    if value.strip() == "":
+        raise InvalidPersonIdError(f"person id {shown} is empty; give a name or customer number")
+    if len(value) > PERSON_ID_MAX:
+        raise InvalidPersonIdError(
+            f"person id {shown} is {len(value)} characters long, the limit is {PERSON_ID_MAX}; use a shorter id"
+        )
+    if value != value.strip():
+        raise InvalidPersonIdError(f"person id {shown} starts or ends with spaces; remove them")
+    for ch in value:
+        if ch in "/\\":
+            raise InvalidPersonIdError(f"person id {shown} contains a path separator {ch!r}; remove it")
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            raise InvalidPersonIdError(f"person id {shown} contains the control character U+{ord(ch):04X}; remove it")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ vault
+
+
+def upgrade_database(settings: config.Settings) -> tuple[str | None, str | None]:
+    """``sigvault db upgrade``: bring the schema to head; returns (revision before, revision after)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    from sigvault.db.engine import make_engine, upgrade
+
+    engine = make_engine(settings.database_url)
+    try:
+        return upgrade(engine)
+    except CommandError as exc:  # e.g. a revision this sigvault does not know: written by a newer one
+        raise SigvaultError(
+            f"cannot upgrade database {engine.url.render_as_string(hide_password=True)}: {exc}; "
+            "install the sigvault version that wrote it"
+        ) from None
+    except DBAPIError as exc:
+        raise database_error(engine, exc) from exc
+    finally:
+        engine.dispose()
+
+
+class Vault:
+    """The vault over one database and one home directory (for the index cache).
+
+    Args:
+        engine: a SQLAlchemy engine whose schema is at head (see :meth:`open`).
+        home: the vault's home; index files go in ``home/index``.
+        embedder: the embedder, or a zero-argument function that loads it the first time it is needed
+            (commands such as ``people list`` or ``log verify`` never load the model).
+        limits: image size limits.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        home: Path,
+        embedder: Embedder | Callable[[], Embedder],
+        limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+    ) -> None:
+        self.engine = engine
+        self.home = Path(home)
+        self.limits = limits
+        self._embedder: Embedder | None = None
+        self._load_embedder: Callable[[], Embedder] | None = None
+        if hasattr(embedder, "embed"):
+            self._embedder = embedder  # type: ignore[assignment]
+        else:
+            self._load_embedder = embedder
+        self._index_cache: tuple[tuple[int, int], VectorIndex] | None = None
+
+    @classmethod
+    def open(cls, settings: config.Settings, *, embedder: Embedder | None = None) -> Vault:
+        """Open the vault the settings describe, refusing a stale schema.
+
+        A brand-new, empty SQLite database is initialised on first use; any other database must be
+        upgraded explicitly with ``sigvault db upgrade``.
+        """
+        from sigvault.db.engine import make_engine
+
+        engine = make_engine(settings.database_url)
+        try:
+            check_schema(engine, auto_init=engine.dialect.name == "sqlite")
+        except BaseException:
+            engine.dispose()
+            raise
+
+        def load() -> Embedder:
+            from sigvault.embedder import load_embedder
+
+            return load_embedder(settings.model)
+
+        return cls(engine, settings.home, embedder if embedder is not None else load, settings.image_limits())
+
+    def close(self) -> None:
+        """Release database connections (SQLite then checkpoints and removes its WAL file)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            assert self._load_embedder is not None
+            self._embedder = self._load_embedder()
+        return self._embedder
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    @property
+    def index_path(self) -> Path:
+        return config.index_path(self.home / config.INDEX_DIRNAME, self.model_id)
+
+    # -------------------------------------------------------------------------------------- enroll
+
+    def enroll(self, person: str, sources: Sequence[Source]) -> EnrollResult:
+        """Add reference signatures for a person (created if new), all or nothing.
+
+        Every image is read, checked and embedded first; if any fails nothing is written and the error
+        names the file. An image whose bytes are already enrolled for the person is refused. A new
+        reference that the person's other references would reject is kept but reported in ``warnings``.
+        The person's threshold is recomputed in the same transaction unless an override is set. SQL is
+        committed first, then the index is updated.
+
+        Raises:
+            InvalidPersonIdError, UsageError, ImageError, DuplicateReferenceError, ModelMismatchError.
+        """
+        person_id = normalize_person_id(person)
+        if not sources:
+            raise UsageError("no image given; name at least one reference image to enroll")
+        loaded = [self._load(s) for s in sources]
+        first_name: dict[str, str] = {}
+        for item in loaded:
+            if item.sha256 in first_name:
+                raise DuplicateReferenceError(
+                    f"{item.name}: same image as {first_name[item.sha256]}; give each reference once"
+                )
+            first_name[item.sha256] = item.name
+        vectors = self._embed([item.canvas for item in loaded])
+        embedder = self.embedder
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with transaction(self.engine, write=True) as conn:
+                self._require_model(conn)
+                row, created = self._person_for_update(conn, person_id)
+                refs, blobs = queries.person_references(conn, row.pk)
+                enrolled = {r.sha256: r.id for r in refs}
+                for item in loaded:
+                    if item.sha256 in enrolled:
+                        raise DuplicateReferenceError(
+                            f"{item.name}: already enrolled for {person_id!r} (reference "
+                            f"{enrolled[item.sha256]}); nothing was enrolled"
+                        )
+                existing = queries.decode_vectors(blobs, embedder.dim)
+                warnings = self._outlier_warnings(person_id, existing, vectors, [i.name for i in loaded])
+                added = tuple(
+                    EnrolledReference(
+                        queries.insert_reference(
+                            conn,
+                            person_pk=row.pk,
+                            sha256=item.sha256,
+                            source_name=_display_name(item.name),
+                            model_id=embedder.model_id,
+                            embedding=queries.encode_vector(vec),
+                            image=item.data,
+                        ),
+                        item.sha256,
+                        item.name,
+                    )
+                    for item, vec in zip(loaded, vectors, strict=True)
+                )
+                threshold = self._refresh_threshold(conn, row, np.vstack([existing, vectors]))
+        except IntegrityError as exc:  # another process enrolled the same image at the same moment
+            raise DuplicateReferenceError(
+                f"an image given is already enrolled for {person_id!r}; nothing was enrolled"
+            ) from exc
+        warnings += self._update_index_after_commit()
+        return EnrollResult(
+            person=person_id,
+            created=created,
+            added=added,
+            n_references=len(refs) + len(added),
+            threshold=threshold.threshold,
+            threshold_method=threshold.threshold_method,
+            is_override=threshold.is_override,
+            model=embedder.model_id,
+            warnings=tuple(warnings),
+        )
+
+    def _person_for_update(self, conn: Connection, person_id: str) -> tuple[queries.PersonRow, bool]:
+        """The person's row, created if absent, locked until commit."""
+        from sqlalchemy.exc import IntegrityError
+
+        row = queries.get_person(conn, person_id, lock=True)
+        if row is not None:
+            return row, False
+        try:
+            with conn.begin_nested():
+                queries.create_person(conn, person_id)
+            created = True
+        except IntegrityError:  # created concurrently by another process
+            created = False
+        row = queries.get_person(conn, person_id, lock=True)
+        assert row is not None
+        return row, created
+
+    def _outlier_warnings(
+        self, person_id: str, existing: np.ndarray, new: np.ndarray, names: Sequence[str]
+    ) -> list[str]:
+        """Warn about each new reference that the person's other references would reject."""
+        cfg = self.embedder.scoring
+        everything = np.vstack([existing, new])
+        warnings = []
+        for j, name in enumerate(names):
+            i = existing.shape[0] + j
+            others = np.delete(everything, i, axis=0)
+            if others.shape[0] == 0:
+                continue
+            threshold = scoring.person_threshold(others, cfg)
+            score = scoring.fuse(scoring.similarities(everything[i], others), cfg)
+            if scoring.decide(score, threshold.value, cfg) == "reject":
+                warnings.append(
+                    f"{name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
+                    f"{threshold.value:.3f}); check it was signed by this person"
+                )
+        return warnings
+
+    def _refresh_threshold(
+        self, conn: Connection, person: queries.PersonRow, vectors: np.ndarray, *, keep_override: bool = True
+    ) -> ThresholdChange:
+        """Recompute and store the person's threshold from all their references (``vectors``), unless an
+        override is set and ``keep_override``."""
+        current = queries.get_threshold(conn, person.pk)
+        if keep_override and current is not None and current.is_override:
+            return ThresholdChange(person.person_id, current.value, current.method, True)
+        t = scoring.person_threshold(vectors, self.embedder.scoring)
+        queries.put_threshold(
+            conn,
+            person.pk,
+            value=t.value,
+            method=t.method,
+            n_references=t.n_references,
+            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std},
+            model_id=self.model_id,
+            is_override=False,
+        )
+        return ThresholdChange(person.person_id, t.value, t.method, False)
+
+    # -------------------------------------------------------------------------------------- verify
+
+    def verify(self, person: str, source: Source, *, name: str | None = None) -> Verification:
+        """Compare a questioned signature with the person's references only, decide and log the decision.
+
+        Raises:
+            InvalidPersonIdError, ImageError, PersonNotFoundError, ModelMismatchError.
+        """
+        result = self.verify_many([VerifyItem(person, source, name)], kind="verify")[0]
+        if isinstance(result, SigvaultError):
+            raise result
+        return result
+
+    def verify_many(
+        self,
+        items: Sequence[VerifyItem],
+        *,
+        kind: Literal["verify", "audit"] = "audit",
+        batch_size: int = EMBED_BATCH,
+    ) -> list[Verification | SigvaultError]:
+        """Verify many questioned signatures, embedding them in batches; one transaction per batch.
+
+        A failing item (bad image, unknown person, ...) yields its error in its place and the batch goes
+        on. Each decision is appended to the decision log with ``kind`` and the item's ``details``.
+        """
+        results: list[Verification | SigvaultError] = []
+        for start in range(0, len(items), batch_size):
+            results.extend(self._verify_batch(items[start : start + batch_size], kind))
+        return results
+
+    def _verify_batch(self, items: Sequence[VerifyItem], kind: str) -> list[Verification | SigvaultError]:
+        out: list[Verification | SigvaultError | None] = [None] * len(items)
+        ready: list[tuple[int, str, _Loaded]] = []
+        for i, item in enumerate(items):
+            try:
+                person_id = normalize_person_id(item.person)
+                ready.append((i, person_id, self._load(item.source, item.name)))
+            except SigvaultError as exc:
+                out[i] = exc
+        if ready:
+            vectors = self._embed([loaded.canvas for _, _, loaded in ready])
+            cfg = self.embedder.scoring
+            with transaction(self.engine, write=True) as conn:
+                people: dict[str, _PersonRefs | SigvaultError] = {}
+                judged: list[tuple[int, _Loaded, _PersonRefs, float, list[ReferenceMatch]]] = []
+                for (i, person_id, loaded), query in zip(ready, vectors, strict=True):
+                    if person_id not in people:
+                        try:
+                            people[person_id] = self._person_refs(conn, person_id)
+                        except SigvaultError as exc:
+                            people[person_id] = exc
+                    refs = people[person_id]
+                    if isinstance(refs, SigvaultError):
+                        out[i] = refs
+                        continue
+                    score, matches = self._score(query, refs)
+                    judged.append((i, loaded, refs, score, matches))
+                entries = [
+                    decision_log.NewEntry(
+                        kind=kind,
+                        person_id=refs.person_id,
+                        image_sha256=loaded.sha256,
+                        score=score,
+                        threshold=refs.threshold.value,
+                        threshold_method=refs.threshold.method,
+                        decision=scoring.decide(score, refs.threshold.value, cfg),
+                        probability=scoring.probability(score, refs.threshold.value, cfg),
+                        model_id=self.model_id,
+                        references_used=[asdict(m) for m in matches],
+                        details=items[i].details,
+                    )
+                    for i, loaded, refs, score, matches in judged
+                ]
+                stored = decision_log.append(conn, entries)
+            for (i, loaded, _refs, _score, matches), entry in zip(judged, stored, strict=True):
+                out[i] = Verification(
+                    person=entry.person_id,
+                    decision=entry.decision,  # type: ignore[arg-type]
+                    score=entry.score,
+                    probability=entry.probability,
+                    threshold=entry.threshold,
+                    threshold_method=entry.threshold_method,
+                    model=entry.model_id,
+                    references=tuple(matches),
+                    best_reference=max(matches, key=lambda m: m.similarity),
+                    image_sha256=entry.image_sha256,
+                    decision_id=entry.id,
+                    source=loaded.name,
+                )
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
+    def _person_refs(self, conn: Connection, person_id: str) -> _PersonRefs:
+        """The person's reference vectors and threshold, checked to come from the loaded model."""
+        row = queries.get_person(conn, person_id)
+        if row is None:
+            raise PersonNotFoundError(f"person {person_id!r} is not enrolled; see `sigvault people list`")
+        refs, blobs = queries.person_references(conn, row.pk)
+        threshold = queries.get_threshold(conn, row.pk)
+        if not refs or threshold is None:
+            raise NotEnoughReferencesError(
+                f"person {person_id!r} has no references; enroll some with `sigvault enroll`"
+            )
+        other = sorted({r.model_id for r in refs} - {self.model_id})
+        if other:
+            raise ModelMismatchError(
+                f"the references of {person_id!r} were made by model {other[0]}, but the loaded model is "
+                f"{self.model_id}; run `sigvault reembed`"
+            )
+        return _PersonRefs(person_id, refs, queries.decode_vectors(blobs, self.embedder.dim), threshold)
+
+    def _score(self, query: np.ndarray, refs: _PersonRefs) -> tuple[float, list[ReferenceMatch]]:
+        """Fused score of a query against a person's references, and the per-reference similarities."""
+        sims = scoring.similarities(query, refs.vectors)
+        matches = [ReferenceMatch(r.id, r.sha256, float(s)) for r, s in zip(refs.rows, sims, strict=True)]
+        return float(scoring.fuse(sims, self.embedder.scoring)), matches
+
+    # ----------------------------------------------------------------------------- compare, identify
+
+    def compare(self, a: Source, b: Source) -> Comparison:
+        """Probability that two signatures share a writer; no enrolment needed."""
+        la, lb = self._load(a), self._load(b)
+        va, vb = self._embed([la.canvas, lb.canvas])
+        cfg = self.embedder.scoring
+        similarity = float(scoring.similarities(va, vb[np.newaxis, :])[0])
+        label = COMPARE_LABELS[scoring.decide(similarity, cfg.compare_threshold, cfg)]
+        return Comparison(
+            a=la.name,
+            b=lb.name,
+            similarity=similarity,
+            probability=float(scoring.compare_probability(similarity, cfg)),
+            label=label,
+            model=self.model_id,
+        )
+
+    def identify(self, source: Source, top: int = 5) -> list[Candidate]:
+        """Who most likely signed this: the ``top`` persons by fused score, best first.
+
+        Candidates are the owners of the nearest references in the FAISS index; each is then scored
+        against all their references exactly as ``verify`` would (nothing is logged).
+        """
+        if top < 1:
+            raise UsageError(f"--top must be at least 1, got {top}")
+        query = self._embed([self._load(source).canvas])[0]
+        with transaction(self.engine) as conn:
+            self._require_model(conn)
+            index = self._current_index(conn)
+            _, ids = index.search(query, top * IDENTIFY_NEIGHBOURS_PER_RESULT)
+            owners = queries.reference_owners(conn, ids.tolist())
+            persons = list(dict.fromkeys(owners[i].person_id for i in ids.tolist() if i in owners))
+            candidates = []
+            for person_id in persons:
+                refs = self._person_refs(conn, person_id)
+                score, matches = self._score(query, refs)
+                cfg = self.embedder.scoring
+                candidates.append(
+                    Candidate(
+                        person=person_id,
+                        score=score,
+                        threshold=refs.threshold.value,
+                        decision=scoring.decide(score, refs.threshold.value, cfg),
+                        best_reference=max(matches, key=lambda m: m.similarity),
+                    )
+                )
+        candidates.sort(key=lambda c: (-c.score, c.person))
+        return candidates[:top]
+
+    # -------------------------------------------------------------------------------------- people
+
+    def people(self) -> list[queries.PersonSummary]:
+        with transaction(self.engine) as conn:
+            return queries.list_persons(conn)
+
+    def person(self, person: str) -> PersonDetail:
+        person_id = normalize_person_id(person)
+        with transaction(self.engine) as conn:
+            row = self._get_person(conn, person_id)
+            refs, _ = queries.person_references(conn, row.pk)
+            threshold = queries.get_threshold(conn, row.pk)
+        return PersonDetail(
+            person=row.person_id,
+            created_at=row.created_at,
+            references=tuple(ReferenceInfo(r.id, r.sha256, r.source_name, r.model_id, r.created_at) for r in refs),
+            threshold=threshold.value if threshold else None,
+            threshold_method=threshold.method if threshold else None,
+            is_override=bool(threshold and threshold.is_override),
+            threshold_set_at=threshold.set_at if threshold else None,
+        )
+
+    def set_threshold(self, person: str, value: float | None) -> ThresholdChange:
+        """Override the person's threshold with ``value`` (recorded as method "override"), or with None go
+        back to the threshold computed from the references."""
+        person_id = normalize_person_id(person)
+        if value is not None and not (-1.0 <= value <= 1.0):
+            raise UsageError(f"threshold {value} is outside [-1, 1], the range of a cosine similarity score")
+        with transaction(self.engine, write=True) as conn:
+            row = self._get_person(conn, person_id, lock=True)
+            refs = self._person_refs(conn, person_id)
+            if value is None:
+                return self._refresh_threshold(conn, row, refs.vectors, keep_override=False)
+            queries.put_threshold(
+                conn,
+                row.pk,
+                value=value,
+                method="override",
+                n_references=len(refs.rows),
+                details={"replaced": {"value": refs.threshold.value, "method": refs.threshold.method}},
+                model_id=self.model_id,
+                is_override=True,
+            )
+        return ThresholdChange(person_id, value, "override", True)
+
+    def remove(self, person: str) -> RemoveResult:
+        """Erase the person: rows, reference images, vectors, threshold and index entries.
+
+        Decision log entries stay (they hold only hashes and scores). Storage is then rewritten
+        (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``) so the erased bytes are gone from the files.
+        """
+        person_id = normalize_person_id(person)
+        with transaction(self.engine, write=True) as conn:
+            row = self._get_person(conn, person_id, lock=True)
+            ids = queries.delete_person(conn, row.pk)
+        self._purge_from_index_files(np.asarray(ids, dtype=np.int64))
+        try:
+            self.compact()
+        except SigvaultError as exc:
+            raise SigvaultError(
+                f"{person_id!r} was removed, but the database could not be compacted to erase the freed bytes "
+                f"({exc}); run `sigvault db compact` when the vault is idle"
+            ) from exc
+        return RemoveResult(person_id, len(ids))
+
+    def compact(self) -> None:
+        """Rewrite the tables that hold images and vectors so that deleted bytes are physically gone."""
+        reclaim_space(self.engine, ("refs", "ref_images"))
+
+    # ------------------------------------------------------------------------------------- reembed
+
+    def reembed(self) -> ReembedResult:
+        """Recompute every reference's embedding from its stored image with the loaded model, atomically.
+
+        Images are embedded first; then one transaction replaces every vector and recomputes every
+        threshold. Overrides are cleared (they were set on the old model's score scale) and listed in the
+        result. The old models' index files are deleted and the index is rebuilt.
+
+        Raises:
+            ImageError: a stored image cannot be used by this model (nothing changed).
+        """
+        embedder = self.embedder
+        pairs: list[tuple[int, bytes]] = []
+        with transaction(self.engine) as conn:
+            previous = queries.model_counts(conn)
+            if set(previous) <= {embedder.model_id}:
+                n_persons = len(queries.all_persons(conn))
+                return ReembedResult(embedder.model_id, 0, n_persons, previous, ())
+            batch: list[tuple[int, np.ndarray]] = []
+            for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
+                name = f"reference {ref_id} of {person_id!r} ({source_name or 'image'})"
+                batch.append((ref_id, self._canvas(data, name)))
+                if len(batch) == EMBED_BATCH:
+                    pairs.extend(self._embed_pairs(batch))
+                    batch = []
+            pairs.extend(self._embed_pairs(batch))
+        cleared: list[str] = []
+        with transaction(self.engine, write=True) as conn:
+            if queries.all_reference_ids(conn) != [ref_id for ref_id, _ in pairs]:
+                raise SigvaultError("references changed while re-embedding; run `sigvault reembed` again")
+            queries.set_embeddings(conn, embedder.model_id, pairs)
+            persons = queries.all_persons(conn)
+            for person in persons:
+                current = queries.get_threshold(conn, person.pk)
+                if current is not None and current.is_override:
+                    cleared.append(person.person_id)
+                vectors = queries.decode_vectors(queries.person_embeddings(conn, person.pk), embedder.dim)
+                self._refresh_threshold(conn, person, vectors, keep_override=False)
+        index_dir = self.home / config.INDEX_DIRNAME
+        for stale in index_dir.glob("*.faiss"):
+            if stale != self.index_path:
+                stale.unlink(missing_ok=True)
+        self.rebuild_index()
+        return ReembedResult(embedder.model_id, len(pairs), len(persons), previous, tuple(sorted(cleared)))
+
+    def _embed_pairs(self, batch: list[tuple[int, np.ndarray]]) -> list[tuple[int, bytes]]:
+        if not batch:
+            return []
+        vectors = self._embed([canvas for _, canvas in batch])
+        return [(ref_id, queries.encode_vector(v)) for (ref_id, _), v in zip(batch, vectors, strict=True)]
+
+    # --------------------------------------------------------------------------------------- index
+
+    def check_index(self) -> IndexReport:
+        """Compare the index file with SQL (ids and vectors) without changing anything."""
+        path = self.index_path
+        with transaction(self.engine) as conn:
+            sql_ids = queries.reference_ids(conn, self.model_id)
+            sql_vectors = queries.decode_vectors(
+                [b for _, b in queries.iter_embeddings(conn, self.model_id)], self.embedder.dim
+            )
+        sql = Fingerprint.of(sql_ids)
+        try:
+            index = VectorIndex.load(path)
+        except FileNotFoundError:
+            empty = sql.count == 0  # nothing enrolled with this model: no file is the right state
+            return IndexReport(self.model_id, path, sql, None, empty, None if empty else "no index file")
+        except IndexError_ as exc:
+            return IndexReport(self.model_id, path, sql, None, False, str(exc))
+        ids, vectors = index.items()
+        found = Fingerprint.of(ids)
+        if index.dim != self.embedder.dim:
+            return IndexReport(self.model_id, path, sql, found, False, f"index has {index.dim} dimensions")
+        if found != sql:
+            missing, extra = np.setdiff1d(sql_ids, ids).size, np.setdiff1d(ids, sql_ids).size
+            problem = f"{missing} references missing from the index, {extra} in the index but not in SQL"
+            return IndexReport(self.model_id, path, sql, found, False, problem)
+        if not np.array_equal(vectors, sql_vectors):
+            return IndexReport(self.model_id, path, sql, found, False, "vectors differ from SQL")
+        return IndexReport(self.model_id, path, sql, found, True)
+
+    def rebuild_index(self) -> IndexReport:
+        """Rebuild the index file from SQL alone and save it atomically."""
+        path = self.index_path
+        with file_lock(path):
+            index = VectorIndex(self.embedder.dim)
+            with transaction(self.engine) as conn:
+                generation = queries.id_generation(conn, self.model_id)
+                ids: list[int] = []
+                blobs: list[bytes] = []
+                for ref_id, blob in queries.iter_embeddings(conn, self.model_id):
+                    ids.append(ref_id)
+                    blobs.append(blob)
+                    if len(ids) == 10_000:
+                        index.add(np.asarray(ids), queries.decode_vectors(blobs, index.dim))
+                        ids, blobs = [], []
+                index.add(np.asarray(ids, dtype=np.int64), queries.decode_vectors(blobs, index.dim))
+            index.save(path)
+        self._index_cache = (generation, index)
+        found = index.fingerprint()
+        return IndexReport(self.model_id, path, found, found, True)
+
+    def _sync_index(self) -> VectorIndex:
+        """Bring the index file in line with SQL: load it (or start empty if missing or damaged), add the
+        references it lacks, drop those SQL no longer has, save if anything changed."""
+        path = self.index_path
+        dim = self.embedder.dim
+        with file_lock(path):
+            try:
+                index: VectorIndex | None = VectorIndex.load(path)
+            except (FileNotFoundError, IndexError_):
+                index = None
+            changed = index is None or index.dim != dim
+            if index is None or index.dim != dim:
+                index = VectorIndex(dim)
+            with transaction(self.engine) as conn:
+                sql_ids = queries.reference_ids(conn, self.model_id)
+                have = index.ids()
+                extra = np.setdiff1d(have, sql_ids, assume_unique=True)
+                missing = np.setdiff1d(sql_ids, have, assume_unique=True)
+                index.remove(extra)
+                for start in range(0, missing.size, 10_000):
+                    ids, blobs = queries.embeddings_by_ids(conn, missing[start : start + 10_000].tolist())
+                    index.add(ids, queries.decode_vectors(blobs, dim))
+            changed = changed or extra.size > 0 or missing.size > 0
+            if changed:
+                index.save(path)
+        generation = (int(sql_ids.size), int(sql_ids[-1]) if sql_ids.size else 0)
+        self._index_cache = (generation, index)
+        return index
+
+    def _current_index(self, conn: Connection) -> VectorIndex:
+        """The index for searching; re-synced only when the references changed since it was loaded."""
+        generation = queries.id_generation(conn, self.model_id)
+        if self._index_cache is not None and self._index_cache[0] == generation:
+            return self._index_cache[1]
+        return self._sync_index()
+
+    def _update_index_after_commit(self) -> list[str]:
+        """Sync the index after a committed change. SQL is already right, so a failure here is only a
+        warning: the next command that needs the index repairs it."""
+        try:
+            self._sync_index()
+        except (OSError, IndexError_) as exc:
+            return [f"index not updated ({exc}); it will be rebuilt on next use"]
+        return []
+
+    def _purge_from_index_files(self, ids: np.ndarray) -> None:
+        """Remove ids from every model's index file (a damaged file is deleted: it is only a cache)."""
+        self._index_cache = None
+        for path in sorted((self.home / config.INDEX_DIRNAME).glob("*.faiss")):
+            with file_lock(path):
+                try:
+                    index = VectorIndex.load(path)
+                except FileNotFoundError:
+                    continue
+                except IndexError_:
+                    path.unlink(missing_ok=True)
+                    continue
+                if index.remove(ids):
+                    index.save(path)
+
+    # ---------------------------------------------------------------------------------------- log
+
+    def log_verify(self) -> decision_log.ChainReport:
+        """Check the decision log's hash chain; the report names the first bad entry."""
+        with transaction(self.engine) as conn:
+            return decision_log.verify_chain(conn)
+
+    def log_entries(self) -> Iterator[decision_log.Entry]:
+        """Every decision log entry in order (streamed inside one read transaction)."""
+        with transaction(self.engine) as conn:
+            yield from decision_log.iter_entries(conn)
+
+    # ------------------------------------------------------------------------------------- helpers
+
+    def _get_person(self, conn: Connection, person_id: str, *, lock: bool = False) -> queries.PersonRow:
+        row = queries.get_person(conn, person_id, lock=lock)
+        if row is None:
+            raise PersonNotFoundError(f"person {person_id!r} is not enrolled; see `sigvault people list`")
+        return row
+
+    def _require_model(self, conn: Connection) -> None:
+        """Refuse to mix models: every stored vector must come from the loaded model."""
+        other = queries.other_model(conn, self.model_id)
+        if other is not None:
+            model, n = other
+            raise ModelMismatchError(
+                f"the vault holds {n} references made by model {model}, but the loaded model is "
+                f"{self.model_id}; run `sigvault reembed`"
+            )
+
+    def _load(self, source: Source, name: str | None = None) -> _Loaded:
+        """Read an image once (its exact bytes are hashed and stored) and preprocess it."""
+        if name is None:
+            name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+        data = imaging._read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
+        return _Loaded(name, data, hashlib.sha256(data).hexdigest(), self._canvas(data, name))
+
+    def _canvas(self, data: bytes, name: str) -> np.ndarray:
+        return imaging.load_canvas(data, self.embedder.spec, name=name, limits=self.limits)
+
+    def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`EMBED_BATCH`."""
+        embedder = self.embedder
+        if not canvases:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        parts = [
+            np.asarray(embedder.embed(np.stack(canvases[i : i + EMBED_BATCH])), dtype=np.float32)
+            for i in range(0, len(canvases), EMBED_BATCH)
+        ]
+        return np.concatenate(parts)
+
+
+def _display_name(name: str) -> str:
+    """The file name kept with a reference (its base name only: paths can reveal more than needed)."""
+    return Path(name).name[:1000] if name != "<bytes>" else name

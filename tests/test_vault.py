@@ -1,0 +1,367 @@
+"""The vault facade over SQLite and PostgreSQL, with the fake embedder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FakeEmbedder, ImageFactory
+from sqlalchemy import text
+
+from sigvault import imaging, scoring
+from sigvault.errors import (
+    DuplicateReferenceError,
+    ImageError,
+    InvalidPersonIdError,
+    ModelMismatchError,
+    NoInkError,
+    PersonNotFoundError,
+    UsageError,
+)
+from sigvault.vault import Vault, VerifyItem, normalize_person_id
+
+
+def vectors(embedder: FakeEmbedder, paths: list[Path]) -> np.ndarray:
+    """What the vault should compute, from the public pieces."""
+    return embedder.embed(np.stack([imaging.load_canvas(p, embedder.spec) for p in paths]))
+
+
+def count(vault: Vault, table: str) -> int:
+    with vault.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+# -------------------------------------------------------------------------------------------- enroll
+
+
+def test_enroll_stores_references_and_threshold(vault: Vault, images: ImageFactory, embedder: FakeEmbedder) -> None:
+    refs = images.refs(1, 4)
+    result = vault.enroll("alice", refs)
+    expected = scoring.person_threshold(vectors(embedder, refs), embedder.scoring)
+    assert (result.person, result.created, result.n_references, result.warnings) == ("alice", True, 4, ())
+    assert [r.reference_id for r in result.added] == [1, 2, 3, 4]
+    assert [r.sha256 for r in result.added] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in refs]
+    assert result.threshold == pytest.approx(expected.value, abs=1e-6)
+    assert result.threshold_method == "leave-one-out over 4 references, shrunk toward the global prior (weight 4)"
+    detail = vault.person("alice")
+    assert [(r.reference_id, r.source, r.model) for r in detail.references] == [
+        (1, "p1-ref1.png", "fake-0"),
+        (2, "p1-ref2.png", "fake-0"),
+        (3, "p1-ref3.png", "fake-0"),
+        (4, "p1-ref4.png", "fake-0"),
+    ]
+    with vault.engine.connect() as conn:
+        stored = conn.execute(text("SELECT data FROM ref_images ORDER BY ref_id")).scalars().all()
+    assert [bytes(b) for b in stored] == [p.read_bytes() for p in refs]  # the exact bytes, for reembed
+
+    more = vault.enroll("alice", [images.write("late.png", 1, 9)])
+    assert (more.created, more.n_references) == (False, 5)
+
+
+def test_enroll_is_all_or_nothing(vault: Vault, images: ImageFactory, tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("L", (300, 100), 255).save(blank)
+    with pytest.raises(NoInkError, match=rf"^{blank}: no signature ink found"):
+        vault.enroll("alice", [*images.refs(1, 2), blank])
+    assert (count(vault, "persons"), count(vault, "refs"), count(vault, "ref_images")) == (0, 0, 0)
+    assert not vault.index_path.exists()
+
+
+def test_duplicate_images_are_refused(vault: Vault, images: ImageFactory, tmp_path: Path) -> None:
+    refs = images.refs(1, 2)
+    vault.enroll("alice", refs)
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(refs[0].read_bytes())
+    with pytest.raises(DuplicateReferenceError) as err:
+        vault.enroll("alice", [images.write("new.png", 1, 5), copy])
+    assert str(err.value) == f"{copy}: already enrolled for 'alice' (reference 1); nothing was enrolled"
+    assert count(vault, "refs") == 2
+    with pytest.raises(DuplicateReferenceError, match=rf"^{copy}: same image as {refs[0]}; give each reference once$"):
+        vault.enroll("bob", [refs[0], copy])
+    vault.enroll("bob", [copy])  # the same image may belong to another person
+    assert count(vault, "refs") == 3
+
+
+def test_outlier_reference_is_enrolled_with_a_warning(vault: Vault, images: ImageFactory) -> None:
+    vault.enroll("alice", images.refs(1, 3))
+    odd = images.write("odd.png", 2, 1)
+    result = vault.enroll("alice", [odd])
+    assert result.n_references == 4
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(f"{odd}: unlike 'alice''s other references (score ")
+    assert result.warnings[0].endswith("); check it was signed by this person")
+
+
+def test_person_ids_are_validated_and_nfc_normalised(vault: Vault, images: ImageFactory) -> None:
+    vault.enroll("Ame\u0301lie", images.refs(1, 1))  # decomposed e + combining acute
+    assert [p.person_id for p in vault.people()] == ["Am\u00e9lie"]
+    assert vault.verify("Am\u00e9lie", images.write("q.png", 1, 3)).person == "Am\u00e9lie"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "person id '' is empty; give a name or customer number"),
+        ("   ", "person id '   ' is empty; give a name or customer number"),
+        (" alice", "person id ' alice' starts or ends with spaces; remove them"),
+        ("a/b", "person id 'a/b' contains a path separator '/'; remove it"),
+        ("a\\b", "person id 'a\\\\b' contains a path separator '\\\\'; remove it"),
+        ("al\x07ice", "person id 'al\\x07ice' contains the control character U+0007; remove it"),
+        ("al\nice", "person id 'al\\nice' contains the control character U+000A; remove it"),
+        ("x\udcff", "person id 'x\\udcff' contains the control character U+DCFF; remove it"),
+        ("a" * 201, f"person id '{'a' * 40}...' is 201 characters long, the limit is 200; use a shorter id"),
+    ],
+)
+def test_malformed_person_ids(raw: str, message: str) -> None:
+    with pytest.raises(InvalidPersonIdError) as err:
+        normalize_person_id(raw)
+    assert str(err.value) == message
+    assert err.value.exit_code == 2
+
+
+def test_valid_person_ids() -> None:
+    assert normalize_person_id("a" * 200) == "a" * 200
+    assert normalize_person_id("Müller, Hans (ACC-0042)") == "Müller, Hans (ACC-0042)"
+
+
+# -------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_scores_against_the_persons_references_only(
+    vault: Vault, images: ImageFactory, embedder: FakeEmbedder
+) -> None:
+    refs = images.refs(1, 3)
+    vault.enroll("alice", refs)
+    vault.enroll("bob", images.refs(2, 3))
+    q = images.write("q.png", 1, 8)
+    result = vault.verify("alice", q)
+
+    ref_vecs, q_vec = vectors(embedder, refs), vectors(embedder, [q])[0]
+    sims = scoring.similarities(q_vec, ref_vecs)
+    score = scoring.fuse(sims, embedder.scoring)
+    threshold = scoring.person_threshold(ref_vecs, embedder.scoring).value
+    assert result.score == pytest.approx(score, abs=1e-6)
+    assert result.threshold == pytest.approx(threshold, abs=1e-6)
+    assert result.decision == scoring.decide(score, threshold, embedder.scoring) == "accept"
+    assert result.probability == pytest.approx(scoring.probability(score, threshold, embedder.scoring), abs=1e-6)
+    assert [r.reference_id for r in result.references] == [1, 2, 3]  # bob's 4, 5, 6 never compared
+    assert [r.similarity for r in result.references] == pytest.approx(sims.tolist(), abs=1e-6)
+    assert result.best_reference.reference_id == 1 + int(np.argmax(sims))
+    assert (result.model, result.decision_id, result.source) == ("fake-0", 1, str(q))
+
+    rejected = vault.verify("bob", q)
+    assert (rejected.decision, rejected.decision_id) == ("reject", 2)
+
+    entries = list(vault.log_entries())
+    assert [(e.id, e.kind, e.person_id, e.decision) for e in entries] == [
+        (1, "verify", "alice", "accept"),
+        (2, "verify", "bob", "reject"),
+    ]
+    assert entries[0].score == result.score and entries[0].image_sha256 == result.image_sha256
+    assert entries[0].references_used == [r.__dict__ for r in result.references]
+    assert vault.log_verify().ok
+
+
+def test_one_reference_uses_the_prior_threshold(vault: Vault, images: ImageFactory, embedder: FakeEmbedder) -> None:
+    vault.enroll("alice", images.refs(1, 1))
+    result = vault.verify("alice", images.write("q.png", 1, 4))
+    cfg = embedder.scoring
+    assert result.threshold == pytest.approx(cfg.prior_mean - cfg.k * cfg.prior_std)
+    assert result.threshold_method == "prior (1 reference)"
+
+
+def test_verify_errors(vault: Vault, images: ImageFactory, tmp_path: Path) -> None:
+    vault.enroll("alice", images.refs(1, 2))
+    with pytest.raises(PersonNotFoundError, match=r"^person 'zoe' is not enrolled; see `sigvault people list`$"):
+        vault.verify("zoe", images.write("q.png", 1, 4))
+    with pytest.raises(ImageError, match=rf"^{tmp_path}/nope.png: no such file; check the path$"):
+        vault.verify("alice", tmp_path / "nope.png")
+    assert count(vault, "decisions") == 0
+
+
+def test_verify_many_reports_each_item(vault: Vault, images: ImageFactory, tmp_path: Path) -> None:
+    vault.enroll("alice", images.refs(1, 3))
+    vault.enroll("bob", images.refs(2, 3))
+    items = [
+        VerifyItem("alice", images.write("a.png", 1, 6), details={"item": "row-1"}),
+        VerifyItem("bob", tmp_path / "missing.png", details={"item": "row-2"}),
+        VerifyItem("zoe", images.write("z.png", 3, 1), details={"item": "row-3"}),
+        VerifyItem("bob", images.write("b.png", 2, 6), details={"item": "row-4"}),
+        VerifyItem("alice", images.write("x.png", 2, 7), details={"item": "row-5"}),
+    ]
+    out = vault.verify_many(items, batch_size=2)
+    kinds = [type(r).__name__ for r in out]
+    assert kinds == ["Verification", "ImageError", "PersonNotFoundError", "Verification", "Verification"]
+    assert [r.decision for r in out if not isinstance(r, Exception)] == ["accept", "accept", "reject"]
+    entries = list(vault.log_entries())
+    assert [(e.kind, e.details) for e in entries] == [
+        ("audit", {"item": "row-1"}),
+        ("audit", {"item": "row-4"}),
+        ("audit", {"item": "row-5"}),
+    ]
+    assert vault.log_verify().ok
+
+
+# ----------------------------------------------------------------------------- compare and identify
+
+
+def test_compare(vault: Vault, images: ImageFactory, embedder: FakeEmbedder) -> None:
+    a, b, c = images.write("a.png", 1, 1), images.write("b.png", 1, 2), images.write("c.png", 2, 1)
+    same = vault.compare(a, b)
+    va, vb = vectors(embedder, [a, b])
+    assert same.similarity == pytest.approx(float(va @ vb), abs=1e-6)
+    assert same.probability == pytest.approx(scoring.compare_probability(same.similarity, embedder.scoring), abs=1e-6)
+    assert (same.label, same.model) == ("same writer", "fake-0")
+    assert vault.compare(a, c).label == "different writers"
+    assert count(vault, "decisions") == 0
+
+
+def test_identify_ranks_persons(vault: Vault, images: ImageFactory) -> None:
+    for person in (1, 2, 3):
+        vault.enroll(f"p{person}", images.refs(person, 2))
+    found = vault.identify(images.write("q.png", 2, 9), top=2)
+    assert found[0].person == "p2"
+    assert len(found) == 2 and found[0].score > found[1].score
+    assert found[0].best_reference.reference_id in (3, 4)
+    with pytest.raises(UsageError, match=r"^--top must be at least 1, got 0$"):
+        vault.identify(images.write("q2.png", 2, 9), top=0)
+
+
+def test_identify_on_an_empty_vault(vault: Vault, images: ImageFactory) -> None:
+    assert vault.identify(images.write("q.png", 2, 9)) == []
+
+
+# ------------------------------------------------------------------------------------ people, override
+
+
+def test_threshold_override_survives_enrolment(vault: Vault, images: ImageFactory) -> None:
+    vault.enroll("alice", images.refs(1, 3))
+    computed = vault.person("alice").threshold
+    change = vault.set_threshold("alice", 0.5)
+    assert (change.threshold, change.threshold_method, change.is_override) == (0.5, "override", True)
+    vault.enroll("alice", [images.write("more.png", 1, 7)])
+    detail = vault.person("alice")
+    assert (detail.threshold, detail.threshold_method, detail.is_override) == (0.5, "override", True)
+    assert vault.verify("alice", images.write("q.png", 1, 8)).threshold_method == "override"
+    back = vault.set_threshold("alice", None)
+    assert back.is_override is False and back.threshold != computed  # recomputed over 4 references now
+    assert back.threshold_method.startswith("leave-one-out over 4 references")
+    with pytest.raises(UsageError, match=r"^threshold 1.5 is outside \[-1, 1\]"):
+        vault.set_threshold("alice", 1.5)
+
+
+def test_people_list(vault: Vault, images: ImageFactory) -> None:
+    vault.enroll("bob", images.refs(2, 2))
+    vault.enroll("alice", images.refs(1, 3))
+    assert [(p.person_id, p.n_references, p.is_override) for p in vault.people()] == [
+        ("alice", 3, False),
+        ("bob", 2, False),
+    ]
+
+
+def test_remove_erases_every_trace(vault: Vault, images: ImageFactory, backend: str, embedder: FakeEmbedder) -> None:
+    refs, bobs = images.refs(1, 3), images.refs(2, 2)
+    vault.enroll("alice", refs)
+    vault.enroll("bob", bobs)
+    vault.verify("alice", images.write("q.png", 1, 5))
+    # alice's vectors, and 64-byte pieces of her images that bob's images do not share
+    pieces = [ref.read_bytes()[i : i + 64] for ref in refs for i in range(64, ref.stat().st_size - 64, 256)]
+    pieces = [p for p in pieces if not any(p in b.read_bytes() for b in bobs)]
+    assert len(pieces) > 10
+    secrets = [v.tobytes() for v in vectors(embedder, refs).astype("<f4")] + pieces
+    result = vault.remove("alice")
+    assert (result.person, result.n_references) == ("alice", 3)
+    assert [p.person_id for p in vault.people()] == ["bob"]
+    assert (count(vault, "refs"), count(vault, "ref_images"), count(vault, "thresholds")) == (2, 2, 1)
+    assert count(vault, "decisions") == 1 and vault.log_verify().ok  # the log keeps hashes and scores
+    with pytest.raises(PersonNotFoundError):
+        vault.person("alice")
+    assert VectorIndex_ids(vault) == [4, 5]
+    vault.close()
+    files = [p for p in vault.home.rglob("*") if p.is_file()]
+    if backend == "sqlite":
+        assert vault.home / "sigvault.db" in files
+    for path in files:
+        data = path.read_bytes()
+        assert not any(s in data for s in secrets), path
+
+
+def VectorIndex_ids(vault: Vault) -> list[int]:  # noqa: N802
+    from sigvault.index import VectorIndex
+
+    return VectorIndex.load(vault.index_path).ids().tolist()
+
+
+# ----------------------------------------------------------------------------------- model changes
+
+
+def test_other_models_vectors_are_never_compared(vault: Vault, images: ImageFactory, settings) -> None:  # noqa: ANN001
+    vault.enroll("alice", images.refs(1, 3))
+    vault.set_threshold("alice", 0.4)
+    q = images.write("q.png", 1, 6)
+    other = Vault.open(settings, embedder=FakeEmbedder(seed=1))
+    try:
+        expected = "but the loaded model is fake-1; run `sigvault reembed`"
+        with pytest.raises(
+            ModelMismatchError, match=rf"^the references of 'alice' were made by model fake-0, {expected}$"
+        ):
+            other.verify("alice", q)
+        with pytest.raises(
+            ModelMismatchError, match=rf"^the vault holds 3 references made by model fake-0, {expected}$"
+        ):
+            other.identify(q)
+        with pytest.raises(
+            ModelMismatchError, match=rf"^the vault holds 3 references made by model fake-0, {expected}$"
+        ):
+            other.enroll("bob", images.refs(2, 1))
+        old_index = vault.index_path
+        result = other.reembed()
+        assert (result.model, result.n_references, result.n_persons) == ("fake-1", 3, 1)
+        assert (result.previous_models, result.overrides_cleared) == ({"fake-0": 3}, ("alice",))
+        assert not old_index.exists() and other.index_path.exists()
+        assert other.check_index().consistent
+        assert other.verify("alice", q).decision == "accept"
+        assert other.person("alice").is_override is False
+        with pytest.raises(ModelMismatchError):
+            vault.verify("alice", q)
+        assert other.reembed().n_references == 0  # nothing left to do
+    finally:
+        other.close()
+
+
+# -------------------------------------------------------------------------------------- concurrency
+
+
+def _worker(settings, person: str, refs: list[Path], questions: list[Path]) -> list[str]:  # noqa: ANN001
+    """Runs in a separate process: enroll one person, then verify and identify."""
+    problems = []
+    with Vault.open(settings, embedder=FakeEmbedder()) as vault:
+        try:
+            vault.enroll(person, refs)
+            for q in questions:
+                if vault.verify(person, q).decision != "accept":
+                    problems.append(f"{person}: {q.name} not accepted")
+            vault.identify(questions[0], top=1)
+        except Exception as exc:  # reported to the parent
+            problems.append(f"{person}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def test_concurrent_processes_lose_nothing(vault: Vault, images: ImageFactory, settings) -> None:  # noqa: ANN001
+    import multiprocessing
+
+    jobs = [
+        (settings, f"p{k}", images.refs(k, 2), [images.write(f"q{k}-{v}.png", k, v) for v in (5, 6, 7)])
+        for k in (1, 2, 3)
+    ]
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        problems = [p for result in pool.starmap(_worker, jobs) for p in result]
+    assert problems == []
+    assert [(p.person_id, p.n_references) for p in vault.people()] == [("p1", 2), ("p2", 2), ("p3", 2)]
+    report = vault.log_verify()
+    assert (report.ok, report.entries) == (True, 9)
+    assert vault.check_index().consistent
