@@ -237,7 +237,7 @@ def _read_all(
     for k, item in enumerate(items):
         name = str(item.path)
         try:
-            data = imaging._read_bytes(item.path, name, limits)
+            data = imaging.read_bytes(item.path, name, limits)
             digest = hashlib.sha256(data).hexdigest()
             if digest in seen:
                 raise ImageError(

@@ -23,10 +23,14 @@ import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sigvault.errors import ImageError, ImageTooLargeError, NoInkError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "BMP", "GIF", "WEBP")
 
@@ -78,7 +82,11 @@ class ImageLimits:
 DEFAULT_LIMITS = ImageLimits()
 
 
-def _read_bytes(source: Path | str | bytes, name: str, limits: ImageLimits) -> bytes:
+def read_bytes(source: Path | str | bytes, name: str, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
+    """The raw bytes of an image file (or the bytes given), checked against the byte limit.
+
+    Raises ImageError naming the file: missing, a directory, unreadable, empty, too large.
+    """
     if isinstance(source, bytes):
         data = source
     else:
@@ -131,7 +139,7 @@ def read_image(
 
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
-    data = _read_bytes(source, name, limits)
+    data = read_bytes(source, name, limits)
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.format not in ACCEPTED_FORMATS:
@@ -164,7 +172,7 @@ def read_image(
     return grey
 
 
-def _to_grey(im) -> np.ndarray:  # noqa: ANN001 - PIL image
+def _to_grey(im: Image.Image) -> np.ndarray:
     """Any PIL mode to uint8 grey, transparent areas becoming white paper."""
     mode = im.mode
     if mode == "P":

@@ -924,7 +924,7 @@ class Vault:
         """Read an image once (its exact bytes are hashed and stored) and preprocess it."""
         if name is None:
             name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
-        data = imaging._read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
+        data = imaging.read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
         return _Loaded(name, data, hashlib.sha256(data).hexdigest(), self._canvas(data, name))
 
     def _canvas(self, data: bytes, name: str) -> np.ndarray:
