@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tomllib.loads((args.run / "config.toml").read_text())
     m = cfg["model"]
     model = build_model(m["arch"], m["embed_dim"], False, m["drop_rate"])
-    model.load_state_dict(torch.load(args.run / "model.pt", map_location="cpu", weights_only=True), strict=True)
+    weights = args.run / "best.pt" if (args.run / "best.pt").exists() else args.run / "model.pt"
+    log.info("exporting %s", weights)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     model.eval()
     spec, _, tr, cal, val = load_splits(cfg, args.run / "config.toml")
 
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss": cfg["train"]["loss"] + (f" + {cfg['train']['aux_triplet']} x batch-hard triplet" if cfg["train"]["loss"] == "arcface" and cfg["train"]["aux_triplet"] else ""),
             "loss_detail": "ArcFace over 2C classes: each training writer's genuine signatures, and the skilled forgeries of each writer as their own class (hard negatives)",
             "steps": trained["steps"], "minutes_on_2_cpu_cores": round(trained["minutes"], 1),
+            "selected_checkpoint": {k: v for k, v in trained.get("best", {}).items() if k != "selection"} or "final",
             "augmentation": cfg["augment"],
             "config": cfg,
         },

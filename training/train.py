@@ -5,7 +5,9 @@
 
 Writes to the run directory: ``train.log``, ``checkpoint.pt`` (every ``checkpoint_every`` steps, atomic,
 resumed automatically), ``history.jsonl`` (validation figures), ``model.pt`` (final state dict) and
-``config.toml`` (the resolved configuration). Export and calibration: ``python -m training.export``.
+``config.toml`` (the resolved configuration), ``best.pt`` (the checkpoint with the lowest EER on the
+*calibration* writers, so the validation writers stay a pure measurement). Export and calibration:
+``python -m training.export`` (uses ``best.pt`` when present).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
     t_cfg, m_cfg, a_cfg = cfg["train"], cfg["model"], cfg["augment"]
     torch.set_num_threads(int(t_cfg["threads"]))
     torch.manual_seed(t_cfg["seed"])
-    spec, _, tr, _, val = load_splits(cfg, config_path)
+    spec, _, tr, cal, val = load_splits(cfg, config_path)
     log.info("train: %d images of %d writers; validation: %d images of %d writers",
              len(tr.writers), len(set(tr.writers.tolist())), len(val.writers), len(set(val.writers.tolist())))
     sampler = BatchSampler(tr, t_cfg["writers_per_batch"], t_cfg["genuine_per_writer"], t_cfg["forged_per_writer"], t_cfg["seed"])
@@ -198,13 +200,27 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
                          "sampler": sampler.state(), "gen": gen.get_state(), "step": step,
                          "elapsed": elapsed_before + time.time() - t0}, ckpt_path)
         if step % t_cfg["eval_every"] == 0 or step == steps:
+            # model selection on the calibration writers only: the validation writers stay a pure measurement
+            c = validate(model, cal)
             v = validate(model, val)
-            v.update(step=step, minutes=(elapsed_before + time.time() - t0) / 60, loss=loss_ema)
-            log.info("validation at step %d: EER skilled %.2f%% random %.2f%%", step, 100 * v["eer_skilled"], 100 * v["eer_random"])
+            record = {"step": step, "minutes": (elapsed_before + time.time() - t0) / 60, "loss": loss_ema,
+                      "calibration": c, "validation": v}
+            log.info("step %d: calibration EER skilled %.2f%% random %.2f%%; validation EER skilled %.2f%% random %.2f%%",
+                     step, 100 * c["eer_skilled"], 100 * c["eer_random"], 100 * v["eer_skilled"], 100 * v["eer_random"])
             with open(run / "history.jsonl", "a") as fh:
-                fh.write(json.dumps(v) + "\n")
+                fh.write(json.dumps(record) + "\n")
+            selection = c["eer_skilled"] + c["eer_random"]
+            best_file = run / "best.json"
+            best = json.loads(best_file.read_text())["selection"] if best_file.exists() else float("inf")
+            if selection < best:
+                atomic_save(model.state_dict(), run / "best.pt")
+                best_file.write_text(json.dumps({"selection": selection, **record}))
+                log.info("new best checkpoint (calibration EER sum %.4f) at step %d", selection, step)
     atomic_save(model.state_dict(), run / "model.pt")
     meta = {"steps": step, "minutes": (elapsed_before + time.time() - t0) / 60}
+    best_file = run / "best.json"
+    if best_file.exists():
+        meta["best"] = json.loads(best_file.read_text())
     (run / "trained.json").write_text(json.dumps(meta))
     log.info("done: %d steps in %.1f min -> %s", step, meta["minutes"], run / "model.pt")
 
