@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,35 +46,40 @@ def fit_scoring(emb: np.ndarray, writers: np.ndarray, forged: np.ndarray, n_refs
             means.append(loo.mean())
             variances.append(loo.var(ddof=1))
     prior_mean, prior_std = float(np.mean(means)), float(np.sqrt(np.mean(variances)))
-    cfg = scoring.ScoringConfig(prior_mean=prior_mean, prior_std=prior_std, refer_band=0.0)
-    trials = [run_split(emb, writers, forged, n_refs, s, cfg) for s in range(seeds)]
+    # thresholds are linear in k: thr(k) = thr(0) - k * (thr(0) - thr(1)); score every split once
+    def split_at(k_value: float) -> list:
+        c = scoring.ScoringConfig(prior_mean=prior_mean, prior_std=prior_std, k=k_value, refer_band=0.0)
+        return [run_split(emb, writers, forged, n_refs, s, c) for s in range(seeds)]
 
-    # 2. k: balance FRR against FAR on skilled forgeries (random forgeries follow far below)
-    def rates(c):
+    at0, at1 = split_at(0.0), split_at(1.0)
+
+    def trials_for(k_value: float) -> list:
+        return [replace(t0, threshold=t0.threshold - k_value * (t0.threshold - t1.threshold)) for t0, t1 in zip(at0, at1)]
+
+    def rates(trials: list, c) -> dict[str, float]:
         r = [deployed_rates(t, c) for t in trials]
         return {k: float(np.mean([x[k] for x in r])) for k in r[0]}
 
+    # 2. k: balance FRR against FAR on skilled forgeries (random forgeries follow far below)
+    no_band = scoring.ScoringConfig(refer_band=0.0)
     best = None
-    for k in np.arange(-1.0, 4.01, 0.05):
-        c = scoring.ScoringConfig(prior_mean=prior_mean, prior_std=prior_std, k=float(k), refer_band=0.0)
-        r = rates(c)
+    for k in np.arange(-2.0, 4.001, 0.05):
+        r = rates(trials_for(float(k)), no_band)
         cost = r["frr"] + r["far_skilled"]
         if best is None or cost < best[0] - 1e-12:
-            best = (cost, float(k), r)
+            best = (cost, round(float(k), 2), r)
     k = best[1]
+    trials = trials_for(k)
     # 3. refer band: the widest band whose refer rate stays at or below 8 % on calibration writers
     band = 0.0
     for b in np.arange(0.0, 0.2001, 0.0025):
-        c = scoring.ScoringConfig(prior_mean=prior_mean, prior_std=prior_std, k=k, refer_band=float(b))
-        if rates(c)["refer_rate"] <= 0.08:
+        if rates(trials, scoring.ScoringConfig(refer_band=float(b)))["refer_rate"] <= 0.08:
             band = float(b)
         else:
             break
     # 4. probability: logistic regression on score - threshold, classes balanced, forgeries half
     #    skilled and half random
     x, y, wts = [], [], []
-    c = scoring.ScoringConfig(prior_mean=prior_mean, prior_std=prior_std, k=k, refer_band=band)
-    trials = [run_split(emb, writers, forged, n_refs, s, c) for s in range(seeds)]
     for t in trials:
         d = t.score - t.threshold
         for kind, label, share in (("genuine", 1, 0.5), ("skilled", 0, 0.25), ("random", 0, 0.25)):
@@ -104,7 +110,7 @@ def fit_scoring(emb: np.ndarray, writers: np.ndarray, forged: np.ndarray, n_refs
         k=round(k, 4), refer_band=round(band, 4), calib_slope=round(slope, 4), calib_offset=round(offset, 4),
         compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4),
     )
-    figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(final)}
+    figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(trials, final)}
     return final, figures
 
 
