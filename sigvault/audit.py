@@ -15,23 +15,31 @@ How it works, and why:
    item ids and the amounts, and reports the first problem with its line number (:class:`ManifestError`)
    before anything is decided. Duplicates are found with a set of ids (tens of MB for a million rows);
    the line of the first occurrence is looked up again only when a duplicate is found.
-2. **Same decision as verify.** Rows go to :meth:`Vault.verify_many` (the code ``verify`` runs: reading,
-   preprocessing, embedding in batches, scoring, logging with kind ``"audit"``) in chunks of
-   ``batch_size`` rows aligned on absolute row numbers, so a chunk always holds the same rows and is
-   embedded as the same batch, whether or not the run was interrupted. ``workers`` chunks are decided
-   at once in threads (Pillow, numpy and onnxruntime release the GIL for most of their work); results
-   are written strictly in manifest order.
+2. **Same decision as verify.** Rows go to :meth:`Vault.verify_many` (the code ``verify`` runs:
+   embedding in batches, scoring, logging with kind ``"audit"``) in chunks of ``batch_size`` rows
+   aligned on absolute row numbers, so a chunk always holds the same rows and is embedded as the same
+   batch, whether or not the run was interrupted. Reading, hashing and preprocessing the images
+   (:func:`sigvault.vault.prepare`, the same function verify uses) is the CPU-heavy part that needs
+   neither the model nor the database: with ``workers`` >= 2 it runs in that many worker processes
+   (a ``ProcessPoolExecutor``; threads would serialise on the GIL), a few chunks ahead, while the calling
+   thread embeds, scores, logs and writes chunk after chunk, strictly in manifest order. With
+   ``workers`` = 1 everything happens in the calling thread.
 3. **Amount-aware policy** (optional TOML, :func:`load_policy`): bands of amount that add a margin to the
-   threshold, widen the refer band, or accept only above a probability. The policy only re-reads the
-   score the vault computed; the model's own decision is kept as ``model_decision``.
+   threshold, widen the refer band, or accept only above a probability. The band's rule is handed to
+   ``verify_many`` as the item's decision rule, so the decision log records the final decision the
+   audit reports; the model's own decision is kept as ``model_decision`` (in the results and in the log
+   entry's details).
 4. **Crash-safe, resumable.** Each chunk is appended to ``results.jsonl`` then ``results.csv`` and
    fsynced. ``resume=True`` keeps the complete lines of ``results.jsonl`` (a torn last line is cut off),
    rebuilds ``results.csv`` from them, takes the rows that were logged but not yet written back from the
    decision log (recognised by the audit id in the entry's details) instead of deciding them again, and
    decides the rest. The result files and the report then equal those of an uninterrupted run byte for
    byte; times and throughput appear only in ``summary.json``.
-5. **Bounded memory.** Rows are streamed; at most ``2 * workers`` chunks are in flight; the review queue
-   keeps only the :data:`REPORT_CAP` riskiest items.
+5. **Bounded memory.** Rows are streamed; at most ``2 * workers + 1`` chunks are in flight; the review
+   queue keeps only the :data:`REPORT_CAP` riskiest items.
+
+The audit talks to the vault only through its methods (``verify_many``, ``log_head``, ``log_entries``,
+``reference_images``); it never queries the database itself.
 
 The library never prints: progress goes to the ``progress`` callback, problems are raised as
 :class:`~sigvault.errors.SigvaultError`. A row that cannot be decided is not a failure of the run: it gets
@@ -47,13 +55,15 @@ import heapq
 import io
 import json
 import math
+import multiprocessing
 import os
 import re
+import sys
 import tomllib
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,7 +86,8 @@ from sigvault.errors import (
 
 if TYPE_CHECKING:
     from sigvault.db.decision_log import Entry
-    from sigvault.vault import Vault, Verification
+    from sigvault.imaging import ImageLimits, PreprocessSpec
+    from sigvault.vault import Prepared, Vault, Verification
 
 REQUIRED_COLUMNS = ("item_id", "person", "image")
 DECISIONS = ("accept", "reject", "refer", "error")
@@ -531,16 +542,17 @@ def _jsonable(x: float | None) -> float | None:
 def decided_record(row: Row, v: Verification, policy: Policy | None, cfg: scoring.ScoringConfig) -> dict[str, Any]:
     """The result record of a decided row: input columns, then :data:`OUTPUT_FIELDS`."""
     best = v.best_reference
-    decision: str = v.decision
+    model_decision: str = v.model_decision if v.model_decision is not None else v.decision
+    decision = model_decision
     applied = None
-    if policy is not None:
+    if policy is not None:  # the same rule verify_many applied (recomputed: it is a pure function)
         band = policy.band_for(row.amount)
         decision = policy.decide(band, v.score, v.threshold, v.probability, cfg)
         applied = _policy_field(policy, band, v.threshold)
     return {
         **row.values,
         "decision": decision,
-        "model_decision": v.decision,
+        "model_decision": model_decision,
         "score": v.score,
         "probability": v.probability,
         "threshold": v.threshold,
@@ -806,7 +818,8 @@ def run_audit(
         vault: an open vault; decisions are logged in its decision log with kind ``"audit"``.
         manifest: CSV or JSON Lines (chosen by suffix ``.csv`` / ``.jsonl``, else sniffed).
         out_dir: created if needed; must hold no other audit unless ``resume``.
-        workers: chunks decided at once (threads).
+        workers: processes that read and preprocess images ahead of the embedding (1: none, all in the
+            calling thread; 2 suits a 2-core machine).
         batch_size: rows per chunk: one embedding batch and one transaction. A resumed audit keeps the
             batch size it started with (so its chunks, and hence its numbers, stay the same).
         policy: an amount-aware policy file (:func:`load_policy`).
@@ -881,9 +894,7 @@ def run_audit(
             "cap": report_cap,
             "refer_band": cfg.refer_band,
         }
-        html = report.render_report(
-            summary_head, queue, reference_images=lambda ids: reference_images(vault, ids), limits=vault.limits
-        )
+        html = report.render_report(summary_head, queue, reference_images=vault.reference_images, limits=vault.limits)
         _atomic_write(out_dir / REPORT_HTML, html.encode("utf-8"))
 
         rows = info.rows
@@ -945,11 +956,7 @@ def _prepare_outputs(
             raise UsageError(
                 f"{out_dir} already holds an audit ({existing[0]}); pass --resume to finish it, or choose another --out"
             )
-        from sigvault.db import decision_log
-        from sigvault.db.engine import transaction
-
-        with transaction(vault.engine) as conn:
-            log_after, _ = decision_log.head(conn)
+        log_after = vault.log_head()
         state = _State(
             audit_id=uuid.uuid4().hex,
             manifest=str(info.path),
@@ -1021,15 +1028,11 @@ def _prepare_outputs(
 
 def _logged_rows(vault: Vault, state: _State, done: int) -> dict[int, Entry]:
     """Decision log entries of this audit for rows at or after ``done`` (decided but not yet written)."""
-    from sigvault.db import decision_log
-    from sigvault.db.engine import transaction
-
     found: dict[int, Entry] = {}
-    with transaction(vault.engine) as conn:
-        for entry in decision_log.iter_entries(conn, after=state.log_after):
-            details = entry.details or {}
-            if entry.kind == "audit" and details.get("audit") == state.audit_id and details.get("row", -1) >= done:
-                found[int(details["row"])] = entry
+    for entry in vault.log_entries(after=state.log_after):
+        details = entry.details or {}
+        if entry.kind == "audit" and details.get("audit") == state.audit_id and details.get("row", -1) >= done:
+            found[int(details["row"])] = entry
     return found
 
 
@@ -1037,6 +1040,7 @@ def _verification_from_entry(entry: Entry, source: str) -> Verification:
     from sigvault.vault import ReferenceMatch, Verification
 
     refs = tuple(ReferenceMatch(**m) for m in entry.references_used)
+    model_decision = (entry.details or {}).get("model_decision")
     return Verification(
         person=entry.person_id,
         decision=entry.decision,  # type: ignore[arg-type]
@@ -1050,6 +1054,7 @@ def _verification_from_entry(entry: Entry, source: str) -> Verification:
         image_sha256=entry.image_sha256,
         decision_id=entry.id,
         source=source,
+        model_decision=model_decision,
     )
 
 
@@ -1058,17 +1063,88 @@ def _image_path(info: ManifestInfo, image: str) -> str:
     return str(path if path.is_absolute() else info.path.parent / path)
 
 
+def prepare_many(
+    jobs: Sequence[tuple[str, str]], spec: PreprocessSpec, limits: ImageLimits
+) -> list[Prepared | SigvaultError]:
+    """:func:`sigvault.vault.prepare` for each (path, name), an error in place of a failure. Module-level
+    and free of the vault, so that a worker process can run it."""
+    from sigvault.vault import prepare
+
+    out: list[Prepared | SigvaultError] = []
+    for source, name in jobs:
+        try:
+            out.append(prepare(source, name, spec, limits))
+        except SigvaultError as exc:
+            out.append(exc)
+    return out
+
+
+def _to_prepare(info: ManifestInfo, chunk: _Chunk) -> list[tuple[str, str]]:
+    """(path, name) of the rows of a chunk whose image must be read (not recovered, not blank)."""
+    return [
+        (_image_path(info, row.image), _image_path(info, row.image))
+        for row in chunk.rows
+        if row.index not in chunk.recovered and row.image.strip()
+    ]
+
+
+def _policy_rule(policy: Policy, band: Band, cfg: scoring.ScoringConfig) -> Callable[[float, float, float], str]:
+    def rule(score: float, threshold: float, probability: float) -> str:
+        return policy.decide(band, score, threshold, probability, cfg)
+
+    return rule
+
+
+def _worker_init(parent: int) -> None:
+    """Runs in each worker: exit as soon as the parent is gone (after a SIGKILL it cannot say so)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sigvault-parent-watch", daemon=True).start()
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for :func:`prepare_many`.
+
+    Linux: ``fork``. The workers only run Pillow and numpy on the arguments they are sent (never the
+    model, the database or the index), and fork needs no ``if __name__ == "__main__"`` guard in the
+    caller's script: with ``spawn`` an unguarded script is re-executed by every worker (which here would
+    start the audit again and wait forever on its lock). Elsewhere (macOS, Windows): ``spawn``.
+    """
+    import warnings
+
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork in a threaded process; see above
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
+        )
+        if method == "fork":
+            pool.submit(int).result()  # start the workers now, inside the filter
+    return pool
+
+
 def _decide_chunk(
     vault: Vault,
     info: ManifestInfo,
     state: _State,
     chunk: _Chunk,
+    prepared: list[Prepared | SigvaultError] | None,
     pol: Policy | None,
     cfg: scoring.ScoringConfig,
     model_id: str,
     batch_size: int,
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """Decide one chunk (in a worker thread). Returns (records in row order, rows decided, rows recovered)."""
+    """Decide one chunk. ``prepared``: the outcome of :func:`prepare_many` for :func:`_to_prepare`'s rows
+    (None: read them here). Returns (records in row order, rows decided, rows recovered)."""
     from sigvault.vault import VerifyItem
 
     records: list[dict[str, Any] | None] = [None] * len(chunk.rows)
@@ -1086,12 +1162,26 @@ def _decide_chunk(
             )
         else:
             todo.append((i, row, source))
+    if prepared is not None and len(prepared) != len(todo):
+        raise AssertionError("prepared items do not match the chunk")  # pragma: no cover
     items = []
-    for _, row, source in todo:
+    for k, (_, row, source) in enumerate(todo):
         details: dict[str, Any] = {"audit": state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
+        rule = None
         if pol is not None:
-            details["policy"] = _policy_field(pol, pol.band_for(row.amount), None) | {"name": pol.name}
-        items.append(VerifyItem(row.person, Path(source), name=source, details=details))
+            band = pol.band_for(row.amount)
+            details["policy"] = _policy_field(pol, band, None) | {"name": pol.name}
+            rule = _policy_rule(pol, band, cfg)
+        items.append(
+            VerifyItem(
+                row.person,
+                Path(source),
+                name=source,
+                details=details,
+                prepared=prepared[k] if prepared is not None else None,
+                decide=rule,
+            )
+        )
     results = vault.verify_many(items, kind="audit", batch_size=batch_size) if items else []
     for (i, row, source), result in zip(todo, results, strict=True):
         if isinstance(result, SigvaultError):
@@ -1143,16 +1233,15 @@ def _decide_all(
         progress(AuditProgress(done, info.rows, tally.counts["error"], resumed))
     if done >= info.rows:
         return 0, 0, 0
-    pending: deque[tuple[_Chunk, Future[tuple[list[dict[str, Any]], int, int]]]] = deque()
-    with (
-        open(out_dir / RESULTS_JSONL, "ab") as jsonl,
-        open(out_dir / RESULTS_CSV, "ab") as csvf,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sigvault-audit") as pool,
-    ):
+    pending: deque[tuple[_Chunk, Future[list[Prepared | SigvaultError]] | None]] = deque()
+    spec, limits = vault.embedder.spec, vault.limits
+    pool = _process_pool(workers) if workers > 1 else None
+    with open(out_dir / RESULTS_JSONL, "ab") as jsonl, open(out_dir / RESULTS_CSV, "ab") as csvf:
 
-        def write(chunk: _Chunk, future: Future[tuple[list[dict[str, Any]], int, int]]) -> None:
+        def decide_and_write(chunk: _Chunk, future: Future[list[Prepared | SigvaultError]] | None) -> None:
             nonlocal done, decided_total, recovered_total
-            records, decided, rec = future.result()
+            prepared = future.result() if future is not None else None
+            records, decided, rec = _decide_chunk(vault, info, state, chunk, prepared, pol, cfg, model_id, batch_size)
             lines = [_json_line(r) for r in records]
             _fsync_append(jsonl, "".join(lines).encode("utf-8"))
             # The CSV is made from the JSON text, exactly as a resume rebuilds it.
@@ -1167,33 +1256,15 @@ def _decide_all(
 
         try:
             for chunk in _chunks(iter_rows(info), done, batch_size, recovered):
-                pending.append(
-                    (chunk, pool.submit(_decide_chunk, vault, info, state, chunk, pol, cfg, model_id, batch_size))
-                )
-                while len(pending) > 2 * workers or (pending and pending[0][1].done()):
-                    write(*pending.popleft())
+                jobs = _to_prepare(info, chunk)
+                future = pool.submit(prepare_many, jobs, spec, limits) if pool is not None and jobs else None
+                pending.append((chunk, future))
+                # keep the workers a few chunks ahead of the embedding; decide in manifest order
+                while len(pending) > (2 * workers + 1 if pool is not None else 0):
+                    decide_and_write(*pending.popleft())
             while pending:
-                write(*pending.popleft())
-        except BaseException:
-            for _, future in pending:
-                future.cancel()
-            raise
+                decide_and_write(*pending.popleft())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     return done - resumed, decided_total, recovered_total
-
-
-def reference_images(vault: Vault, ids: Sequence[int]) -> dict[int, bytes]:
-    """The stored images of the given references (for the report's thumbnails)."""
-    from sqlalchemy import select
-
-    from sigvault.db.engine import transaction
-    from sigvault.db.models import ReferenceImage
-
-    out: dict[int, bytes] = {}
-    unique = sorted(set(ids))
-    with transaction(vault.engine) as conn:
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            stmt = select(ReferenceImage.ref_id, ReferenceImage.data).where(ReferenceImage.ref_id.in_(part))
-            for ref_id, data in conn.execute(stmt):
-                out[int(ref_id)] = bytes(data)
-    return out

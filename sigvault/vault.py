@@ -39,7 +39,14 @@ from sigvault.errors import (
     SigvaultError,
     UsageError,
 )
-from sigvault.index import Fingerprint, VectorIndex, file_lock
+from sigvault.index import (
+    HNSW_THRESHOLD,
+    Fingerprint,
+    VectorIndex,
+    append_journal,
+    delete_index_files,
+    file_lock,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -81,9 +88,13 @@ class Verification:
     image_sha256: str
     decision_id: int
     source: str
+    model_decision: scoring.Decision | None = None  # the model's own decision when a decision rule applied
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"references": [asdict(r) for r in self.references]}
+        out = asdict(self) | {"references": [asdict(r) for r in self.references]}
+        if out["model_decision"] is None:
+            del out["model_decision"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -199,13 +210,56 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A questioned image read, hashed and preprocessed by :func:`prepare` (picklable, so it can be made
+    in another process). ``spec`` is the preprocessing it was made with."""
+
+    name: str
+    sha256: str
+    canvas: np.ndarray  # float32 (spec.canvas_height, spec.canvas_width)
+    spec: imaging.PreprocessSpec
+
+
+def prepare(
+    source: Source,
+    name: str | None = None,
+    spec: imaging.PreprocessSpec = imaging.DEFAULT_SPEC,
+    limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+) -> Prepared:
+    """Read an image, hash its exact bytes and preprocess it to the model canvas: the part of
+    :meth:`Vault.verify` that needs neither the model nor the database. A module-level function so that a
+    process pool can run it (``audit`` does); pass the result as :attr:`VerifyItem.prepared`.
+
+    Raises:
+        ImageError (and subclasses): the image cannot be used; the message names it.
+    """
+    if name is None:
+        name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    data = imaging.read_bytes(source, name, limits)
+    canvas = imaging.load_canvas(data, spec, name=name, limits=limits)
+    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec)
+
+
+#: A per-item decision rule: (score, threshold, calibrated probability) -> final decision.
+DecisionRule = Callable[[float, float, float], str]
+
+
+@dataclass(frozen=True)
 class VerifyItem:
-    """One questioned signature for :meth:`Vault.verify_many`. ``details`` is logged with the decision."""
+    """One questioned signature for :meth:`Vault.verify_many`. ``details`` is logged with the decision.
+
+    ``prepared``: the outcome of :func:`prepare` for this item made elsewhere (e.g. in a worker process),
+    or the :class:`SigvaultError` it raised; ``source`` is then not read again. ``decide``: a decision
+    rule (e.g. an amount-aware policy) that turns the model's score into the final decision; the log
+    records that final decision, with the model's own in ``details["model_decision"]``.
+    """
 
     person: str
     source: Source
     name: str | None = None
     details: dict[str, Any] | None = None
+    prepared: Prepared | SigvaultError | None = None
+    decide: DecisionRule | None = None
 
 
 @dataclass(frozen=True)
@@ -419,7 +473,7 @@ class Vault:
             raise DuplicateReferenceError(
                 f"an image given is already enrolled for {person_id!r}; nothing was enrolled"
             ) from exc
-        warnings += self._update_index_after_commit()
+        warnings += self._update_index_after_commit(np.array([a.reference_id for a in added]), vectors)
         return EnrollResult(
             person=person_id,
             created=created,
@@ -515,6 +569,8 @@ class Vault:
 
         A failing item (bad image, unknown person, ...) yields its error in its place and the batch goes
         on. Each decision is appended to the decision log with ``kind`` and the item's ``details``.
+        Items may come already prepared (:func:`prepare`, e.g. in worker processes) and may carry a
+        decision rule (``VerifyItem.decide``); with neither, the result is exactly :meth:`verify`'s.
         """
         results: list[Verification | SigvaultError] = []
         for start in range(0, len(items), batch_size):
@@ -523,11 +579,18 @@ class Vault:
 
     def _verify_batch(self, items: Sequence[VerifyItem], kind: str) -> list[Verification | SigvaultError]:
         out: list[Verification | SigvaultError | None] = [None] * len(items)
-        ready: list[tuple[int, str, _Loaded]] = []
+        ready: list[tuple[int, str, Prepared | _Loaded]] = []
+        spec = self.embedder.spec
         for i, item in enumerate(items):
             try:
                 person_id = normalize_person_id(item.person)
-                ready.append((i, person_id, self._load(item.source, item.name)))
+                if isinstance(item.prepared, SigvaultError):
+                    raise item.prepared
+                if item.prepared is not None and item.prepared.spec != spec:
+                    raise UsageError(
+                        f"{item.prepared.name}: prepared with another preprocessing than the loaded model's"
+                    )
+                ready.append((i, person_id, item.prepared or self._load(item.source, item.name)))
             except SigvaultError as exc:
                 out[i] = exc
         if ready:
@@ -535,7 +598,7 @@ class Vault:
             cfg = self.embedder.scoring
             with transaction(self.engine, write=True) as conn:
                 people: dict[str, _PersonRefs | SigvaultError] = {}
-                judged: list[tuple[int, _Loaded, _PersonRefs, float, list[ReferenceMatch]]] = []
+                judged: list[tuple[int, Prepared | _Loaded, _PersonRefs, float, list[ReferenceMatch]]] = []
                 for (i, person_id, loaded), query in zip(ready, vectors, strict=True):
                     if person_id not in people:
                         try:
@@ -548,24 +611,37 @@ class Vault:
                         continue
                     score, matches = self._score(query, refs)
                     judged.append((i, loaded, refs, score, matches))
-                entries = [
-                    decision_log.NewEntry(
-                        kind=kind,
-                        person_id=refs.person_id,
-                        image_sha256=loaded.sha256,
-                        score=score,
-                        threshold=refs.threshold.value,
-                        threshold_method=refs.threshold.method,
-                        decision=scoring.decide(score, refs.threshold.value, cfg),
-                        probability=scoring.probability(score, refs.threshold.value, cfg),
-                        model_id=self.model_id,
-                        references_used=[asdict(m) for m in matches],
-                        details=items[i].details,
+                entries = []
+                model_decisions: list[scoring.Decision | None] = []
+                for i, loaded, refs, score, matches in judged:
+                    threshold = refs.threshold.value
+                    probability = scoring.probability(score, threshold, cfg)
+                    decision = scoring.decide(score, threshold, cfg)
+                    details = items[i].details
+                    rule = items[i].decide
+                    model_decisions.append(decision if rule is not None else None)
+                    if rule is not None:
+                        details = {**(details or {}), "model_decision": decision}
+                        decision = rule(score, threshold, probability)  # type: ignore[assignment]
+                    entries.append(
+                        decision_log.NewEntry(
+                            kind=kind,
+                            person_id=refs.person_id,
+                            image_sha256=loaded.sha256,
+                            score=score,
+                            threshold=threshold,
+                            threshold_method=refs.threshold.method,
+                            decision=decision,
+                            probability=probability,
+                            model_id=self.model_id,
+                            references_used=[asdict(m) for m in matches],
+                            details=details,
+                        )
                     )
-                    for i, loaded, refs, score, matches in judged
-                ]
                 stored = decision_log.append(conn, entries)
-            for (i, loaded, _refs, _score, matches), entry in zip(judged, stored, strict=True):
+            for (i, loaded, _refs, _score, matches), entry, model_decision in zip(
+                judged, stored, model_decisions, strict=True
+            ):
                 out[i] = Verification(
                     person=entry.person_id,
                     decision=entry.decision,  # type: ignore[arg-type]
@@ -579,6 +655,7 @@ class Vault:
                     image_sha256=entry.image_sha256,
                     decision_id=entry.id,
                     source=loaded.name,
+                    model_decision=model_decision,
                 )
         assert all(r is not None for r in out)
         return out  # type: ignore[return-value]
@@ -769,7 +846,7 @@ class Vault:
         index_dir = self.home / config.INDEX_DIRNAME
         for stale in index_dir.glob("*.faiss"):
             if stale != self.index_path:
-                stale.unlink(missing_ok=True)
+                delete_index_files(stale)
         self.rebuild_index()
         return ReembedResult(embedder.model_id, len(pairs), len(persons), previous, tuple(sorted(cleared)))
 
@@ -782,35 +859,56 @@ class Vault:
     # --------------------------------------------------------------------------------------- index
 
     def check_index(self) -> IndexReport:
-        """Compare the index file with SQL (ids and vectors) without changing anything."""
+        """Compare the index files (base and journal) with SQL, ids and vectors, without changing anything.
+
+        Vectors are compared in chunks of 10,000 in id order, so memory stays bounded at a million."""
         path = self.index_path
+        dim = self.embedder.dim
+        try:
+            index: VectorIndex | None = VectorIndex.load(path)
+            failure = None
+        except FileNotFoundError:
+            index, failure = None, None
+        except IndexError_ as exc:
+            index, failure = None, str(exc)
         with transaction(self.engine) as conn:
             sql_ids = queries.reference_ids(conn, self.model_id)
-            sql_vectors = queries.decode_vectors(
-                [b for _, b in queries.iter_embeddings(conn, self.model_id)], self.embedder.dim
-            )
-        sql = Fingerprint.of(sql_ids)
-        try:
-            index = VectorIndex.load(path)
-        except FileNotFoundError:
-            empty = sql.count == 0  # nothing enrolled with this model: no file is the right state
-            return IndexReport(self.model_id, path, sql, None, empty, None if empty else "no index file")
-        except IndexError_ as exc:
-            return IndexReport(self.model_id, path, sql, None, False, str(exc))
-        ids, vectors = index.items()
-        found = Fingerprint.of(ids)
-        if index.dim != self.embedder.dim:
-            return IndexReport(self.model_id, path, sql, found, False, f"index has {index.dim} dimensions")
-        if found != sql:
-            missing, extra = np.setdiff1d(sql_ids, ids).size, np.setdiff1d(ids, sql_ids).size
-            problem = f"{missing} references missing from the index, {extra} in the index but not in SQL"
-            return IndexReport(self.model_id, path, sql, found, False, problem)
-        if not np.array_equal(vectors, sql_vectors):
+            sql = Fingerprint.of(sql_ids)
+            if index is None:
+                if failure is not None:
+                    return IndexReport(self.model_id, path, sql, None, False, failure)
+                empty = sql.count == 0  # nothing enrolled with this model: no file is the right state
+                return IndexReport(self.model_id, path, sql, None, empty, None if empty else "no index file")
+            ids = index.ids()
+            found = Fingerprint.of(ids)
+            if index.dim != dim:
+                return IndexReport(self.model_id, path, sql, found, False, f"index has {index.dim} dimensions")
+            if found != sql:
+                missing, extra = np.setdiff1d(sql_ids, ids).size, np.setdiff1d(ids, sql_ids).size
+                problem = f"{missing} references missing from the index, {extra} in the index but not in SQL"
+                return IndexReport(self.model_id, path, sql, found, False, problem)
+            chunk_ids: list[int] = []
+            blobs: list[bytes] = []
+            same = True
+            for ref_id, blob in queries.iter_embeddings(conn, self.model_id):
+                chunk_ids.append(ref_id)
+                blobs.append(blob)
+                if len(chunk_ids) == 10_000:
+                    same = same and np.array_equal(
+                        index.vectors(np.asarray(chunk_ids)), queries.decode_vectors(blobs, dim)
+                    )
+                    chunk_ids, blobs = [], []
+            if chunk_ids:
+                same = same and np.array_equal(index.vectors(np.asarray(chunk_ids)), queries.decode_vectors(blobs, dim))
+        if not same:
             return IndexReport(self.model_id, path, sql, found, False, "vectors differ from SQL")
+        if index.damaged:
+            return IndexReport(self.model_id, path, sql, found, False, index.damaged)
         return IndexReport(self.model_id, path, sql, found, True)
 
     def rebuild_index(self) -> IndexReport:
-        """Rebuild the index file from SQL alone and save it atomically."""
+        """Rebuild the index files from SQL alone (HNSW above ``index.HNSW_THRESHOLD`` references) and save
+        them atomically."""
         path = self.index_path
         with file_lock(path):
             index = VectorIndex(self.embedder.dim)
@@ -831,31 +929,48 @@ class Vault:
         return IndexReport(self.model_id, path, found, found, True)
 
     def _sync_index(self) -> VectorIndex:
-        """Bring the index file in line with SQL: load it (or start empty if missing or damaged), add the
-        references it lacks, drop those SQL no longer has, save if anything changed."""
+        """Bring the index in line with SQL and return it.
+
+        The index this process already holds is brought up to date from the journal (cheap); otherwise
+        the files are loaded (or an empty index started if missing or damaged). A freshly loaded index,
+        a damaged journal, or one whose (count, max id) disagrees with SQL is compared id by id with SQL:
+        missing references are added (and journaled), extra ones removed. The files are compacted when
+        the journal grew large, when something had to be removed, or when they were unusable."""
         path = self.index_path
         dim = self.embedder.dim
         with file_lock(path):
-            try:
-                index: VectorIndex | None = VectorIndex.load(path)
-            except (FileNotFoundError, IndexError_):
-                index = None
-            changed = index is None or index.dim != dim
+            cached = self._index_cache[1] if self._index_cache is not None else None
+            index: VectorIndex | None = None
+            verified = False
+            if cached is not None and cached.dim == dim and cached.epoch is not None and cached.refresh(path):
+                index, verified = cached, True  # compared with SQL id by id when this process loaded it
+            else:
+                try:
+                    index = VectorIndex.load(path)
+                except (FileNotFoundError, IndexError_):
+                    index = None
+            rebuild = index is None or index.dim != dim
             if index is None or index.dim != dim:
                 index = VectorIndex(dim)
+            extra = missing = np.zeros(0, dtype=np.int64)
+            fetched: list[tuple[np.ndarray, np.ndarray]] = []
             with transaction(self.engine) as conn:
-                sql_ids = queries.reference_ids(conn, self.model_id)
-                have = index.ids()
-                extra = np.setdiff1d(have, sql_ids, assume_unique=True)
-                missing = np.setdiff1d(sql_ids, have, assume_unique=True)
-                index.remove(extra)
-                for start in range(0, missing.size, 10_000):
-                    ids, blobs = queries.embeddings_by_ids(conn, missing[start : start + 10_000].tolist())
-                    index.add(ids, queries.decode_vectors(blobs, dim))
-            changed = changed or extra.size > 0 or missing.size > 0
-            if changed:
+                generation = queries.id_generation(conn, self.model_id)
+                if not (verified and index.damaged is None and (index.ntotal, index.max_id()) == generation):
+                    sql_ids = queries.reference_ids(conn, self.model_id)
+                    have = index.ids()
+                    extra = np.setdiff1d(have, sql_ids, assume_unique=True)
+                    missing = np.setdiff1d(sql_ids, have, assume_unique=True)
+                    index.remove(extra)
+                    for start in range(0, missing.size, 10_000):
+                        ids, blobs = queries.embeddings_by_ids(conn, missing[start : start + 10_000].tolist())
+                        fetched.append((ids, queries.decode_vectors(blobs, dim)))
+                        index.add(*fetched[-1])
+            if rebuild or index.damaged or extra.size or index.needs_compaction():
                 index.save(path)
-        generation = (int(sql_ids.size), int(sql_ids[-1]) if sql_ids.size else 0)
+            else:
+                for ids, vectors in fetched:  # already in memory: this records them for other processes
+                    index.append(path, ids, vectors)
         self._index_cache = (generation, index)
         return index
 
@@ -866,29 +981,47 @@ class Vault:
             return self._index_cache[1]
         return self._sync_index()
 
-    def _update_index_after_commit(self) -> list[str]:
-        """Sync the index after a committed change. SQL is already right, so a failure here is only a
-        warning: the next command that needs the index repairs it."""
+    def _update_index_after_commit(self, ids: np.ndarray, vectors: np.ndarray) -> list[str]:
+        """Record committed references in the index: one fsynced journal append, O(len(ids)) whatever the
+        vault's size. With no index file yet, a small vault's index is built now; a large one's (over
+        ``index.HNSW_THRESHOLD`` references, e.g. after a bulk import) at the next ``identify`` or
+        ``sigvault index rebuild``. SQL is already right, so a failure here is only a warning: the next
+        command that needs the index repairs it from SQL."""
+        path = self.index_path
         try:
-            self._sync_index()
+            with file_lock(path):
+                if append_journal(path, ids, vectors):
+                    return []
+                with transaction(self.engine) as conn:
+                    n, _ = queries.id_generation(conn, self.model_id)
+                if n <= HNSW_THRESHOLD:
+                    self._sync_index()
         except (OSError, IndexError_) as exc:
             return [f"index not updated ({exc}); it will be rebuilt on next use"]
         return []
 
     def _purge_from_index_files(self, ids: np.ndarray) -> None:
-        """Remove ids from every model's index file (a damaged file is deleted: it is only a cache)."""
+        """Erase ids from every model's index files: load, remove, compact (the base and the journal are
+        rewritten without them, like ``VACUUM`` for the database). A damaged file is deleted (it is only a
+        cache), and so is a journal left without its base."""
         self._index_cache = None
-        for path in sorted((self.home / config.INDEX_DIRNAME).glob("*.faiss")):
+        index_dir = self.home / config.INDEX_DIRNAME
+        for path in sorted(index_dir.glob("*.faiss")):
             with file_lock(path):
                 try:
                     index = VectorIndex.load(path)
                 except FileNotFoundError:
                     continue
                 except IndexError_:
-                    path.unlink(missing_ok=True)
+                    delete_index_files(path)
                     continue
-                if index.remove(ids):
+                if index.remove(ids) or index.damaged:
                     index.save(path)
+        for journal in sorted(index_dir.glob("*.faiss.journal")):
+            base = journal.with_name(journal.name.removesuffix(".journal"))
+            with file_lock(base):
+                if not base.exists():
+                    journal.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------------------------------- log
 
@@ -897,10 +1030,20 @@ class Vault:
         with transaction(self.engine) as conn:
             return decision_log.verify_chain(conn)
 
-    def log_entries(self) -> Iterator[decision_log.Entry]:
-        """Every decision log entry in order (streamed inside one read transaction)."""
+    def log_entries(self, after: int = 0) -> Iterator[decision_log.Entry]:
+        """The decision log entries with id > ``after``, in order (streamed inside one read transaction)."""
         with transaction(self.engine) as conn:
-            yield from decision_log.iter_entries(conn)
+            yield from decision_log.iter_entries(conn, after=after)
+
+    def log_head(self) -> int:
+        """The id of the last decision log entry (0 when empty): later entries have larger ids."""
+        with transaction(self.engine) as conn:
+            return decision_log.head(conn)[0]
+
+    def reference_images(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """The stored image bytes of the given references (absent ids are left out)."""
+        with transaction(self.engine) as conn:
+            return queries.reference_images(conn, ids)
 
     # ------------------------------------------------------------------------------------- helpers
 

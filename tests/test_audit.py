@@ -7,6 +7,7 @@ a few seconds. The report is opened in a real browser in ``test_audit_report_bro
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -544,6 +545,12 @@ def test_audit_jsonl_manifest_and_policy(sq_vault, tmp_path: Path) -> None:
     assert saved["counts"]["refer"] == sum(r["decision"] == "refer" for r in records) > 0
     entries = audit_entries(sq_vault, summary.audit_id)
     assert entries and all(e.details["policy"]["sha256"] == policy.sha256 for e in entries)
+    # the decision log records the final decision (policy applied), with the model's own beside it
+    by_item = {r["item_id"]: r for r in records}
+    for e in entries:
+        r = by_item[e.details["item_id"]]
+        assert (e.decision, e.details["model_decision"]) == (r["decision"], r["model_decision"])
+    assert any(e.decision != e.details["model_decision"] for e in entries)
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as fh:
         assert {row["policy_sha256"] for row in csv.DictReader(fh)} == {policy.sha256}
 
@@ -653,6 +660,11 @@ def test_resume_after_sigkill(sq_vault, tmp_path: Path) -> None:
         proc.stderr.close()
     written = results.read_bytes().count(b"\n")
     assert 60 <= written < len(data.rows)
+    # the runner's worker processes notice their parent is gone and exit (else they would keep its lock)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_running(runner):
+        time.sleep(0.1)
+    assert not _processes_running(runner)
 
     state = json.loads((killed / ".audit-state.json").read_text())
     summary = run_audit(sq_vault, data.manifest, killed, workers=2, resume=True)
@@ -661,6 +673,18 @@ def test_resume_after_sigkill(sq_vault, tmp_path: Path) -> None:
     entries = audit_entries(sq_vault, state["audit_id"])
     decided = sum(1 for r in read_jsonl(killed / "results.jsonl") if r["decision"] != "error")
     assert len(entries) == decided == len({e.details["row"] for e in entries})
+
+
+def _processes_running(script: Path) -> list[int]:
+    """Pids whose command line names ``script``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(script).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_report_is_capped_and_escapes(sq_vault, tmp_path: Path) -> None:
@@ -707,3 +731,75 @@ def test_runner_is_in_sync_with_signature() -> None:
         "report_cap",
     ]
     assert textwrap.dedent(run_audit.__doc__ or "").count("exit_code") == 1
+
+
+# ---------------------------------------------------------------- prepared items and decision rules
+
+
+def test_prepared_items_give_the_same_results_as_verify(sq_vault, tmp_path: Path) -> None:
+    """Items prepared elsewhere (pickled, as from a worker process) are decided exactly as verify decides."""
+    import pickle
+
+    from sigvault.errors import ImageError, InvalidPersonIdError
+    from sigvault.vault import VerifyItem, prepare
+
+    images = ImageFactory(tmp_path / "images")
+    images.directory.mkdir()
+    sq_vault.enroll("alice", images.refs(1, 3))
+    sq_vault.enroll("bob", images.refs(2, 3))
+    questioned = [("alice", images.write("qa.png", 1, 7)), ("bob", images.write("qb.png", 1, 8))]
+    spec, limits = sq_vault.embedder.spec, sq_vault.limits
+    items = [
+        VerifyItem(
+            person, path, name=str(path), prepared=pickle.loads(pickle.dumps(prepare(path, str(path), spec, limits)))
+        )
+        for person, path in questioned
+    ]
+    missing = tmp_path / "missing.png"
+    with pytest.raises(ImageError) as err:
+        prepare(missing, str(missing), spec, limits)
+    failed = pickle.loads(pickle.dumps(err.value))
+    items += [VerifyItem("alice", missing, prepared=failed), VerifyItem("a/b", missing, prepared=failed)]
+    got = sq_vault.verify_many(items)
+    # exactly the results of the same batch read here, and of verify up to the batch's float rounding
+    plain = sq_vault.verify_many([VerifyItem(person, path, name=str(path)) for person, path in questioned])
+    for (person, path), result, same_batch in zip(questioned, got[:2], plain, strict=True):
+        assert result.to_dict() | {"decision_id": 0} == same_batch.to_dict() | {"decision_id": 0}
+        alone = sq_vault.verify(person, path, name=str(path))
+        assert (result.decision, result.image_sha256, result.best_reference.reference_id) == (
+            alone.decision,
+            alone.image_sha256,
+            alone.best_reference.reference_id,
+        )
+        assert result.score == pytest.approx(alone.score, abs=1e-6)
+    assert isinstance(got[2], ImageError) and str(got[2]) == f"{missing}: no such file; check the path"
+    assert isinstance(got[3], InvalidPersonIdError)  # the person is checked first, as verify does
+    other_spec = dataclasses.replace(spec, canvas_width=spec.canvas_width * 2)
+    wrong = prepare(questioned[0][1], "qa.png", other_spec, limits)
+    (refused,) = sq_vault.verify_many([VerifyItem("alice", questioned[0][1], prepared=wrong)])
+    assert isinstance(refused, UsageError) and "prepared with another preprocessing" in str(refused)
+
+
+def test_a_decision_rule_is_logged_as_the_final_decision(sq_vault, tmp_path: Path) -> None:
+    from sigvault.vault import VerifyItem
+
+    images = ImageFactory(tmp_path / "images")
+    images.directory.mkdir()
+    sq_vault.enroll("alice", images.refs(1, 3))
+    q = images.write("q.png", 1, 7)
+    plain = sq_vault.verify("alice", q)
+    assert plain.decision == "accept" and plain.model_decision is None and "model_decision" not in plain.to_dict()
+    seen = []
+
+    def always_refer(score: float, threshold: float, probability: float) -> str:
+        seen.append((score, threshold, probability))
+        return "refer"
+
+    (ruled,) = sq_vault.verify_many([VerifyItem("alice", q, details={"k": 1}, decide=always_refer)])
+    assert (ruled.decision, ruled.model_decision) == ("refer", "accept")
+    assert seen == [(ruled.score, ruled.threshold, ruled.probability)]
+    assert ruled.score == pytest.approx(plain.score)
+    (entry,) = list(sq_vault.log_entries(after=ruled.decision_id - 1))
+    assert (entry.decision, entry.details) == ("refer", {"k": 1, "model_decision": "accept"})
+    assert sq_vault.log_head() == ruled.decision_id
+    assert set(sq_vault.reference_images([1, 2, 99])) == {1, 2}

@@ -251,6 +251,15 @@ def iter_reference_images(conn: Connection) -> Iterator[tuple[int, str, str | No
         yield int(rid), pid, name, bytes(data)
 
 
+def reference_images(conn: Connection, ids: Iterable[int]) -> dict[int, bytes]:
+    """Reference id -> stored image bytes, for the given ids (absent ids are left out)."""
+    out: dict[int, bytes] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        stmt = select(ReferenceImage.ref_id, ReferenceImage.data).where(ReferenceImage.ref_id.in_(chunk))
+        out.update({int(ref_id): bytes(data) for ref_id, data in conn.execute(stmt)})
+    return out
+
+
 def all_reference_ids(conn: Connection) -> list[int]:
     return [int(i) for i in conn.execute(select(Reference.id).order_by(Reference.id)).scalars()]
 
