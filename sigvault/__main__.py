@@ -2,4 +2,5 @@
 
 from sigvault.cli import main
 
-main()
+if __name__ == "__main__":  # audit worker processes started with "spawn" import this module
+    main()
