@@ -265,6 +265,13 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise ManifestError(f"{name} line {line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(record, dict):
                 raise ManifestError(f"{name} line {line}: expected a JSON object, got {type(record).__name__}")
+            try:  # "\udcff" escapes decode to lone surrogates, which no output file can hold
+                json.dumps(record, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ManifestError(
+                    f"{name} line {line}: not valid Unicode text (lone surrogate "
+                    f"{exc.object[exc.start : exc.end]!r}); fix the manifest"
+                ) from None
             yield line, record
 
 

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,7 +95,10 @@ def read_bytes(source: Path | str | bytes, name: str, limits: ImageLimits = DEFA
         try:
             if path.is_dir():
                 raise ImageError(f"{name}: is a directory, not an image file; give the path of a scan")
-            size = path.stat().st_size
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):  # a pipe would block forever, a device never end
+                raise ImageError(f"{name}: not a regular file (a pipe, socket or device); give the path of a scan")
+            size = st.st_size
         except ImageError:
             raise
         except FileNotFoundError:
@@ -108,7 +112,7 @@ def read_bytes(source: Path | str | bytes, name: str, limits: ImageLimits = DEFA
             )
         try:
             with open(path, "rb") as fh:
-                data = fh.read()
+                data = fh.read(limits.max_bytes + 1)  # the file may have grown since stat()
         except OSError as exc:
             raise ImageError(f"{name}: cannot be read ({exc.strerror or exc}); check the path") from None
     if len(data) > limits.max_bytes:
