@@ -1043,28 +1043,6 @@ def _logged_rows(vault: Vault, state: _State, done: int) -> dict[int, Entry]:
     return found
 
 
-def _verification_from_entry(entry: Entry, source: str) -> Verification:
-    from sigvault.vault import ReferenceMatch, Verification
-
-    refs = tuple(ReferenceMatch(**m) for m in entry.references_used)
-    model_decision = (entry.details or {}).get("model_decision")
-    return Verification(
-        person=entry.person_id,
-        decision=entry.decision,  # type: ignore[arg-type]
-        score=entry.score,
-        probability=entry.probability,
-        threshold=entry.threshold,
-        threshold_method=entry.threshold_method,
-        model=entry.model_id,
-        references=refs,
-        best_reference=max(refs, key=lambda m: m.similarity),
-        image_sha256=entry.image_sha256,
-        decision_id=entry.id,
-        source=source,
-        model_decision=model_decision,
-    )
-
-
 def _image_path(info: ManifestInfo, image: str) -> str:
     path = Path(image)
     return str(path if path.is_absolute() else info.path.parent / path)
@@ -1152,7 +1130,7 @@ def _decide_chunk(
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Decide one chunk. ``prepared``: the outcome of :func:`prepare_many` for :func:`_to_prepare`'s rows
     (None: read them here). Returns (records in row order, rows decided, rows recovered)."""
-    from sigvault.vault import VerifyItem
+    from sigvault.vault import Verification, VerifyItem
 
     records: list[dict[str, Any] | None] = [None] * len(chunk.rows)
     todo: list[tuple[int, Row, str]] = []
@@ -1161,7 +1139,7 @@ def _decide_chunk(
         source = _image_path(info, row.image) if row.image.strip() else ""
         entry = chunk.recovered.get(row.index)
         if entry is not None:
-            records[i] = decided_record(row, _verification_from_entry(entry, source), pol, cfg)
+            records[i] = decided_record(row, Verification.from_entry(entry, source), pol, cfg)
             recovered += 1
         elif not row.image.strip():
             records[i] = error_record(

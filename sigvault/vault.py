@@ -90,6 +90,26 @@ class Verification:
     source: str
     model_decision: scoring.Decision | None = None  # the model's own decision when a decision rule applied
 
+    @classmethod
+    def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
+        """The verification a decision-log entry records (references and model decision included)."""
+        refs = tuple(ReferenceMatch(**m) for m in entry.references_used)
+        return cls(
+            person=entry.person_id,
+            decision=entry.decision,  # type: ignore[arg-type]
+            score=entry.score,
+            probability=entry.probability,
+            threshold=entry.threshold,
+            threshold_method=entry.threshold_method,
+            model=entry.model_id,
+            references=refs,
+            best_reference=max(refs, key=lambda m: m.similarity),
+            image_sha256=entry.image_sha256,
+            decision_id=entry.id,
+            source=source,
+            model_decision=(entry.details or {}).get("model_decision"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self) | {"references": [asdict(r) for r in self.references]}
         if out["model_decision"] is None:
@@ -612,14 +632,12 @@ class Vault:
                     score, matches = self._score(query, refs)
                     judged.append((i, loaded, refs, score, matches))
                 entries = []
-                model_decisions: list[scoring.Decision | None] = []
                 for i, loaded, refs, score, matches in judged:
                     threshold = refs.threshold.value
                     probability = scoring.probability(score, threshold, cfg)
                     decision = scoring.decide(score, threshold, cfg)
                     details = items[i].details
                     rule = items[i].decide
-                    model_decisions.append(decision if rule is not None else None)
                     if rule is not None:
                         details = {**(details or {}), "model_decision": decision}
                         decision = rule(score, threshold, probability)  # type: ignore[assignment]
@@ -639,24 +657,8 @@ class Vault:
                         )
                     )
                 stored = decision_log.append(conn, entries)
-            for (i, loaded, _refs, _score, matches), entry, model_decision in zip(
-                judged, stored, model_decisions, strict=True
-            ):
-                out[i] = Verification(
-                    person=entry.person_id,
-                    decision=entry.decision,  # type: ignore[arg-type]
-                    score=entry.score,
-                    probability=entry.probability,
-                    threshold=entry.threshold,
-                    threshold_method=entry.threshold_method,
-                    model=entry.model_id,
-                    references=tuple(matches),
-                    best_reference=max(matches, key=lambda m: m.similarity),
-                    image_sha256=entry.image_sha256,
-                    decision_id=entry.id,
-                    source=loaded.name,
-                    model_decision=model_decision,
-                )
+            for (i, loaded, _refs, _score, _matches), entry in zip(judged, stored, strict=True):
+                out[i] = Verification.from_entry(entry, loaded.name)
         assert all(r is not None for r in out)
         return out  # type: ignore[return-value]
 
