@@ -975,9 +975,11 @@ def _prepare_outputs(
             columns=list(info.columns),
             first_started=started,
         )
+        # the state first: a kill before the result files exist leaves a folder `--resume` can finish
+        # (a resume recreates missing result files)
+        _atomic_write(state_path, json.dumps(dataclasses.asdict(state), indent=2).encode())
         _atomic_write(jsonl_path, b"")
         _atomic_write(csv_path, _csv_header(state.columns))
-        _atomic_write(state_path, json.dumps(dataclasses.asdict(state), indent=2).encode())
         return state, 0, tally, {}
 
     state = _State.read(state_path)
