@@ -334,11 +334,8 @@ def _row(name: str, index: int, line: int, record: dict[str, Any], *, jsonl: boo
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def validate_manifest(manifest: Path | str) -> ManifestInfo:
