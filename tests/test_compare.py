@@ -1,0 +1,53 @@
+"""training/compare.py without torch: the variants' overrides, the shared budget and the export guard."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.compare import PROTECTED, VARIANTS, budget_overrides, export_command, markdown, overrides_for
+from training.train import load_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
+
+
+def test_budget_is_shared_and_warmup_scaled():
+    assert budget_overrides(220, 50, 700, 100) == [
+        "train.steps=220", "train.eval_every=50", "train.checkpoint_every=50", "train.warmup_steps=31"]
+    assert budget_overrides(3, 1, 700, 100)[-1] == "train.warmup_steps=1"
+    assert "torch" not in sys.modules
+
+
+def test_variants_differ_only_where_intended():
+    budget = budget_overrides(220, 50, 700, 100)
+    cfgs = {v: load_config(CONFIG, overrides_for(v, budget)) for v in VARIANTS}
+    base = cfgs["arcface"]
+    assert base["train"]["loss"] == "arcface" and base["train"]["aux_triplet"] == 0.5
+    assert base["model"]["imagenet_init"] is True and base["train"]["steps"] == 220
+    expected = {
+        "arcface": {},
+        "triplet": {("train", "loss"): "triplet", ("train", "aux_triplet"): 0.0},
+        "contrastive": {("train", "loss"): "contrastive", ("train", "aux_triplet"): 0.0, ("train", "margin"): 0.5},
+        "arcface-scratch": {("model", "imagenet_init"): False},
+    }
+    for v, cfg in cfgs.items():
+        diff = {(s, k): cfg[s][k] for s in cfg for k in cfg[s] if cfg[s][k] != base[s][k]}
+        assert diff == expected[v], v
+
+
+def test_unknown_variant_and_shipped_weights_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown variant"):
+        overrides_for("nope", [])
+    with pytest.raises(SystemExit, match="shipped weights"):
+        export_command(tmp_path, PROTECTED, "arcface")
+    assert export_command(tmp_path, tmp_path / "export", "arcface")[-4:] == ["--out", str(tmp_path / "export"), "--name", "compare-arcface"]
+
+
+def test_table_has_one_row_per_variant():
+    ev = {"eer_skilled": 0.283, "eer_skilled_std": 0.006, "frr": 0.2}
+    row = {"variant": "arcface", "loss": "l", "init": "imagenet", "steps": 220, "selected_step": 200, "minutes": 18.04,
+           "evaluation": ev}
+    lines = markdown([row]).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| arcface | l | imagenet | 220 (200) | 18.0 | 28.3 ± 0.6 | n/a | 20.0 ± 0.0")
