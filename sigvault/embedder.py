@@ -5,7 +5,9 @@ an ``.onnx`` file with ``model_card.json`` beside it) holding:
 
 - ``model.onnx``: input ``canvas`` float32 (n, 1, H, W), output ``embedding`` float32 (n, D), rows L2-normalised;
 - ``model_card.json``: architecture, preprocessing spec, scoring configuration and calibration, training
-  data, evaluation figures.
+  data, evaluation figures;
+- ``cohort.npy`` (needed when the card's scoring method is ``wd-svm``): float32 (m, D) embeddings of genuine
+  signatures of writers the network never trained on, the negatives of each person's linear SVM.
 
 The model id names the architecture and hashes the graph bytes together with the preprocessing spec, so
 vectors made by different weights or different preprocessing can never be mixed.
@@ -14,6 +16,7 @@ vectors made by different weights or different preprocessing can never be mixed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from sigvault.scoring import ScoringConfig
 
 CARD_NAME = "model_card.json"
 GRAPH_NAME = "model.onnx"
+COHORT_NAME = "cohort.npy"
 
 
 class Embedder(Protocol):
@@ -38,6 +42,8 @@ class Embedder(Protocol):
     dim: int
     spec: PreprocessSpec
     scoring: ScoringConfig
+    cohort: np.ndarray | None  # (m, dim) negatives of wd-svm scoring, or None
+    cohort_id: str | None  # hash of the cohort: a stored person scorer made with another cohort is refitted
 
     def embed(self, canvases: np.ndarray) -> np.ndarray:
         """(n, H, W) float32 canvases -> (n, dim) float32, rows L2-normalised."""
@@ -81,6 +87,8 @@ class OnnxEmbedder:
     scoring: ScoringConfig
     card: dict[str, Any]
     path: Path
+    cohort: np.ndarray | None = None
+    cohort_id: str | None = None
     _session: Any = None
     batch_size: int = 64
 
@@ -99,7 +107,8 @@ class OnnxEmbedder:
             dim = int(card["embed_dim"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{card_path}: model card incomplete ({exc}); re-export the model") from None
-        emb = cls(model_id_for(graph_bytes, card), dim, spec, scoring, card, graph)
+        cohort, cohort_id = _load_cohort(graph.with_name(COHORT_NAME), dim, scoring)
+        emb = cls(model_id_for(graph_bytes, card), dim, spec, scoring, card, graph, cohort, cohort_id)
         emb._open(graph_bytes, threads)
         return emb
 
@@ -130,6 +139,22 @@ class OnnxEmbedder:
             out[i : i + x.shape[0]] = y
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
+
+
+def _load_cohort(path: Path, dim: int, scoring: ScoringConfig) -> tuple[np.ndarray | None, str | None]:
+    """The cohort beside the graph; required by wd-svm scoring, ignored otherwise."""
+    if scoring.method == "cosine":
+        return None, None
+    try:
+        data = path.read_bytes()
+        cohort = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: {scoring.method} scoring needs this cohort file ({exc}); re-export the model"
+        ) from None
+    if cohort.ndim != 2 or cohort.shape[1] != dim or cohort.shape[0] < 2 or not np.isfinite(cohort).all():
+        raise ModelError(f"{path}: cohort must be a finite ({dim}-column) matrix, got {cohort.shape}; re-export the model")
+    return np.ascontiguousarray(cohort, dtype=np.float32), hashlib.sha256(data).hexdigest()[:12]
 
 
 def load_embedder(path: Path | str | None = None, *, threads: int | None = None) -> OnnxEmbedder:

@@ -275,6 +275,8 @@ class _CachedEmbedder:
         self.dim = inner.dim
         self.spec = inner.spec
         self.scoring = inner.scoring
+        self.cohort = getattr(inner, "cohort", None)
+        self.cohort_id = getattr(inner, "cohort_id", None)
         self._cache = {k: i for i, k in enumerate(keys)}
         self._emb = emb
         self.hits = 0
@@ -358,6 +360,7 @@ def swapped_scores(
     forged: np.ndarray,
     refs: dict[str, np.ndarray],
     cfg: scoring.ScoringConfig,
+    cohort: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The shortcut test: each enrolled writer's questioned items (its non-reference genuine signatures and
     its skilled forgeries) scored against the references of the NEXT enrolled writer in sorted order.
@@ -370,13 +373,12 @@ def swapped_scores(
     if len(names) < 2:
         return np.zeros(0), np.zeros(0)
     for k, w in enumerate(names):
-        other = emb[refs[names[(k + 1) % len(names)]]]
+        other = scoring.person_scorer(emb[refs[names[(k + 1) % len(names)]]], cfg, cohort)
         mine = writers == w
         rest = np.setdiff1d(np.flatnonzero(mine & ~forged), refs[w])
-        for i in rest:
-            gen.append(scoring.fuse(scoring.similarities(emb[i], other), cfg))
-        for i in np.flatnonzero(mine & forged):
-            sk.append(scoring.fuse(scoring.similarities(emb[i], other), cfg))
+        gen.extend(other.scores(emb[rest]).tolist() if rest.size else [])
+        skilled = np.flatnonzero(mine & forged)
+        sk.extend(other.scores(emb[skilled]).tolist() if skilled.size else [])
     return np.asarray(gen, dtype=np.float64), np.asarray(sk, dtype=np.float64)
 
 
@@ -455,6 +457,7 @@ def run_evaluation(
     paths = [it.path for it in loaded.items]
     emb = np.vstack(loaded.emb) if loaded.emb else np.zeros((0, embedder.dim), dtype=np.float32)
     cfg = embedder.scoring
+    cohort = getattr(embedder, "cohort", None)
 
     genuine_count = {w: int(np.sum((writers == w) & ~forged)) for w in writer_names}
     evaluable = [w for w in writer_names if genuine_count[w] > references]
@@ -475,13 +478,15 @@ def run_evaluation(
         rng = np.random.default_rng([seed, s])
         refs = choose_references(writers, forged, references, rng)
         thresholds = enroll_references(refs, paths, cached, limits)
-        trials = protocol.run_split(emb, writers, forged, references, int(rng.integers(2**31)), cfg, references=refs)
+        trials = protocol.run_split(
+            emb, writers, forged, references, int(rng.integers(2**31)), cfg, references=refs, cohort=cohort
+        )
         # The deployed rule uses the thresholds the vault stored at enrolment.
         vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)
         mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
         trials = replace(trials, threshold=vault_thr)
         figs = split_figures(trials, cfg)
-        g_sw, sk_sw = swapped_scores(emb, writers, forged, refs, cfg)
+        g_sw, sk_sw = swapped_scores(emb, writers, forged, refs, cfg, cohort)
         figs["eer_skilled_swapped"] = _eer(g_sw, sk_sw)
         for k in FIGURE_KEYS:
             per_split[k].append(figs[k])
@@ -651,7 +656,7 @@ def _plot_histograms(scores: dict[str, np.ndarray], path: Path, title: str) -> N
                     color=colour,
                     label=f"{kind} ({scores[kind].size})",
                 )
-        ax.set_xlabel("fused score (similarity to the references)")
+        ax.set_xlabel("score against the references")
         ax.set_ylabel("density")
         ax.set_title(f"Scores, {title}", fontsize=9)
         ax.legend(fontsize=8)

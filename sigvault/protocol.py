@@ -3,7 +3,7 @@
 For one seeded split: per writer, ``n_refs`` random genuine signatures are the references; the threshold is
 set from them alone (``scoring.person_threshold``, as ``enroll`` does); questioned items are the writer's
 other genuine signatures, all its skilled forgeries, and one genuine signature of every other writer
-(random forgeries). Each item is scored with ``scoring.similarities`` + ``scoring.fuse`` as ``verify`` does.
+(random forgeries). Each item is scored with ``scoring.person_scorer`` as ``verify`` does.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def run_split(
     seed: int,
     cfg: scoring.ScoringConfig,
     references: dict[str, np.ndarray] | None = None,
+    cohort: np.ndarray | None = None,
+    cohort_writers: np.ndarray | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -47,6 +49,9 @@ def run_split(
         n_refs: references per writer (writers with fewer than n_refs + 1 genuine are skipped).
         references: optional precomputed choice {writer: indices of its references} (evaluate passes the
             references it enrolled through the vault so both sides use the same ones).
+        cohort: (m, d) the model's cohort, for ``wd-svm`` scoring. ``cohort_writers`` (m,) names the writer
+            of each cohort row: a writer's own rows are then left out of its negatives (when the writers
+            being measured are themselves the cohort, as when the scoring rule is fitted).
     """
     rng = np.random.default_rng(seed)
     names = sorted(set(writers.tolist()))
@@ -68,16 +73,20 @@ def run_split(
     out_w, out_k, out_s, out_t, out_i = [], [], [], [], []
     for w in enrolled:
         r = emb[refs_of[w]]
-        thr = scoring.person_threshold(r, cfg).value
+        negatives = cohort if cohort is None or cohort_writers is None else cohort[cohort_writers != w]
+        thr = scoring.person_threshold(r, cfg, negatives).value
+        scorer = scoring.person_scorer(r, cfg, negatives)
         items = [(i, "genuine") for i in rest_of[w]]
         items += [(i, "skilled") for i in np.flatnonzero((writers == w) & forged)]
         items += [(random_pick[o], "random") for o in enrolled if o != w and o in random_pick]
-        for i, kind in items:
-            out_w.append(w)
-            out_k.append(kind)
-            out_s.append(scoring.fuse(scoring.similarities(emb[i], r), cfg))
-            out_t.append(thr)
-            out_i.append(int(i))
+        if not items:
+            continue
+        idx = np.array([i for i, _ in items])
+        out_w += [w] * len(items)
+        out_k += [kind for _, kind in items]
+        out_s += scorer.scores(emb[idx]).tolist()
+        out_t += [thr] * len(items)
+        out_i += idx.tolist()
     return Trials(np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i))
 
 

@@ -19,7 +19,7 @@ import hashlib
 import os
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -298,6 +298,7 @@ class _PersonRefs:
     rows: list[queries.ReferenceRow]
     vectors: np.ndarray
     threshold: queries.ThresholdRow
+    scorer: scoring.PersonScorer
 
 
 # ------------------------------------------------------------------------------------------- person ids
@@ -528,6 +529,7 @@ class Vault:
     ) -> list[str]:
         """Warn about each new reference that the person's other references would reject."""
         cfg = self.embedder.scoring
+        cohort = self.embedder.cohort
         everything = np.vstack([existing, new])
         warnings = []
         for j, name in enumerate(names):
@@ -535,8 +537,8 @@ class Vault:
             others = np.delete(everything, i, axis=0)
             if others.shape[0] == 0:
                 continue
-            threshold = scoring.person_threshold(others, cfg)
-            score = scoring.fuse(scoring.similarities(everything[i], others), cfg)
+            threshold = scoring.person_threshold(others, cfg, cohort)
+            score = scoring.person_scorer(others, cfg, cohort).score(everything[i])
             if scoring.decide(score, threshold.value, cfg) == "reject":
                 warnings.append(
                     f"{name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
@@ -547,23 +549,46 @@ class Vault:
     def _refresh_threshold(
         self, conn: Connection, person: queries.PersonRow, vectors: np.ndarray, *, keep_override: bool = True
     ) -> ThresholdChange:
-        """Recompute and store the person's threshold from all their references (``vectors``), unless an
-        override is set and ``keep_override``."""
+        """Recompute and store the person's scorer and threshold from all their references (``vectors``); an
+        override, if set and ``keep_override``, keeps its value (the scorer is refitted all the same)."""
+        cfg, cohort = self.embedder.scoring, self.embedder.cohort
+        scorer = {**scoring.person_scorer(vectors, cfg, cohort).to_json(), "cohort": self.embedder.cohort_id}
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
+            queries.put_threshold(
+                conn,
+                person.pk,
+                value=current.value,
+                method=current.method,
+                n_references=int(vectors.shape[0]),
+                details={**current.details, "scorer": scorer},
+                model_id=self.model_id,
+                is_override=True,
+                set_at=current.set_at,
+            )
             return ThresholdChange(person.person_id, current.value, current.method, True)
-        t = scoring.person_threshold(vectors, self.embedder.scoring)
+        t = scoring.person_threshold(vectors, cfg, cohort)
         queries.put_threshold(
             conn,
             person.pk,
             value=t.value,
             method=t.method,
             n_references=t.n_references,
-            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std},
+            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std, "scorer": scorer},
             model_id=self.model_id,
             is_override=False,
         )
         return ThresholdChange(person.person_id, t.value, t.method, False)
+
+    def _rule_is_current(self, threshold: queries.ThresholdRow) -> bool:
+        """Was the stored scorer made by the loaded model's scoring method and cohort? (Rows written before
+        scorers were stored count as cosine.)"""
+        stored = threshold.details.get("scorer") or {"method": "cosine"}
+        return bool(
+            threshold.model_id == self.model_id
+            and stored.get("method") == self.embedder.scoring.method
+            and stored.get("cohort") == self.embedder.cohort_id
+        )
 
     # -------------------------------------------------------------------------------------- verify
 
@@ -622,7 +647,7 @@ class Vault:
                 for (i, person_id, loaded), query in zip(ready, vectors, strict=True):
                     if person_id not in people:
                         try:
-                            people[person_id] = self._person_refs(conn, person_id)
+                            people[person_id] = self._person_refs(conn, person_id, heal=True)
                         except SigvaultError as exc:
                             people[person_id] = exc
                     refs = people[person_id]
@@ -662,8 +687,11 @@ class Vault:
         assert all(r is not None for r in out)
         return out  # type: ignore[return-value]
 
-    def _person_refs(self, conn: Connection, person_id: str) -> _PersonRefs:
-        """The person's reference vectors and threshold, checked to come from the loaded model."""
+    def _person_refs(self, conn: Connection, person_id: str, *, heal: bool = False) -> _PersonRefs:
+        """The person's reference vectors, threshold and scorer, checked to come from the loaded model.
+
+        A scorer stored for another scoring method or cohort (the model card changed) is refitted from the
+        references, and with ``heal`` (a write transaction) stored again with a recomputed threshold."""
         row = queries.get_person(conn, person_id)
         if row is None:
             raise PersonNotFoundError(f"person {person_id!r} is not enrolled; see `sigvault people list`")
@@ -679,13 +707,26 @@ class Vault:
                 f"the references of {person_id!r} were made by model {other[0]}, but the loaded model is "
                 f"{self.model_id}; run `sigvault reembed`"
             )
-        return _PersonRefs(person_id, refs, queries.decode_vectors(blobs, self.embedder.dim), threshold)
+        vectors = queries.decode_vectors(blobs, self.embedder.dim)
+        cfg = self.embedder.scoring
+        if not self._rule_is_current(threshold):
+            if heal:
+                self._refresh_threshold(conn, row, vectors)
+                threshold = queries.get_threshold(conn, row.pk)
+                assert threshold is not None
+            else:
+                t = threshold if threshold.is_override else scoring.person_threshold(vectors, cfg, self.embedder.cohort)
+                scorer = scoring.person_scorer(vectors, cfg, self.embedder.cohort)
+                threshold = replace(threshold, value=t.value, method=t.method)
+                return _PersonRefs(person_id, refs, vectors, threshold, scorer)
+        stored = threshold.details.get("scorer") or {"method": "cosine"}
+        return _PersonRefs(person_id, refs, vectors, threshold, scoring.PersonScorer.from_json(stored, vectors, cfg))
 
     def _score(self, query: np.ndarray, refs: _PersonRefs) -> tuple[float, list[ReferenceMatch]]:
         """Fused score of a query against a person's references, and the per-reference similarities."""
         sims = scoring.similarities(query, refs.vectors)
         matches = [ReferenceMatch(r.id, r.sha256, float(s)) for r, s in zip(refs.rows, sims, strict=True)]
-        return float(scoring.fuse(sims, self.embedder.scoring)), matches
+        return refs.scorer.score(query), matches
 
     # ----------------------------------------------------------------------------- compare, identify
 
@@ -763,11 +804,14 @@ class Vault:
         """Override the person's threshold with ``value`` (recorded as method "override"), or with None go
         back to the threshold computed from the references."""
         person_id = normalize_person_id(person)
-        if value is not None and not (-1.0 <= value <= 1.0):
-            raise UsageError(f"threshold {value} is outside [-1, 1], the range of a cosine similarity score")
+        lo, hi, what = (-1.0, 1.0, "a cosine similarity score") if self.embedder.scoring.method == "cosine" else (
+            -10.0, 10.0, f"this model's {self.embedder.scoring.method} scores"
+        )
+        if value is not None and not (lo <= value <= hi):
+            raise UsageError(f"threshold {value} is outside [{lo:g}, {hi:g}], the range of {what}")
         with transaction(self.engine, write=True) as conn:
             row = self._get_person(conn, person_id, lock=True)
-            refs = self._person_refs(conn, person_id)
+            refs = self._person_refs(conn, person_id, heal=True)
             if value is None:
                 return self._refresh_threshold(conn, row, refs.vectors, keep_override=False)
             queries.put_threshold(
@@ -776,7 +820,10 @@ class Vault:
                 value=value,
                 method="override",
                 n_references=len(refs.rows),
-                details={"replaced": {"value": refs.threshold.value, "method": refs.threshold.method}},
+                details={
+                    "replaced": {"value": refs.threshold.value, "method": refs.threshold.method},
+                    "scorer": refs.threshold.details.get("scorer"),
+                },
                 model_id=self.model_id,
                 is_override=True,
             )

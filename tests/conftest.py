@@ -37,6 +37,8 @@ class FakeEmbedder:
     dim: int = 32
     spec: PreprocessSpec = field(default_factory=lambda: PreprocessSpec(canvas_height=64, canvas_width=128))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    cohort: np.ndarray | None = None  # wd-svm tests give one (fake_cohort)
+    cohort_id: str | None = None
     calls: int = 0
 
     def __post_init__(self) -> None:

@@ -19,6 +19,8 @@ class CanvasEmbedder:
     model_id = "fake-canvas-1"
     spec = DEFAULT_SPEC
     scoring = ScoringConfig()
+    cohort = None
+    cohort_id = None
 
     def __init__(self) -> None:
         h, w = self.spec.canvas_height // 8, self.spec.canvas_width // 8

@@ -61,5 +61,19 @@ def test_missing_or_broken_model_is_a_clear_error(tmp_path: Path):
         load_embedder(tmp_path)
     (tmp_path / "model.onnx").write_bytes(b"not onnx")
     shutil.copy(WEIGHTS / "model_card.json", tmp_path / "model_card.json")
+    shutil.copy(WEIGHTS / "cohort.npy", tmp_path / "cohort.npy")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         load_embedder(tmp_path)
+
+
+def test_wd_svm_model_without_its_cohort_is_a_clear_error(tmp_path: Path):
+    shutil.copy(WEIGHTS / "model.onnx", tmp_path / "model.onnx")
+    shutil.copy(WEIGHTS / "model_card.json", tmp_path / "model_card.json")
+    with pytest.raises(ModelError, match=r"cohort.npy: wd-svm scoring needs this cohort file .*re-export the model"):
+        load_embedder(tmp_path)
+    np.save(tmp_path / "cohort.npy", np.zeros((3, 7), dtype=np.float32))
+    with pytest.raises(ModelError, match=r"cohort must be a finite \(256-column\) matrix, got \(3, 7\)"):
+        load_embedder(tmp_path)
+    shutil.copy(WEIGHTS / "cohort.npy", tmp_path / "cohort.npy")
+    model = load_embedder(tmp_path)
+    assert model.cohort is not None and model.cohort.shape == (240, 256) and model.cohort_id is not None

@@ -35,7 +35,7 @@ def _source_files(root: Path) -> dict[str, Path]:
         if (
             path.suffix == ".py"
             or path.name == "py.typed"
-            or (rel.parts[:2] == ("sigvault", "weights") and path.suffix in (".onnx", ".json"))
+            or (rel.parts[:2] == ("sigvault", "weights") and (path.suffix in (".onnx", ".json") or path.name == "cohort.npy"))
         ):
             expected[rel.as_posix()] = path
     for path in sorted((root / "migrations").rglob("*")):

@@ -79,3 +79,53 @@ def test_compare_probability_is_one_half_at_its_threshold():
 def test_config_round_trip_ignores_unknown_keys():
     d = CFG.to_dict() | {"future_key": 1}
     assert ScoringConfig.from_dict(d) == CFG
+
+
+# ------------------------------------------------------------------------------------------ wd-svm
+
+WD = ScoringConfig(method="wd-svm", svm_c=1.0, prior_mean=0.5, prior_std=0.4, prior_strength=2.0, k=1.0)
+COHORT = np.stack([unit(0, 1, 0), unit(0, 0, 1), unit(-1, 1, 0), unit(0, 1, 1), unit(-1, 0, 1), unit(-1, -1, 0)])
+
+
+def test_wd_svm_scorer_is_sklearns_linear_svm_and_separates_refs_from_cohort():
+    from sklearn.svm import SVC
+
+    s = scoring.person_scorer(REFS, WD, COHORT)
+    svm = SVC(kernel="linear", C=1.0, class_weight="balanced").fit(
+        np.vstack([REFS, COHORT]), np.r_[np.ones(3), np.zeros(6)]
+    )
+    q = np.stack([unit(1, 0.2, 0.1), unit(0, 1, 0.5)])
+    assert s.method == "wd-svm"
+    np.testing.assert_allclose(s.scores(q), svm.decision_function(q), rtol=0, atol=1e-12)
+    assert s.score(q[0]) > 0 > s.score(q[1])
+    assert (s.scores(REFS) > 0).all() and (s.scores(COHORT) < 0).all()
+
+
+def test_wd_svm_scorer_round_trips_through_json_exactly():
+    s = scoring.person_scorer(REFS, WD, COHORT)
+    back = scoring.PersonScorer.from_json(s.to_json(), REFS, WD)
+    q = np.stack([unit(1, 0.2, 0.1), unit(0.3, 1, 0.5)])
+    assert back.bias == s.bias
+    np.testing.assert_array_equal(back.scores(q), s.scores(q))
+    assert scoring.PersonScorer.from_json({"method": "cosine"}, REFS, CFG).score(REFS[0]) == scoring.fuse(
+        scoring.similarities(REFS[0], REFS), CFG
+    )
+
+
+def test_wd_svm_leave_one_out_refits_without_the_held_out_reference():
+    loo = scoring.loo_scores(REFS, WD, COHORT)
+    expected = [scoring.person_scorer(np.delete(REFS, i, axis=0), WD, COHORT).score(REFS[i]) for i in range(3)]
+    np.testing.assert_array_equal(loo, expected)
+    t = scoring.person_threshold(REFS, WD, COHORT)
+    n, n0 = 3, 2.0
+    mean = (n * loo.mean() + n0 * 0.5) / (n + n0)
+    var = ((n - 1) * loo.var(ddof=1) + n0 * 0.16) / (n - 1 + n0)
+    assert t.value == pytest.approx(mean - 1.0 * math.sqrt(var), abs=1e-12)
+    assert t.method == "leave-one-out over 3 references (wd-svm scores), shrunk toward the global prior (weight 2)"
+
+
+def test_wd_svm_without_a_cohort_is_refused():
+    with pytest.raises(ValueError, match="needs a cohort"):
+        scoring.person_scorer(REFS, WD, None)
+    with pytest.raises(ValueError, match="unknown scoring method"):
+        scoring.PersonScorer("knn", REFS, WD)

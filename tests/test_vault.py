@@ -365,3 +365,71 @@ def test_concurrent_processes_lose_nothing(vault: Vault, images: ImageFactory, s
     report = vault.log_verify()
     assert (report.ok, report.entries) == (True, 9)
     assert vault.check_index().consistent
+
+
+# ---------------------------------------------------------------------------------- wd-svm scoring
+
+
+def _wd_embedder(images: ImageFactory) -> FakeEmbedder:
+    """The fake model with wd-svm scoring and a cohort of 6 other synthetic writers."""
+    emb = FakeEmbedder(scoring=scoring.ScoringConfig(method="wd-svm", prior_mean=0.6, prior_std=0.5, k=1.0))
+    cohort_imgs = [images.write(f"cohort-{p}-{i}.png", p, i) for p in range(20, 26) for i in range(3)]
+    emb.cohort = vectors(emb, cohort_imgs)
+    emb.cohort_id = "cohort-a"
+    return emb
+
+
+def test_wd_svm_verify_uses_the_stored_person_svm(settings, images: ImageFactory) -> None:
+    from sigvault.vault import upgrade_database
+
+    emb = _wd_embedder(images)
+    upgrade_database(settings)
+    with Vault.open(settings, embedder=emb) as vault:
+        refs = images.refs(1, 4)
+        vault.enroll("alice", refs)
+        q = images.write("q.png", 1, 8)
+        result = vault.verify("alice", q)
+    ref_vecs, q_vec = vectors(emb, refs), vectors(emb, [q])[0]
+    expected = scoring.person_scorer(ref_vecs, emb.scoring, emb.cohort)
+    threshold = scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort)
+    assert result.score == pytest.approx(expected.score(q_vec), abs=1e-9)
+    assert result.threshold == pytest.approx(threshold.value, abs=1e-9)
+    assert threshold.method.startswith("leave-one-out over 4 references (wd-svm scores)")
+    assert result.decision == scoring.decide(result.score, result.threshold, emb.scoring)
+    # the similarities shown to the reviewer stay cosine similarities
+    assert [r["similarity"] for r in result.to_dict()["references"]] == pytest.approx(
+        scoring.similarities(q_vec, ref_vecs).tolist(), abs=1e-6
+    )
+
+
+def test_changing_the_scoring_method_refits_each_person_on_first_use(settings, images: ImageFactory) -> None:
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    refs = images.refs(1, 4)
+    cosine = FakeEmbedder()
+    with Vault.open(settings, embedder=cosine) as vault:
+        vault.enroll("alice", refs)
+        vault.enroll("bob", images.refs(2, 3))
+        vault.set_threshold("bob", 0.25)
+        bob_set_at = vault.person("bob").threshold_set_at
+    emb = _wd_embedder(images)
+    q = images.write("q.png", 1, 8)
+    with Vault.open(settings, embedder=emb) as vault:
+        assert [c.person for c in vault.identify(q, top=2)][0] == "alice"  # read-only: refits in memory
+        result = vault.verify("alice", q)
+        bob = vault.verify("bob", q)
+        detail = vault.person("bob")
+    ref_vecs = vectors(emb, refs)
+    assert result.threshold == pytest.approx(scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort).value, abs=1e-9)
+    assert result.score == pytest.approx(
+        scoring.person_scorer(ref_vecs, emb.scoring, emb.cohort).score(vectors(emb, [q])[0]), abs=1e-9
+    )
+    # the override is the user's decision: it stays, with the time it was set; only the scorer is refitted
+    assert (bob.threshold, detail.is_override, detail.threshold_set_at) == (0.25, True, bob_set_at)
+    with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
+        rows = conn.execute(text("SELECT details FROM thresholds ORDER BY person_pk")).scalars().all()
+    import json as _json
+
+    stored = [_json.loads(r) if isinstance(r, str) else r for r in rows]
+    assert [(d["scorer"]["method"], d["scorer"]["cohort"]) for d in stored] == [("wd-svm", "cohort-a")] * 2

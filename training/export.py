@@ -2,8 +2,9 @@
 
     python -m training.export --run ../runs/main --out sigvault/weights
 
-1. embeds the calibration writers (never seen by the network) and fits, with the product's own scoring
-   code: the prior of the per-person threshold (mean and spread of leave-one-out scores among 5
+1. embeds the calibration writers (never seen by the network), writes their genuine signatures as the
+   cohort of ``wd-svm`` scoring (``cohort.npy``) and fits (``training/calibrate.py``), with the product's own
+   scoring code: the prior of the per-person threshold (mean and spread of leave-one-out scores among 5
    references), the threshold rule ``k``, the refer band, the probability calibration (logistic on
    ``score - threshold``) and the one-to-one ``compare`` calibration;
 2. exports the network to ONNX (dynamic batch) and checks onnxruntime against torch on validation canvases;
@@ -18,100 +19,11 @@ import argparse
 import json
 import logging
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger("training.export")
-
-
-def fit_scoring(emb: np.ndarray, writers: np.ndarray, forged: np.ndarray, n_refs: int = 5, seeds: int = 10):
-    """Fit a ScoringConfig on calibration writers. Returns (config, figures dict)."""
-    from sklearn.linear_model import LogisticRegression
-
-    from sigvault import scoring
-    from sigvault.protocol import deployed_rates, run_split
-
-    base = scoring.ScoringConfig()
-    # 1. prior: leave-one-out statistics among n_refs references
-    rng = np.random.default_rng(0)
-    means, variances = [], []
-    for w in sorted(set(writers.tolist())):
-        g = np.flatnonzero((writers == w) & ~forged)
-        for _ in range(seeds):
-            if g.size < n_refs:
-                break
-            loo = scoring.loo_scores(emb[rng.choice(g, n_refs, replace=False)], base)
-            means.append(loo.mean())
-            variances.append(loo.var(ddof=1))
-    prior_mean, prior_std = float(np.mean(means)), float(np.sqrt(np.mean(variances)))
-    # thresholds are linear in k: thr(k) = thr(0) - k * (thr(0) - thr(1)); score every split once
-    def split_at(k_value: float) -> list:
-        c = scoring.ScoringConfig(prior_mean=prior_mean, prior_std=prior_std, k=k_value, refer_band=0.0)
-        return [run_split(emb, writers, forged, n_refs, s, c) for s in range(seeds)]
-
-    at0, at1 = split_at(0.0), split_at(1.0)
-
-    def trials_for(k_value: float) -> list:
-        return [replace(t0, threshold=t0.threshold - k_value * (t0.threshold - t1.threshold)) for t0, t1 in zip(at0, at1)]
-
-    def rates(trials: list, c) -> dict[str, float]:
-        r = [deployed_rates(t, c) for t in trials]
-        return {k: float(np.mean([x[k] for x in r])) for k in r[0]}
-
-    # 2. k: balance FRR against FAR on skilled forgeries (random forgeries follow far below)
-    no_band = scoring.ScoringConfig(refer_band=0.0)
-    best = None
-    for k in np.arange(-2.0, 4.001, 0.05):
-        r = rates(trials_for(float(k)), no_band)
-        cost = r["frr"] + r["far_skilled"]
-        if best is None or cost < best[0] - 1e-12:
-            best = (cost, round(float(k), 2), r)
-    k = best[1]
-    trials = trials_for(k)
-    # 3. refer band: the widest band whose refer rate stays at or below 8 % on calibration writers
-    band = 0.0
-    for b in np.arange(0.0, 0.2001, 0.0025):
-        if rates(trials, scoring.ScoringConfig(refer_band=float(b)))["refer_rate"] <= 0.08:
-            band = float(b)
-        else:
-            break
-    # 4. probability: logistic regression on score - threshold, classes balanced, forgeries half
-    #    skilled and half random
-    x, y, wts = [], [], []
-    for t in trials:
-        d = t.score - t.threshold
-        for kind, label, share in (("genuine", 1, 0.5), ("skilled", 0, 0.25), ("random", 0, 0.25)):
-            m = t.kind == kind
-            x.append(d[m])
-            y.append(np.full(m.sum(), label))
-            wts.append(np.full(m.sum(), share / max(1, m.sum())))
-    lr = LogisticRegression(C=100.0).fit(np.concatenate(x)[:, None], np.concatenate(y), sample_weight=np.concatenate(wts))
-    slope, offset = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    # 5. compare: one-to-one similarities, same writer genuine pairs vs skilled and random pairs
-    sims, labels, cw = [], [], []
-    names = sorted(set(writers.tolist()))
-    for i, w in enumerate(names):
-        g = np.flatnonzero((writers == w) & ~forged)
-        f = np.flatnonzero((writers == w) & forged)
-        o = np.flatnonzero((writers == names[(i + 1) % len(names)]) & ~forged)
-        gg = (emb[g] @ emb[g].T)[np.triu_indices(g.size, 1)]
-        gf = (emb[g] @ emb[f].T).ravel()
-        go = (emb[g] @ emb[o].T).ravel()
-        for s, lab, share in ((gg, 1, 0.5), (gf, 0, 0.25), (go, 0, 0.25)):
-            sims.append(s)
-            labels.append(np.full(s.size, lab))
-            cw.append(np.full(s.size, share / max(1, s.size)))
-    lr2 = LogisticRegression(C=100.0).fit(np.concatenate(sims)[:, None], np.concatenate(labels), sample_weight=np.concatenate(cw))
-    a, b0 = float(lr2.coef_[0, 0]), float(lr2.intercept_[0])
-    final = scoring.ScoringConfig(
-        prior_mean=round(prior_mean, 6), prior_std=round(prior_std, 6), prior_strength=base.prior_strength,
-        k=round(k, 4), refer_band=round(band, 4), calib_slope=round(slope, 4), calib_offset=round(offset, 4),
-        compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4),
-    )
-    figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(trials, final)}
-    return final, figures
 
 
 def parity_inputs(spec) -> np.ndarray:
@@ -136,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from sigvault.imaging import DEFAULT_SPEC
+    from training.calibrate import calibration_card, fit_scoring, write_cohort
     from training.model import build_model
     from training.train import embed_all, load_splits
 
@@ -143,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("sigvault/weights"))
     ap.add_argument("--name", default="siglite")
+    ap.add_argument("--method", choices=("cosine", "wd-svm"), default="wd-svm", help="scoring method to fit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(2)
@@ -155,11 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     spec, _, tr, cal, val = load_splits(cfg, args.run / "config.toml")
 
-    log.info("fitting the scoring rule on %d calibration images", len(cal.writers))
-    scoring_cfg, cal_figures = fit_scoring(embed_all(model, cal.canvases), cal.writers, cal.forged)
+    log.info("fitting the %s scoring rule on %d calibration images", args.method, len(cal.writers))
+    cal_emb = embed_all(model, cal.canvases)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cohort_entry, kwargs = None, {}
+    if args.method == "wd-svm":
+        cohort_entry = write_cohort(args.out, cal_emb, cal.writers, cal.forged)
+        kwargs = {"cohort": cal_emb[~cal.forged], "cohort_writers": cal.writers[~cal.forged]}
+    scoring_cfg, cal_figures = fit_scoring(cal_emb, cal.writers, cal.forged, method=args.method, **kwargs)
     log.info("scoring: %s", scoring_cfg)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     graph = args.out / "model.onnx"
     x = torch.zeros(1, 1, spec.canvas_height, spec.canvas_width)
     torch.onnx.export(model, (x,), str(graph), input_names=["canvas"], output_names=["embedding"],
@@ -191,9 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         "input": {"name": "canvas", "shape": ["n", 1, spec.canvas_height, spec.canvas_width], "range": [0, 1],
                   "meaning": "ink bright on an exactly-zero background (sigvault.imaging.preprocess)"},
         "preprocess": spec.to_dict(),
-        "scoring": scoring_cfg.to_dict(),
-        "calibration": {"fitted_on": "calibration writers (never seen by the network)", **cal_figures,
-                        "probability": "sigmoid(calib_slope * (score - threshold) + calib_offset), classes balanced, forgeries half skilled, half random"},
+        **calibration_card(args.method, scoring_cfg, cal_figures, cohort_entry),
         "training": {
             "data": cfg["data"]["datasets"],
             "terms": "CEDAR and ICDAR SigComp sets: research and evaluation use; no image is shipped",

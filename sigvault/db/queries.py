@@ -325,8 +325,10 @@ def put_threshold(
     details: dict[str, Any],
     model_id: str,
     is_override: bool,
+    set_at: datetime | None = None,
 ) -> None:
-    """Insert or replace the person's threshold (the caller holds the person's row lock)."""
+    """Insert or replace the person's threshold (the caller holds the person's row lock); ``set_at``
+    defaults to now (an override refitted for new references keeps the time it was set)."""
     values = dict(
         value=float(value),
         method=method,
@@ -334,7 +336,7 @@ def put_threshold(
         details=details,
         model_id=model_id,
         is_override=is_override,
-        set_at=utcnow(),
+        set_at=set_at or utcnow(),
     )
     done = conn.execute(update(Threshold).where(Threshold.person_pk == person_pk).values(**values))
     if done.rowcount == 0:

@@ -1,0 +1,202 @@
+"""Fit an exported model's scoring rule on the calibration writers, and write its cohort.
+
+    python -m training.calibrate --weights sigvault/weights --splits-dir ../cache/splits --method wd-svm
+
+Embeds the calibration writers (never seen by the network) with the exported model through the product's
+own preprocessing and onnxruntime embedder, writes their genuine signatures' embeddings as the cohort
+(``cohort.npy``, the negatives of ``wd-svm`` scoring), fits the scoring rule with the product's scoring code
+(:func:`fit_scoring`: threshold prior, ``k``, refer band, probability calibration, ``compare``
+calibration) and rewrites the card's ``scoring``, ``calibration`` and ``cohort`` entries. The model id
+(graph + preprocessing) does not change; vaults refit each person's scorer on first use.
+``training/export.py`` calls the same functions right after export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("training.calibrate")
+
+
+def fit_scoring(
+    emb: np.ndarray,
+    writers: np.ndarray,
+    forged: np.ndarray,
+    *,
+    method: str = "cosine",
+    cohort: np.ndarray | None = None,
+    cohort_writers: np.ndarray | None = None,
+    n_refs: int = 5,
+    seeds: int = 10,
+):
+    """Fit a ScoringConfig with scoring ``method`` on calibration writers. Returns (config, figures dict).
+
+    With ``wd-svm`` the cohort is typically the calibration writers' own genuine signatures: each writer's
+    rows are left out of its own negatives (``cohort_writers``), as a user is never in the shipped cohort."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sigvault import scoring
+    from sigvault.protocol import deployed_rates, run_split
+
+    base = scoring.ScoringConfig(method=method)
+    # 1. prior: leave-one-out statistics among n_refs references
+    rng = np.random.default_rng(0)
+    means, variances = [], []
+    for w in sorted(set(writers.tolist())):
+        g = np.flatnonzero((writers == w) & ~forged)
+        for _ in range(seeds):
+            if g.size < n_refs:
+                break
+            negatives = None if cohort is None else cohort[cohort_writers != w] if cohort_writers is not None else cohort
+            loo = scoring.loo_scores(emb[rng.choice(g, n_refs, replace=False)], base, negatives)
+            means.append(loo.mean())
+            variances.append(loo.var(ddof=1))
+    prior_mean, prior_std = float(np.mean(means)), float(np.sqrt(np.mean(variances)))
+    # thresholds are linear in k: thr(k) = thr(0) - k * (thr(0) - thr(1)); score every split once
+    def split_at(k_value: float) -> list:
+        c = replace(base, prior_mean=prior_mean, prior_std=prior_std, k=k_value, refer_band=0.0)
+        return [
+            run_split(emb, writers, forged, n_refs, s, c, cohort=cohort, cohort_writers=cohort_writers)
+            for s in range(seeds)
+        ]
+
+    at0, at1 = split_at(0.0), split_at(1.0)
+
+    def trials_for(k_value: float) -> list:
+        return [replace(t0, threshold=t0.threshold - k_value * (t0.threshold - t1.threshold)) for t0, t1 in zip(at0, at1)]
+
+    def rates(trials: list, c) -> dict[str, float]:
+        r = [deployed_rates(t, c) for t in trials]
+        return {k: float(np.mean([x[k] for x in r])) for k in r[0]}
+
+    # 2. k: balance FRR against FAR on skilled forgeries (random forgeries follow far below)
+    no_band = scoring.ScoringConfig(refer_band=0.0)
+    best = None
+    for k in np.arange(-2.0, 4.001, 0.05):
+        r = rates(trials_for(float(k)), no_band)
+        cost = r["frr"] + r["far_skilled"]
+        if best is None or cost < best[0] - 1e-12:
+            best = (cost, round(float(k), 2), r)
+    k = best[1]
+    trials = trials_for(k)
+    # 3. refer band: the widest band whose refer rate stays at or below 8 % on calibration writers
+    band = 0.0
+    for b in np.arange(0.0, 2.0001, 0.0025):  # stops at the first band over 8 %, whatever the score scale
+        if rates(trials, scoring.ScoringConfig(refer_band=float(b)))["refer_rate"] <= 0.08:
+            band = float(b)
+        else:
+            break
+    # 4. probability: logistic regression on score - threshold, classes balanced, forgeries half
+    #    skilled and half random
+    x, y, wts = [], [], []
+    for t in trials:
+        d = t.score - t.threshold
+        for kind, label, share in (("genuine", 1, 0.5), ("skilled", 0, 0.25), ("random", 0, 0.25)):
+            m = t.kind == kind
+            x.append(d[m])
+            y.append(np.full(m.sum(), label))
+            wts.append(np.full(m.sum(), share / max(1, m.sum())))
+    lr = LogisticRegression(C=100.0).fit(np.concatenate(x)[:, None], np.concatenate(y), sample_weight=np.concatenate(wts))
+    slope, offset = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    # 5. compare: one-to-one similarities, same writer genuine pairs vs skilled and random pairs
+    sims, labels, cw = [], [], []
+    names = sorted(set(writers.tolist()))
+    for i, w in enumerate(names):
+        g = np.flatnonzero((writers == w) & ~forged)
+        f = np.flatnonzero((writers == w) & forged)
+        o = np.flatnonzero((writers == names[(i + 1) % len(names)]) & ~forged)
+        gg = (emb[g] @ emb[g].T)[np.triu_indices(g.size, 1)]
+        gf = (emb[g] @ emb[f].T).ravel()
+        go = (emb[g] @ emb[o].T).ravel()
+        for s, lab, share in ((gg, 1, 0.5), (gf, 0, 0.25), (go, 0, 0.25)):
+            sims.append(s)
+            labels.append(np.full(s.size, lab))
+            cw.append(np.full(s.size, share / max(1, s.size)))
+    lr2 = LogisticRegression(C=100.0).fit(np.concatenate(sims)[:, None], np.concatenate(labels), sample_weight=np.concatenate(cw))
+    a, b0 = float(lr2.coef_[0, 0]), float(lr2.intercept_[0])
+    final = scoring.ScoringConfig(
+        method=method, svm_c=base.svm_c,
+        prior_mean=round(prior_mean, 6), prior_std=round(prior_std, 6), prior_strength=base.prior_strength,
+        k=round(k, 4), refer_band=round(band, 4), calib_slope=round(slope, 4), calib_offset=round(offset, 4),
+        compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4),
+    )
+    figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(trials, final)}
+    return final, figures
+
+
+def write_cohort(out: Path, emb: np.ndarray, writers: np.ndarray, forged: np.ndarray) -> dict:
+    """cohort.npy (the genuine rows of ``emb``), and its card entry."""
+    from sigvault.embedder import COHORT_NAME
+
+    cohort = np.ascontiguousarray(emb[~forged], dtype=np.float32)
+    path = out / COHORT_NAME
+    with open(path, "wb") as fh:
+        np.save(fh, cohort, allow_pickle=False)
+    return {
+        "file": COHORT_NAME,
+        "vectors": int(cohort.shape[0]),
+        "writers": sorted(set(writers[~forged].tolist())),
+        "what": "embeddings of the calibration writers' genuine signatures (writers the network never trained on)",
+        "sha256_12": hashlib.sha256(path.read_bytes()).hexdigest()[:12],
+    }
+
+
+def calibration_card(method: str, cfg, figures: dict, cohort_entry: dict | None) -> dict:
+    """The card entries written by calibration: scoring, calibration, cohort."""
+    out = {
+        "scoring": cfg.to_dict(),
+        "calibration": {
+            "fitted_on": "calibration writers (never seen by the network)"
+            + ("; each writer's own signatures left out of its cohort" if method == "wd-svm" else ""),
+            **figures,
+            "probability": "sigmoid(calib_slope * (score - threshold) + calib_offset), classes balanced, "
+            "forgeries half skilled, half random",
+        },
+    }
+    if cohort_entry is not None:
+        out["cohort"] = cohort_entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sigvault import imaging
+    from sigvault.embedder import CARD_NAME, load_embedder
+    from sigvault.evaluation import scan_dataset
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=Path("sigvault/weights"))
+    ap.add_argument("--splits-dir", type=Path, default=Path("../cache/splits"))
+    ap.add_argument("--method", choices=("cosine", "wd-svm"), default="wd-svm")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    emb_model = load_embedder(args.weights)
+    _, items = scan_dataset(args.splits_dir / "calibration")
+    canvases = np.stack([imaging.load_canvas(it.path, emb_model.spec) for it in items])
+    emb = emb_model.embed(canvases)
+    writers = np.array([it.writer for it in items])
+    forged = np.array([it.forged for it in items])
+    log.info("embedded %d calibration images of %d writers", len(items), len(set(writers.tolist())))
+    cohort_entry = None
+    kwargs = {}
+    if args.method == "wd-svm":
+        cohort_entry = write_cohort(args.weights, emb, writers, forged)
+        kwargs = {"cohort": emb[~forged].astype(np.float32), "cohort_writers": writers[~forged]}
+    cfg, figures = fit_scoring(emb, writers, forged, method=args.method, **kwargs)
+    log.info("scoring: %s", cfg)
+    card_path = args.weights / CARD_NAME
+    card = json.loads(card_path.read_text())
+    card.pop("cohort", None)
+    card.update(calibration_card(args.method, cfg, figures, cohort_entry))
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    log.info("wrote %s", card_path)
+
+
+if __name__ == "__main__":
+    main()
