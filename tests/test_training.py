@@ -47,3 +47,28 @@ def test_sampler_labels_genuine_by_writer_and_forgeries_as_their_own_class():
     first = s.next()
     s.set_state(state)
     assert all(np.array_equal(a, b) for a, b in zip(first, s.next()))
+
+
+def test_synthetic_writers_are_extra_classes_with_their_own_forgeries(tmp_path: Path):
+    from sigvault.imaging import PreprocessSpec
+    from training.data import SYNTH_SEED0, concat, synthetic_canvases
+
+    spec = PreprocessSpec(canvas_height=32, canvas_width=64)
+    made = synthetic_canvases(2, 3, 2, spec, tmp_path)
+    assert made.canvases.shape == (10, 32, 64) and made.canvases.dtype == np.float16
+    assert made.writers.tolist() == ["synthetic/0000"] * 5 + ["synthetic/0001"] * 5
+    assert made.forged.tolist() == [False, False, False, True, True] * 2
+    from sigvault.imaging import preprocess
+    from sigvault.synth import SyntheticWriter
+
+    first = preprocess(np.asarray(SyntheticWriter(SYNTH_SEED0).genuine(0)), spec).astype(np.float16)
+    np.testing.assert_array_equal(made.canvases[0], first)  # the product's preprocessing, nothing else
+    again = synthetic_canvases(2, 3, 2, spec, tmp_path)  # from the cache file, identical
+    assert [p.name.startswith("synthetic-") for p in tmp_path.iterdir()] == [True]
+    np.testing.assert_array_equal(again.canvases, made.canvases)
+    assert SYNTH_SEED0 >= 100_000  # far from the seeds the demo and the tests draw people with
+    both = concat(CanvasSet(made.canvases[:1], np.array(["cedar/001"]), np.array([False])), made)
+    sampler = BatchSampler(both, 2, 2, 1, seed=0)
+    assert sampler.classes == ["cedar/001", "synthetic/0000", "synthetic/0001"] and sampler.num_classes == 6
+    cfg = load_config(CONFIG, ["data.synthetic_writers=60"])
+    assert cfg["data"]["synthetic_writers"] == 60 and tomllib.loads(CONFIG.read_text())["data"]["synthetic_writers"] == 0

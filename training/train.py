@@ -128,6 +128,14 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
     torch.set_num_threads(int(t_cfg["threads"]))
     torch.manual_seed(t_cfg["seed"])
     spec, _, tr, cal, val = load_splits(cfg, config_path)
+    n_synth = int(cfg["data"].get("synthetic_writers", 0))
+    if n_synth:
+        from training.data import concat, synthetic_canvases
+
+        synth = synthetic_canvases(n_synth, int(cfg["data"]["synthetic_genuine"]), int(cfg["data"]["synthetic_forged"]),
+                                   spec, Path(cfg["data"]["cache_dir"]))
+        tr = concat(tr, synth)
+        log.info("added %d synthetic writers (%d images) to the training writers", n_synth, len(synth.writers))
     log.info("train: %d images of %d writers; validation: %d images of %d writers",
              len(tr.writers), len(set(tr.writers.tolist())), len(val.writers), len(set(val.writers.tolist())))
     sampler = BatchSampler(tr, t_cfg["writers_per_batch"], t_cfg["genuine_per_writer"], t_cfg["forged_per_writer"], t_cfg["seed"])
