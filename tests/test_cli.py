@@ -458,7 +458,7 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
         "import sys, time; t = time.perf_counter(); import sigvault.cli; "
         "from typer.testing import CliRunner; CliRunner().invoke(sigvault.cli.app, ['--help']); "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'numpy', 'sqlalchemy', 'faiss', 'onnxruntime', 'alembic', 'PIL', 'scipy', 'rich'}); print(heavy)"
+        "{'numpy', 'sqlalchemy', 'faiss', 'onnxruntime', 'alembic', 'PIL', 'scipy', 'cv2', 'rich'}); print(heavy)"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -11,8 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from sigvault import imaging
 from sigvault.errors import ImageError, ImageTooLargeError, NoInkError
-from sigvault.imaging import DEFAULT_SPEC, ImageLimits, PreprocessSpec, load_canvas, otsu_threshold, preprocess, read_image
+from sigvault.imaging import (
+    DEFAULT_SPEC,
+    ImageLimits,
+    PreprocessSpec,
+    load_canvas,
+    otsu_threshold,
+    preprocess,
+    read_image,
+)
 
 
 def scan(paper: int = 240, ink: int = 40, size=(900, 360), width: int = 6, border: bool = False) -> np.ndarray:
@@ -45,6 +55,112 @@ def test_golden_output_is_pinned():
     assert (rows[0], rows[-1], cols[0], cols[-1]) == (32, 94, 10, 245)
     assert float(c.sum()) == pytest.approx(575.7, rel=0.02)
     assert float(np.median(c[c > 0])) == pytest.approx(0.335, abs=0.03)
+
+
+def _digest(canvas: np.ndarray) -> str:
+    """Exact output to 1e-6 (robust to a last-bit difference of a float library, nothing more)."""
+    return hashlib.sha256(np.round(canvas.astype(np.float64), 6).tobytes()).hexdigest()[:16]
+
+
+def _noisy(size=(1800, 800)) -> np.ndarray:
+    """A 300-dpi-sized scan (shrunk to the working size) with paper noise, like benchmarks/run.py's."""
+    noise = np.random.default_rng(3).normal(0, 3, (size[1], size[0]))
+    return np.clip(scan(size=size).astype(np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def _specked() -> np.ndarray:
+    arr = scan(border=True).copy()
+    arr[20, 850] = arr[340, 30] = 0
+    return arr
+
+
+def _dots() -> np.ndarray:
+    """1680 equal 3x3 dots: every component is a speck, the first in raster order is kept."""
+    a = np.full((300, 400), 235, np.uint8)
+    for y in range(10, 290, 8):
+        for x in range(10 + (y // 8) % 3, 390, 8):
+            a[y : y + 3, x : x + 3] = 20
+    return a
+
+
+@pytest.mark.parametrize(
+    "make,digest",
+    [
+        (scan, "6736ca5a6bbea86b"),
+        (lambda: scan(paper=90, ink=20), "ca6a0faa30a0cbbc"),
+        (_specked, "6b44c24eec57e034"),  # border component and specks dropped
+        (_noisy, "c4742d1f350fe5d1"),  # shrunk from 1800 px
+        (lambda: _noisy((1763, 700)), "d6029648fab6fc55"),  # shrunk by a non-integer factor
+        (_dots, "de97e62586a87d82"),
+    ],
+)
+def test_exact_output_is_pinned(make, digest):
+    """The canvases the shipped model was trained on, to 1e-6: any change to preprocessing shows up here
+    (the OpenCV stages replaced PIL's blur and scipy's labelling bit for bit, see test_blur_is_pils_bit_for_bit)."""
+    c = preprocess(make())
+    assert _digest(c) == digest, f"canvas changed: sum {float(c.sum()):.6f}, ink pixels {int((c > 0).sum())}"
+
+
+def test_blur_is_pils_bit_for_bit():
+    """imaging._blur (OpenCV) == PIL's GaussianBlur(1.0), the model's training preprocessing, exactly."""
+    from PIL import ImageFilter
+
+    # one box pass depends on (left + right, centre) only: every pair, as rows "l c r" (both directions)
+    s, c = np.meshgrid(np.arange(511), np.arange(256), indexing="ij")
+    rows = np.stack([s // 2, c, s - s // 2], axis=-1).reshape(-1, 3).astype(np.uint8)
+    pil = np.asarray(Image.fromarray(rows).filter(ImageFilter.BoxBlur((0.25, 0))))
+    assert np.array_equal(imaging._pil_box_pass(rows, axis=1)[:, 1], pil[:, 1])
+    cols = np.ascontiguousarray(rows.T)
+    pil = np.asarray(Image.fromarray(cols).filter(ImageFilter.BoxBlur((0, 0.25))))
+    assert np.array_equal(imaging._pil_box_pass(cols, axis=0)[1], pil[1])
+    rng = np.random.default_rng(0)
+    for img in [rng.integers(0, 256, (97, 131), dtype=np.uint8), scan(), _noisy((903, 400)), np.zeros((8, 8), np.uint8)]:
+        pil = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(1.0)))
+        assert np.array_equal(imaging._blur(img, 1.0), pil)
+    img = scan()  # another radius goes through PIL itself
+    assert np.array_equal(imaging._blur(img, 2.0), np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(2.0))))
+
+
+def _scipy_clean(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The speck and border filter as first written with scipy.ndimage, the reference for the OpenCV one."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(ink, structure=np.ones((3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    keep = sizes >= max(spec.speck_min_pixels, spec.speck_fraction * sizes.sum())
+    h, w = ink.shape
+    for i, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
+        spans = rows.stop - rows.start > spec.border_span * h or cols.stop - cols.start > spec.border_span * w
+        keep[i] &= not (touches and spans)
+    keep[0] = False
+    if not keep.any():
+        keep[int(np.argmax(sizes))] = True  # the first largest in scipy's (raster) order
+    return keep[labels]
+
+
+def test_speck_and_border_filter_matches_the_scipy_reference():
+    rng = np.random.default_rng(7)
+    for i in range(300):
+        h, w = int(rng.integers(3, 120)), int(rng.integers(3, 120))
+        ink = rng.random((h, w)) < [0.002, 0.02, 0.2, 0.45][i % 4]  # specks only (equal sizes) ... big blobs
+        if i % 3 == 0:
+            ink[:, : int(rng.integers(1, 3))] = True  # a scanner border
+        if not ink.any():
+            continue
+        crop, (y0, y1, x0, x1), _ = imaging._clean_mask(ink.astype(np.uint8) * np.uint8(255), int(ink.sum()), DEFAULT_SPEC)
+        got = np.zeros_like(ink)
+        got[y0:y1, x0:x1] = crop > 0
+        want = _scipy_clean(ink, DEFAULT_SPEC)
+        assert np.array_equal(got, want), i
+        rows, cols = np.flatnonzero(want.any(1)), np.flatnonzero(want.any(0))
+        assert (y0, y1, x0, x1) == (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)
+    # equal specks whose first pixels are in a different order by rows than by 2x2 blocks: raster order wins
+    ink = np.zeros((6, 9), np.uint8)
+    ink[1, 0:2] = ink[0, 6:8] = 255
+    crop, box, dropped = imaging._clean_mask(ink, 4, DEFAULT_SPEC)
+    assert box == (0, 1, 6, 8) and dropped
 
 
 def test_background_is_removed_exactly():
