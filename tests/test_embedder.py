@@ -77,3 +77,10 @@ def test_wd_svm_model_without_its_cohort_is_a_clear_error(tmp_path: Path):
     shutil.copy(WEIGHTS / "cohort.npy", tmp_path / "cohort.npy")
     model = load_embedder(tmp_path)
     assert model.cohort is not None and model.cohort.shape == (240, 256) and model.cohort_id is not None
+
+
+def test_sessions_do_not_spin(model):
+    """onnxruntime's pool threads must not spin-wait after a run: on a 2-core machine that doubled the CPU of
+    an embedding and took the other core from the audit workers and other processes."""
+    options = model._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -321,3 +321,54 @@ def test_vault_enroll_only_appends_and_repairs_a_damaged_journal(vault, images) 
     assert [c.person for c in vault.identify(images.write("q2.png", 2, 9), top=1)] == ["bob"]
     assert vault.check_index().consistent
     assert read_epoch(path) != epoch  # compacted
+
+
+# ------------------------------------------------------------------- threads and other processes
+
+
+def test_search_runs_on_the_calling_thread_and_restores_the_setting(index: VectorIndex, monkeypatch) -> None:  # noqa: ANN001
+    import faiss
+
+    seen: list[int] = []
+    search = index._search
+    monkeypatch.setattr(index, "_search", lambda q, k: (seen.append(faiss.omp_get_max_threads()), search(q, k))[1])
+    before = faiss.omp_get_max_threads()
+    _, ids = index.search(unit([1, 0])[0], 2)
+    assert ids.tolist() == [10, 30] and seen == [1]
+    assert faiss.omp_get_max_threads() == before
+
+
+def _change_vault(settings, enroll: dict[str, list[Path]], remove: list[str]) -> None:  # noqa: ANN001
+    """Runs in another process: its own vault, its own index cache."""
+    from conftest import FakeEmbedder
+
+    from sigvault.vault import Vault
+
+    with Vault.open(settings, embedder=FakeEmbedder()) as other:
+        for person in remove:
+            other.remove(person)
+        for person, refs in enroll.items():
+            other.enroll(person, refs)
+
+
+def test_identify_sees_what_another_process_adds_and_removes(vault, images, settings) -> None:  # noqa: ANN001
+    """The index this process keeps in memory is re-checked against SQL on every identify: references
+    another process enrolls are found, removed ones are never returned, even when the number of
+    references stays the same (ids are never reused, so the largest id moves)."""
+    import multiprocessing
+
+    vault.enroll("alice", images.refs(1, 3))
+    vault.enroll("bob", images.refs(2, 2))
+    q_bob, q_carol = images.write("qb.png", 2, 9), images.write("qc.png", 3, 9)
+    assert vault.identify(q_bob, top=1)[0].person == "bob"  # the index is now cached in this process
+    cached = vault._index_cache
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(_change_vault, (settings, {"carol": images.refs(3, 2)}, ["bob"]))  # 5 references before and after
+        found = [c.person for c in vault.identify(q_carol, top=5)]
+        assert found[0] == "carol" and "bob" not in found
+        assert vault._index_cache is not cached and vault._index_cache[1].ids().tolist() == [1, 2, 3, 6, 7]
+        pool.apply(_change_vault, (settings, {}, ["carol"]))
+        assert [c.person for c in vault.identify(q_carol, top=5)] == ["alice"]
+        pool.apply(_change_vault, (settings, {"dave": images.refs(4, 2)}, []))
+        assert vault.identify(images.write("qd.png", 4, 9), top=1)[0].person == "dave"
+    assert vault.check_index().consistent

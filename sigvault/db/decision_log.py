@@ -93,12 +93,15 @@ def entry_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
+_HEAD = select(LogHead.c.last_id, LogHead.c.last_hash).where(LogHead.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_INSERT = insert(Decision)
+_MOVE_HEAD = update(LogHead).where(LogHead.c.id == 1)  # statements built once (see sigvault.db.queries)
+
+
 def head(conn: Connection, *, lock: bool = False) -> tuple[int, str]:
     """(last id, last hash) of the chain; ``lock=True`` serialises appenders until commit."""
-    stmt = select(LogHead.last_id, LogHead.last_hash).where(LogHead.id == 1)
-    if lock:
-        stmt = stmt.with_for_update()
-    last_id, last_hash = conn.execute(stmt).one()
+    last_id, last_hash = conn.execute(_HEAD_LOCKED if lock else _HEAD).one()
     return int(last_id), last_hash
 
 
@@ -138,15 +141,15 @@ def append(conn: Connection, entries: Sequence[NewEntry]) -> list[Entry]:
         entry = Entry(**{**partial.__dict__, "hash": entry_hash(partial.content())})
         stored.append(entry)
         last_id, last_hash = entry.id, entry.hash
-    conn.execute(insert(Decision), [e.__dict__ for e in stored])
-    conn.execute(update(LogHead).where(LogHead.id == 1).values(last_id=last_id, last_hash=last_hash))
+    conn.execute(_INSERT, [e.__dict__ for e in stored])
+    conn.execute(_MOVE_HEAD, {"last_id": last_id, "last_hash": last_hash})
     return stored
 
 
 def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:
     """Stored entries in chain order, streamed."""
-    cols = [getattr(Decision, f) for f in Entry.__dataclass_fields__]
-    stmt = select(*cols).where(Decision.id > after).order_by(Decision.id)
+    cols = [Decision.c[f] for f in Entry.__dataclass_fields__]
+    stmt = select(*cols).where(Decision.c.id > after).order_by(Decision.c.id)
     for row in conn.execution_options(yield_per=1000).execute(stmt):
         yield Entry(*row)
 
