@@ -14,8 +14,9 @@ Items are synthetic signatures (``sigvault.synth``: genuine variants and imitati
 shipped model (``sigvault/weights/model.onnx``; ``--fake`` or a missing model file: a small fake embedder,
 and the output says so). Every setting ``WxB`` (workers x batch size) audits the same manifest into a
 fresh folder; the figure is the median over ``--repeats`` of items/s, both for the decision phase
-(decode, preprocess, embed, score, log, write) and end to end (plus validation and report). Peak RSS is
-``resource.getrusage`` of this process.
+(decode, preprocess, embed, score, log, write) and end to end (plus validation and report), with the CPU
+milliseconds per item of this process and of the worker processes (steadier than items/s on a shared
+machine). Peak RSS is ``resource.getrusage`` of this process.
 
 ``--rows N`` writes an N-row manifest over a few image files: a fraction ``--decided`` of the rows is
 decided normally, the others name a missing file (decided as an error at once, without decoding), so all
@@ -69,6 +70,12 @@ class FakeEmbedder:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the terminated, waited-for child processes (audit workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def current_rss_mb() -> float:
@@ -156,24 +163,40 @@ def bench_throughput(args: argparse.Namespace) -> None:
         rows = []
         # verify, one item at a time, in-process (warm: one call first)
         vault.verify(*pairs[0])
-        rates = []
+        rates, cpu = [], []
         for _ in range(args.repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for person, path in pairs:
                 vault.verify(person, path)
             rates.append(len(pairs) / (time.perf_counter() - t))
-        rows.append(("verify, one at a time", statistics.median(rates), statistics.median(rates)))
+            cpu.append(1000 * (time.process_time() - c) / len(pairs))
+        rate = statistics.median(rates)
+        rows.append(("verify, one at a time", rate, rate, statistics.median(cpu), 0.0))
         for setting in args.settings.split(","):
             workers, batch = (int(x) for x in setting.lower().split("x"))
-            decide, e2e = [], []
+            decide, e2e, main_cpu, worker_cpu = [], [], [], []
             for r in range(args.repeats):
+                c, children = time.process_time(), children_cpu_s()
                 summary = run_audit(vault, manifest, root / f"out-{setting}-{r}", workers=workers, batch_size=batch)
+                main_cpu.append(1000 * (time.process_time() - c) / summary.rows)
+                worker_cpu.append(1000 * (children_cpu_s() - children) / summary.rows)  # reaped at the pool's end
                 decide.append(summary.items_per_s)
                 e2e.append(summary.rows / summary.elapsed_s)
-            rows.append((f"audit workers={workers} batch={batch}", statistics.median(decide), statistics.median(e2e)))
-        print(f"\n{'':34}{'items/s (decide)':>18}{'items/s (end to end)':>22}   median of {args.repeats}")
-        for label, a, b in rows:
-            print(f"{label:34}{a:18.1f}{b:22.1f}")
+            rows.append(
+                (
+                    f"audit workers={workers} batch={batch}",
+                    statistics.median(decide),
+                    statistics.median(e2e),
+                    statistics.median(main_cpu),
+                    statistics.median(worker_cpu),
+                )
+            )
+        print(
+            f"\n{'':34}{'items/s (decide)':>18}{'items/s (end to end)':>22}{'CPU ms/item: main':>20}{'workers':>9}"
+            f"   median of {args.repeats}"
+        )
+        for label, a, b, main_ms, workers_ms in rows:
+            print(f"{label:34}{a:18.1f}{b:22.1f}{main_ms:20.2f}{workers_ms:9.2f}")
         batch = max(int(s.lower().split("x")[1]) for s in args.settings.split(","))
         parts = breakdown(vault, pairs, batch)
         serial = [r for r in rows if r[0].startswith("audit workers=1 ")]
