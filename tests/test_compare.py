@@ -31,6 +31,7 @@ def test_variants_differ_only_where_intended():
         "triplet": {("train", "loss"): "triplet", ("train", "aux_triplet"): 0.0},
         "contrastive": {("train", "loss"): "contrastive", ("train", "aux_triplet"): 0.0, ("train", "margin"): 0.5},
         "arcface-scratch": {("model", "imagenet_init"): False},
+        "arcface-synth": {("data", "synthetic_writers"): 60},
     }
     for v, cfg in cfgs.items():
         diff = {(s, k): cfg[s][k] for s in cfg for k in cfg[s] if cfg[s][k] != base[s][k]}
@@ -51,3 +52,33 @@ def test_table_has_one_row_per_variant():
            "evaluation": ev}
     lines = markdown([row]).splitlines()
     assert len(lines) == 3 and lines[2].startswith("| arcface | l | imagenet | 220 (200) | 18.0 | 28.3 ± 0.6 | n/a | 20.0 ± 0.0")
+
+
+def test_scoring_compare_on_separable_writers():
+    """training/scoring_compare.compare on made-up embeddings: every method separates writers whose clusters
+    are far apart, and forgeries that sit away from the writer's cluster (EER 0 everywhere)."""
+    import numpy as np
+
+    from training.scoring_compare import compare
+
+    rng = np.random.default_rng(0)
+    dim, per = 16, 10
+    centres = np.eye(dim)[:6]
+    emb, writers, forged = [], [], []
+    for w in range(4):
+        for i in range(per):
+            emb.append(centres[w] + 0.05 * rng.standard_normal(dim))
+            writers.append(f"w{w}")
+            forged.append(False)
+        for i in range(3):  # a forgery lands near another direction: easy
+            emb.append(centres[w] + centres[4] + 0.05 * rng.standard_normal(dim))
+            writers.append(f"w{w}")
+            forged.append(True)
+    emb = np.array(emb)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cohort = centres[5] + 0.3 * rng.standard_normal((30, dim))
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    out = compare(emb, np.array(writers), np.array(forged), cohort, n_refs=5, splits=2, train_cohort=cohort[:5])
+    assert set(out) == {"cosine", "z-norm", "s-norm", "wd-svm", "wd-svm rbf", "wd-svm, train cohort"}
+    for m, r in out.items():
+        assert r == {"skilled": [0.0, 0.0], "random": [0.0, 0.0]}, m

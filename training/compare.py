@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "contrastive": ("contrastive (margin 0.5)", "imagenet",
                     ("train.loss=contrastive", "train.aux_triplet=0", "train.margin=0.5")),
     "arcface-scratch": ("arcface + 0.5 triplet", "scratch", ("model.imagenet_init=false",)),
+    # 60 synthetic writers (sigvault.synth) as extra classes, each with imitations as hard negatives
+    "arcface-synth": ("arcface + 0.5 triplet, +60 synthetic writers", "imagenet", ("data.synthetic_writers=60",)),
 }
 COLUMNS = ("eer_skilled", "eer_random", "frr", "far_skilled", "far_random", "refer_rate")
 HEADERS = ("validation EER skilled", "EER random", "FRR", "FAR skilled", "FAR random", "refer rate")

@@ -9,7 +9,11 @@ protocol's choice of questioned items) scores every questioned item by:
 - ``cosine``: mean cosine similarity to the references (the scoring before cohorts);
 - ``z-norm``: that score normalised by the person's impostor statistics over the cohort;
 - ``s-norm``: symmetric normalisation (z-norm averaged with the query's own statistics over the cohort);
-- ``wd-svm``: the product's writer-dependent linear SVM against the cohort (``sigvault.scoring``).
+- ``wd-svm``: the product's writer-dependent linear SVM against the cohort (``sigvault.scoring``);
+- ``wd-svm rbf``: the same with an RBF kernel (gamma 1 on the unit-norm embeddings, C 1), the kernel of
+  sigver's writer-dependent protocol;
+- ``wd-svm, train cohort``: the linear SVM with the training writers' genuine signatures added to the cohort
+  (``--train-cohort``; those writers shaped the network, so their embeddings are tighter than a user's).
 
 Prints EER (one global threshold, as in the literature) for skilled and random forgeries, mean and std
 over splits. The product keeps what wins (``scoring.method`` in the model card).
@@ -53,7 +57,17 @@ def _snorm(refs: np.ndarray, cohort: np.ndarray):
     return score
 
 
-def compare(emb, writers, forged, cohort, n_refs: int = 5, splits: int = 5) -> dict[str, dict[str, list[float]]]:
+def _rbf_svm(refs: np.ndarray, cohort: np.ndarray, gamma: float = 1.0, c: float = 1.0):
+    from sklearn.svm import SVC
+
+    x = np.vstack([refs, cohort])
+    y = np.r_[np.ones(len(refs)), np.zeros(len(cohort))]
+    return SVC(kernel="rbf", gamma=gamma, C=c, class_weight="balanced").fit(x, y).decision_function
+
+
+def compare(
+    emb, writers, forged, cohort, n_refs: int = 5, splits: int = 5, train_cohort: np.ndarray | None = None
+) -> dict[str, dict[str, list[float]]]:
     """{method: {"skilled": [EER per split], "random": [...]}}."""
     from sigvault import metrics, scoring
 
@@ -63,7 +77,11 @@ def compare(emb, writers, forged, cohort, n_refs: int = 5, splits: int = 5) -> d
         "z-norm": lambda r: _znorm(r, cohort),
         "s-norm": lambda r: _snorm(r, cohort),
         "wd-svm": lambda r: scoring.person_scorer(r, wd, cohort).scores,
+        "wd-svm rbf": lambda r: _rbf_svm(r, cohort),
     }
+    if train_cohort is not None:
+        both = np.vstack([cohort, train_cohort])
+        methods["wd-svm, train cohort"] = lambda r: scoring.person_scorer(r, wd, both).scores
     out = {m: {"skilled": [], "random": []} for m in methods}
     names = sorted(set(writers.tolist()))
     for seed in range(splits):
@@ -99,11 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subset", default="validation", help="split folder to measure (default validation)")
     ap.add_argument("--references", type=int, default=5)
     ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--train-cohort", action="store_true", help="also: training writers added to the cohort")
     args = ap.parse_args(argv)
     embedder = load_embedder(args.weights)
     cal, cal_w, cal_f = _embed_folder(args.splits_dir / "calibration", embedder)
     emb, writers, forged = _embed_folder(args.splits_dir / args.subset, embedder)
-    res = compare(emb, writers, forged, cal[~cal_f], args.references, args.splits)
+    extra = None
+    if args.train_cohort:
+        tr, _, tr_f = _embed_folder(args.splits_dir / "train", embedder)
+        extra = tr[~tr_f]
+    res = compare(emb, writers, forged, cal[~cal_f], args.references, args.splits, extra)
     print(f"{args.subset}: {len(set(writers.tolist()))} writers, {args.references} references, {args.splits} splits, "
           f"cohort {int((~cal_f).sum())} genuine signatures of {len(set(cal_w.tolist()))} calibration writers")
     print("| scoring | EER skilled | EER random |\n|---|---|---|")
