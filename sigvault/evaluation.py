@@ -369,7 +369,8 @@ def swapped_scores(
     0.5); one that recognises forgeries by their capture still can.
     """
     names = sorted(refs)
-    gen, sk = [], []
+    gen: list[np.ndarray] = []
+    sk: list[np.ndarray] = []
     if len(names) < 2:
         return np.zeros(0), np.zeros(0)
     for k, w in enumerate(names):

@@ -66,11 +66,11 @@ def test_scoring_compare_on_separable_writers():
     centres = np.eye(dim)[:6]
     emb, writers, forged = [], [], []
     for w in range(4):
-        for i in range(per):
+        for _ in range(per):
             emb.append(centres[w] + 0.05 * rng.standard_normal(dim))
             writers.append(f"w{w}")
             forged.append(False)
-        for i in range(3):  # a forgery lands near another direction: easy
+        for _ in range(3):  # a forgery lands near another direction: easy
             emb.append(centres[w] + centres[4] + 0.05 * rng.standard_normal(dim))
             writers.append(f"w{w}")
             forged.append(True)

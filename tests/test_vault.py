@@ -416,7 +416,7 @@ def test_changing_the_scoring_method_refits_each_person_on_first_use(settings, i
     emb = _wd_embedder(images)
     q = images.write("q.png", 1, 8)
     with Vault.open(settings, embedder=emb) as vault:
-        assert [c.person for c in vault.identify(q, top=2)][0] == "alice"  # read-only: refits in memory
+        assert next(c.person for c in vault.identify(q, top=2)) == "alice"  # read-only: refits in memory
         result = vault.verify("alice", q)
         bob = vault.verify("bob", q)
         detail = vault.person("bob")

@@ -37,7 +37,7 @@ def parity_inputs(spec) -> np.ndarray:
     for _ in range(8):
         im = Image.new("L", (900, 380), 235)
         d = ImageDraw.Draw(im)
-        pts = np.cumsum(rng.normal(0, 25, size=(40, 2)), axis=0) + [200, 190]
+        pts = np.cumsum(rng.normal(0, 25, size=(40, 2)), axis=0) + np.array([200, 190])
         pts[:, 0] = np.linspace(80, 820, 40) + rng.normal(0, 10, 40)
         d.line([tuple(p) for p in pts], fill=int(rng.integers(20, 90)), width=int(rng.integers(2, 6)), joint="curve")
         out.append(preprocess(np.asarray(im), spec))

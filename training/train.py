@@ -68,7 +68,7 @@ def resolve_root(cfg: dict, config_path: Path) -> Path:
 def load_splits(cfg: dict, config_path: Path):
     """-> (spec, all CanvasSet, train set, calibration set, validation set)."""
     from sigvault.imaging import DEFAULT_SPEC
-    from training.data import CanvasSet, load_canvases, scan_dataset
+    from training.data import load_canvases, scan_dataset
 
     root = resolve_root(cfg, config_path)
     cache = Path(cfg["data"]["cache_dir"])
