@@ -18,6 +18,7 @@ import base64
 import html
 import io
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ def thumbnail_uri(source: Path | str | bytes, *, limits: imaging.ImageLimits = i
     buf = io.BytesIO()
     im.save(buf, format="WEBP", quality=70, method=4)
     return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _thumbnails(sources: Sequence[Path | str | bytes], limits: imaging.ImageLimits) -> list[str | None]:
+    """:func:`thumbnail_uri` of each source ("" = none), in order, on two threads: decoding and encoding
+    release the GIL, so a report's thumbnails take about half the wall time on two cores."""
+
+    def one(source: Path | str | bytes) -> str | None:
+        return thumbnail_uri(source, limits=limits) if source else None
+
+    if len(sources) < 8 or (os.cpu_count() or 1) < 2:
+        return [one(s) for s in sources]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sigvault-thumb") as pool:
+        return list(pool.map(one, sources))
 
 
 def _e(value: Any) -> str:
@@ -148,18 +164,18 @@ def render_report(
         per_item.append(refs)
         shown_refs.update(dict.fromkeys(r["reference_id"] for r in refs))
     blobs = reference_images(list(shown_refs)) if shown_refs else {}
-    thumbs: dict[str, str] = {}
-    for ref_id in shown_refs:
-        uri = thumbnail_uri(blobs[ref_id], limits=limits) if ref_id in blobs else None
-        if uri is not None:
-            thumbs[str(ref_id)] = uri
+    ref_ids = [r for r in shown_refs if r in blobs]
+    sources = [record.get("source") or "" for _, record in queue]
+    uris = _thumbnails([blobs[r] for r in ref_ids] + sources, limits)
+    thumbs = {str(r): uri for r, uri in zip(ref_ids, uris) if uri is not None}
+    q_uris = uris[len(ref_ids) :]
 
     counts = summary["counts"]
     in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in ("reject", "refer", "error")}
     refer_band = float(summary.get("refer_band") or 0.0)
     cards = [
-        _card(rank, index, record, refs, thumbs, refer_band, limits)
-        for rank, ((index, record), refs) in enumerate(zip(queue, per_item), start=1)
+        _card(rank, index, record, refs, thumbs, q_uri, refer_band)
+        for rank, ((index, record), refs, q_uri) in enumerate(zip(queue, per_item, q_uris), start=1)
     ]
 
     needing = summary["needing_review"]
@@ -215,12 +231,10 @@ def _card(
     record: Mapping[str, Any],
     refs: Sequence[Mapping[str, Any]],
     thumbs: Mapping[str, str],
+    q_uri: str | None,
     refer_band: float,
-    limits: imaging.ImageLimits,
 ) -> str:
     decision = record["decision"]
-    source = record.get("source") or ""
-    q_uri = thumbnail_uri(source, limits=limits) if source else None
     questioned = (
         f'<figure class="q"><img alt="questioned signature of item {_e(record["item_id"])}" src="{q_uri}"><figcaption>questioned</figcaption></figure>'
         if q_uri
