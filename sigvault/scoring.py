@@ -123,12 +123,39 @@ def fit_linear(refs: np.ndarray, cohort: np.ndarray, cfg: ScoringConfig) -> tupl
     return np.asarray(svm.coef_[0], dtype=np.float64), float(svm.intercept_[0])
 
 
-def person_scorer(refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None) -> PersonScorer:
-    """The scorer of a person with references ``refs`` (n, d), by ``cfg.method``."""
+class SvmFits:
+    """Memo of :func:`fit_linear` for one cohort and config, keyed by the exact reference rows (in order).
+
+    One enrolment asks for the same fits several times: the outlier check scores each new reference
+    against the others (a fit on the others, and their leave-one-out fits for the threshold), and the
+    person's new threshold refits the same leave-one-out sets. With 5 new references that is 31 fits of
+    which 16 differ; a memo makes the rest free and changes no value (same rows, same order, same fit)."""
+
+    def __init__(self, cohort: np.ndarray, cfg: ScoringConfig) -> None:
+        self.cohort, self.cfg = cohort, cfg
+        self._fits: dict[tuple[tuple[int, ...], bytes], tuple[np.ndarray, float]] = {}
+        self.misses = 0
+
+    def fit(self, refs: np.ndarray) -> tuple[np.ndarray, float]:
+        key = (refs.shape, np.ascontiguousarray(refs, dtype=np.float64).tobytes())
+        hit = self._fits.get(key)
+        if hit is None:
+            self.misses += 1
+            hit = self._fits[key] = fit_linear(refs, self.cohort, self.cfg)
+        return hit
+
+
+def person_scorer(
+    refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None, fits: SvmFits | None = None
+) -> PersonScorer:
+    """The scorer of a person with references ``refs`` (n, d), by ``cfg.method``. ``fits``: a memo made
+    for this ``cohort`` and ``cfg``."""
     if cfg.method == "wd-svm":
         if cohort is None or cohort.shape[0] == 0:
             raise ValueError("wd-svm scoring needs a cohort of other writers' signatures")
-        weights, bias = fit_linear(refs, cohort, cfg)
+        if fits is not None and (fits.cohort is not cohort or fits.cfg != cfg):
+            raise ValueError("the fit memo was made for another cohort or scoring config")
+        weights, bias = fits.fit(refs) if fits is not None else fit_linear(refs, cohort, cfg)
         return PersonScorer("wd-svm", refs, cfg, weights, bias)
     return PersonScorer(cfg.method, refs, cfg)
 
@@ -147,16 +174,22 @@ def fuse(sims: np.ndarray, cfg: ScoringConfig) -> float:
     return float(np.mean(sims))
 
 
-def loo_scores(refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None) -> np.ndarray:
+def loo_scores(
+    refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None, fits: SvmFits | None = None
+) -> np.ndarray:
     """Each reference scored against the others. refs (n, d) with n >= 2 -> (n,)."""
     n = refs.shape[0]
     if cfg.method != "cosine":
-        return np.array([person_scorer(np.delete(refs, i, axis=0), cfg, cohort).score(refs[i]) for i in range(n)])
+        return np.array(
+            [person_scorer(np.delete(refs, i, axis=0), cfg, cohort, fits).score(refs[i]) for i in range(n)]
+        )
     gram = refs.astype(np.float64) @ refs.astype(np.float64).T
     return np.array([fuse(np.delete(gram[i], i), cfg) for i in range(n)])
 
 
-def person_threshold(refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None) -> Threshold:
+def person_threshold(
+    refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None, fits: SvmFits | None = None
+) -> Threshold:
     """Threshold from the references alone (and, for wd-svm, the cohort). refs (n, d), n >= 1."""
     n = int(refs.shape[0])
     if n < 1:
@@ -166,7 +199,7 @@ def person_threshold(refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | 
     if n == 1:
         value = cfg.prior_mean - cfg.k * cfg.prior_std
         return Threshold(value, "prior (1 reference)", 1, None, None)
-    loo = loo_scores(refs, cfg, cohort)
+    loo = loo_scores(refs, cfg, cohort, fits)
     loo_mean = float(loo.mean())
     loo_var = float(loo.var(ddof=1)) if n >= 3 else prior_var
     dof = n - 1 if n >= 3 else 0

@@ -472,7 +472,8 @@ class Vault:
                             f"{enrolled[item.sha256]}); nothing was enrolled"
                         )
                 existing = queries.decode_vectors(blobs, embedder.dim)
-                warnings = self._outlier_warnings(person_id, existing, vectors, [i.name for i in loaded])
+                fits = self._svm_fits()
+                warnings = self._outlier_warnings(person_id, existing, vectors, [i.name for i in loaded], fits)
                 added = tuple(
                     EnrolledReference(
                         queries.insert_reference(
@@ -489,7 +490,7 @@ class Vault:
                     )
                     for item, vec in zip(loaded, vectors, strict=True)
                 )
-                threshold = self._refresh_threshold(conn, row, np.vstack([existing, vectors]))
+                threshold = self._refresh_threshold(conn, row, np.vstack([existing, vectors]), fits=fits)
         except IntegrityError as exc:  # another process enrolled the same image at the same moment
             raise DuplicateReferenceError(
                 f"an image given is already enrolled for {person_id!r}; nothing was enrolled"
@@ -524,8 +525,20 @@ class Vault:
         assert row is not None
         return row, created
 
+    def _svm_fits(self) -> scoring.SvmFits | None:
+        """A memo of SVM fits for one enrolment (wd-svm scoring only)."""
+        embedder = self.embedder
+        if embedder.scoring.method != "wd-svm" or embedder.cohort is None:
+            return None
+        return scoring.SvmFits(embedder.cohort, embedder.scoring)
+
     def _outlier_warnings(
-        self, person_id: str, existing: np.ndarray, new: np.ndarray, names: Sequence[str]
+        self,
+        person_id: str,
+        existing: np.ndarray,
+        new: np.ndarray,
+        names: Sequence[str],
+        fits: scoring.SvmFits | None = None,
     ) -> list[str]:
         """Warn about each new reference that the person's other references would reject."""
         cfg = self.embedder.scoring
@@ -537,8 +550,8 @@ class Vault:
             others = np.delete(everything, i, axis=0)
             if others.shape[0] == 0:
                 continue
-            threshold = scoring.person_threshold(others, cfg, cohort)
-            score = scoring.person_scorer(others, cfg, cohort).score(everything[i])
+            threshold = scoring.person_threshold(others, cfg, cohort, fits)
+            score = scoring.person_scorer(others, cfg, cohort, fits).score(everything[i])
             if scoring.decide(score, threshold.value, cfg) == "reject":
                 warnings.append(
                     f"{name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
@@ -547,12 +560,18 @@ class Vault:
         return warnings
 
     def _refresh_threshold(
-        self, conn: Connection, person: queries.PersonRow, vectors: np.ndarray, *, keep_override: bool = True
+        self,
+        conn: Connection,
+        person: queries.PersonRow,
+        vectors: np.ndarray,
+        *,
+        keep_override: bool = True,
+        fits: scoring.SvmFits | None = None,
     ) -> ThresholdChange:
         """Recompute and store the person's scorer and threshold from all their references (``vectors``); an
         override, if set and ``keep_override``, keeps its value (the scorer is refitted all the same)."""
         cfg, cohort = self.embedder.scoring, self.embedder.cohort
-        scorer = {**scoring.person_scorer(vectors, cfg, cohort).to_json(), "cohort": self.embedder.cohort_id}
+        scorer = {**scoring.person_scorer(vectors, cfg, cohort, fits).to_json(), "cohort": self.embedder.cohort_id}
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
             queries.put_threshold(
@@ -567,7 +586,7 @@ class Vault:
                 set_at=current.set_at,
             )
             return ThresholdChange(person.person_id, current.value, current.method, True)
-        t = scoring.person_threshold(vectors, cfg, cohort)
+        t = scoring.person_threshold(vectors, cfg, cohort, fits)
         queries.put_threshold(
             conn,
             person.pk,

@@ -129,3 +129,26 @@ def test_wd_svm_without_a_cohort_is_refused():
         scoring.person_scorer(REFS, WD, None)
     with pytest.raises(ValueError, match="unknown scoring method"):
         scoring.PersonScorer("knn", REFS, WD)
+
+
+def test_svm_fit_memo_changes_no_value_and_saves_the_repeated_fits():
+    """An enrolment of 5 new references: the outlier check (each reference against the others, with their
+    threshold) and the new threshold ask for 31 fits, 16 of them distinct."""
+    rng = np.random.default_rng(3)
+    refs = np.vstack([unit(1, 0.1 * rng.standard_normal(), 0.1 * rng.standard_normal()) for _ in range(5)])
+    fits = scoring.SvmFits(COHORT, WD)
+    with_memo, without = [], []
+    for i in range(5):
+        others = np.delete(refs, i, axis=0)
+        with_memo.append((scoring.person_threshold(others, WD, COHORT, fits).value,
+                          scoring.person_scorer(others, WD, COHORT, fits).score(refs[i])))
+        without.append((scoring.person_threshold(others, WD, COHORT).value,
+                        scoring.person_scorer(others, WD, COHORT).score(refs[i])))
+    with_memo.append((scoring.person_threshold(refs, WD, COHORT, fits).value,
+                      scoring.person_scorer(refs, WD, COHORT, fits).score(refs[0])))
+    without.append((scoring.person_threshold(refs, WD, COHORT).value,
+                    scoring.person_scorer(refs, WD, COHORT).score(refs[0])))
+    assert with_memo == without
+    assert fits.misses == 16
+    with pytest.raises(ValueError, match="another cohort"):
+        scoring.person_scorer(refs, WD, COHORT.copy(), fits)
