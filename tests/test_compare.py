@@ -26,6 +26,7 @@ def test_variants_differ_only_where_intended():
     base = cfgs["arcface"]
     assert base["train"]["loss"] == "arcface" and base["train"]["aux_triplet"] == 0.5
     assert base["model"]["imagenet_init"] is True and base["train"]["steps"] == 220
+    assert base["data"]["synthetic_writers"] == 0
     expected = {
         "arcface": {},
         "triplet": {("train", "loss"): "triplet", ("train", "aux_triplet"): 0.0},

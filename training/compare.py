@@ -31,14 +31,17 @@ from pathlib import Path
 from training.train import dump_toml, load_config
 
 # name -> (loss label, init label, --set overrides on top of the default config)
+# The loss and initialisation variants train on the scans alone (data.synthetic_writers=0, whatever the
+# default config says), so that they compare with each other and with arcface-synth.
+REAL = "data.synthetic_writers=0"
 VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "arcface": ("arcface + 0.5 triplet", "imagenet", ()),
-    "triplet": ("triplet (margin 0.3)", "imagenet", ("train.loss=triplet", "train.aux_triplet=0")),
+    "arcface": ("arcface + 0.5 triplet", "imagenet", (REAL,)),
+    "triplet": ("triplet (margin 0.3)", "imagenet", (REAL, "train.loss=triplet", "train.aux_triplet=0")),
     # contrastive_loss hinges negatives at euclidean 2 * margin; the default 0.3 stops pushing at cosine
     # 0.82, above where genuine pairs of the shipped model sit (~0.55), so 0.5 (euclidean 1, cosine 0.5)
     "contrastive": ("contrastive (margin 0.5)", "imagenet",
-                    ("train.loss=contrastive", "train.aux_triplet=0", "train.margin=0.5")),
-    "arcface-scratch": ("arcface + 0.5 triplet", "scratch", ("model.imagenet_init=false",)),
+                    (REAL, "train.loss=contrastive", "train.aux_triplet=0", "train.margin=0.5")),
+    "arcface-scratch": ("arcface + 0.5 triplet", "scratch", (REAL, "model.imagenet_init=false")),
     # 60 synthetic writers (sigvault.synth) as extra classes, each with imitations as hard negatives
     "arcface-synth": ("arcface + 0.5 triplet, +60 synthetic writers", "imagenet", ("data.synthetic_writers=60",)),
 }

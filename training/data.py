@@ -78,7 +78,7 @@ def load_canvases(samples: list[Sample], spec: PreprocessSpec, cache_dir: Path) 
     return CanvasSet(arr, writers, forged)
 
 
-SYNTH_SEED0 = 100_000  # synthetic training writers' seeds; the demo and the tests use seeds far below
+SYNTH_SEED0 = 100_000  # synthetic training writers: seeds SYNTH_SEED0 .. SYNTH_SEED0 + n - 1 (the demo and tests use others)
 
 
 def synthetic_canvases(n_writers: int, genuine: int, forged: int, spec: PreprocessSpec, cache_dir: Path) -> CanvasSet:

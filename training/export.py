@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> None:
             "data": cfg["data"]["datasets"],
             "terms": "CEDAR and ICDAR SigComp sets: research and evaluation use; no image is shipped",
             "train_writers": sorted(set(tr.writers.tolist())),
+            "synthetic_writers": {
+                "count": cfg["data"].get("synthetic_writers", 0),
+                "genuine_each": cfg["data"].get("synthetic_genuine", 0),
+                "forged_each": cfg["data"].get("synthetic_forged", 0),
+                "source": "sigvault.synth, drawn here (seeds from training.data.SYNTH_SEED0); extra training classes only",
+            },
             "calibration_writers": sorted(set(cal.writers.tolist())),
             "validation_writers": sorted(set(val.writers.tolist())),
             "heldout_datasets": cfg["data"]["heldout"],
