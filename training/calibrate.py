@@ -93,12 +93,14 @@ def fit_scoring(
             band = float(b)
         else:
             break
-    # 4. probability: logistic regression on score - threshold, classes balanced, forgeries half
-    #    skilled and half random
+    # 4. probability: logistic regression on score - threshold, genuine signatures against skilled
+    #    forgeries, classes balanced: the population k is fitted on, so that P(genuine) is near one half at
+    #    the threshold and agrees with the decision (random forgeries, far below, would pull the logistic's
+    #    midpoint down and leave a rejected signature with P(genuine) above one half)
     x, y, wts = [], [], []
     for t in trials:
         d = t.score - t.threshold
-        for kind, label, share in (("genuine", 1, 0.5), ("skilled", 0, 0.25), ("random", 0, 0.25)):
+        for kind, label, share in (("genuine", 1, 0.5), ("skilled", 0, 0.5)):
             m = t.kind == kind
             x.append(d[m])
             y.append(np.full(m.sum(), label))
@@ -156,8 +158,8 @@ def calibration_card(method: str, cfg, figures: dict, cohort_entry: dict | None)
             "fitted_on": "calibration writers (never seen by the network)"
             + ("; each writer's own signatures left out of its cohort" if method == "wd-svm" else ""),
             **figures,
-            "probability": "sigmoid(calib_slope * (score - threshold) + calib_offset), classes balanced, "
-            "forgeries half skilled, half random",
+            "probability": "sigmoid(calib_slope * (score - threshold) + calib_offset), genuine signatures "
+            "against skilled forgeries, classes balanced",
         },
     }
     if cohort_entry is not None:
