@@ -60,6 +60,10 @@ def scan_png(writer: int, i: int, forged: bool = False, size: tuple[int, int] = 
 SIZES = {"": (1800, 800), "_box": (900, 300)}  # figure-name suffix -> scan size
 
 
+def size_label(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
 def bench_model(figures: dict) -> None:
     emb1 = load_embedder(threads=1)
     emb2 = load_embedder(threads=2)
@@ -103,8 +107,7 @@ def bench_model(figures: dict) -> None:
     for suffix, work in (("", scans * 4), ("_box", box * 4)):
         t = timed(lambda work=work: pipeline(work), 3)
         rate = len(work) / statistics.median(t)
-        label = "x".join(map(str, SIZES[suffix]))
-        print(f"decode + preprocess + embed, batched ({len(work)} {label} scans, 2 threads): {rate:.0f} signatures/s")
+        print(f"decode + preprocess + embed, batched ({len(work)} {size_label(SIZES[suffix])} scans, 2 threads): {rate:.0f} signatures/s")
         figures[f"pipeline_per_s{suffix}"] = rate
     print(f"model: {emb1.model_id}, {Path(emb1.path).stat().st_size / 1e6:.1f} MB, "
           f"{emb1.card['architecture'].get('parameters', '?')} parameters")
@@ -120,9 +123,9 @@ def bench_vault(figures: dict) -> None:
     cold_question: tuple[str, bytes] | None = None  # for the cold command: a 1800x800 scan
     with Vault.open(settings) as vault:
         vault.enroll("warmup", [scan_png(999, i) for i in range(2)])
-        for suffix, size in SIZES.items():
-            label = "x".join(map(str, size))
-            first = 100 if not suffix else 200
+        for n, (suffix, size) in enumerate(SIZES.items()):
+            label = size_label(size)
+            first = 100 * (n + 1)  # writers 100.. for the first size, 200.. for the second
             enroll_sets = {f"person-{first + p:03d}": [scan_png(first + p, i, size=size) for i in range(5)]
                            for p in range(persons)}
             questioned = [(f"person-{first + p:03d}", scan_png(first + p, 10 + k, size=size))
@@ -200,8 +203,7 @@ def bench_large(n_refs: int, figures: dict) -> None:
             data = scan_png(7, 20, size=size)
             vault.verify("real-person", data)
             t_v = timed(lambda data=data: vault.verify("real-person", data), 30)
-            label = "x".join(map(str, size))
-            print(f"verify with {persons * 5 + 5} references in the vault, warm, {label} scan: {ms(t_v)}")
+            print(f"verify with {persons * 5 + 5} references in the vault, warm, {size_label(size)} scan: {ms(t_v)}")
             figures[f"verify_large_ms_p50{suffix}"] = 1000 * statistics.median(t_v)
 
 
