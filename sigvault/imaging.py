@@ -5,7 +5,8 @@ The pipeline (``preprocess``) turns any scan into the model's canvas:
 1. shrink very large scans to a working size (box filter: ink grey levels survive);
 2. find the ink with Otsu's threshold on a lightly blurred copy (works for a light pen on a dark scan,
    since only the separation between the two modes matters);
-3. drop specks and scanner borders (connected components: tiny ones, and long ones hugging an edge);
+3. drop specks and scanner borders (connected components: tiny ones, and long ones lying along the image's
+   edges; a signature cropped so tightly that its strokes touch the edge is kept);
 4. remove the paper completely: every non-ink pixel becomes exactly 0 after inversion;
 5. normalise ink strength: ink darkness relative to the paper is scaled so its median is fixed, so
    neither the paper shade nor the pen's darkness can tell one capture session from another;
@@ -48,7 +49,10 @@ class PreprocessSpec:
     max_ink_fraction: float = 0.6  # more "ink" than this: not a signature on paper
     speck_fraction: float = 0.002  # components smaller than this fraction of all ink are specks
     speck_min_pixels: int = 4  # ...and never smaller than this
-    border_span: float = 0.8  # an edge-touching component spanning more than this of the side is a scanner border
+    border_span: float = 0.8  # a line of ink covering more than this of a side, near the edge, is a scanner border
+    border_band: float = 0.05  # near the edge: within this fraction of the side (rows for top/bottom, columns for sides)
+    border_share: float = 0.75  # an edge-touching component spanning border_span of a side with at least this share of
+    # its pixels near the edges is one too (a shadow); a signature cropped tightly enough to touch the edge is kept
     ink_median: float = 0.6  # median ink strength after normalisation
     margin: float = 0.04  # margin around the ink, as a fraction of the canvas
 
@@ -321,8 +325,51 @@ def _ink_mask(work: np.ndarray, spec: PreprocessSpec, name: str) -> tuple[np.nda
     return ink, n_ink, hist_ink, paper
 
 
+def _band_sizes(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """How many rows (top and bottom) and columns (left and right) are near the edge."""
+    return max(1, int(np.ceil(spec.border_band * h))), max(1, int(np.ceil(spec.border_band * w)))
+
+
+def _erase_border_lines(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray | None:
+    """The ink mask without scanner-border lines, or None if it has none: the columns near the left and right
+    edges whose ink covers more than ``spec.border_span`` of the height, and the rows near the top and bottom
+    covering that much of the width. Erasing the line rather than its component keeps a signature stroke
+    that runs into it."""
+    h, w = ink.shape
+    bh, bw = _band_sizes(h, w, spec)
+    cols = np.r_[0:bw, max(bw, w - bw) : w]
+    rows = np.r_[0:bh, max(bh, h - bh) : h]
+    full_cols = cols[np.count_nonzero(ink[:, cols], axis=0) > spec.border_span * h]
+    full_rows = rows[np.count_nonzero(ink[rows, :], axis=1) > spec.border_span * w]
+    if full_cols.size == 0 and full_rows.size == 0:
+        return None
+    # a scanned edge is rarely one pixel wide and perfectly straight: its neighbours within the band go too
+    reach = max(2, int(np.ceil(0.01 * max(h, w))))
+    near = np.arange(-reach, reach + 1)
+    out = ink.copy()
+    out[:, np.intersect1d((full_cols[:, None] + near).ravel(), cols)] = 0
+    out[np.intersect1d((full_rows[:, None] + near).ravel(), rows), :] = 0
+    return out
+
+
+def _along_edges(labels: np.ndarray, candidates: np.ndarray, sizes: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Which of the ``candidates`` (labels of long components touching an edge) are scanner borders: those
+    with at least ``spec.border_share`` of their pixels in the bands of ``spec.border_band`` of the height
+    (top and bottom) and of the width (left and right) along the image's edges. Returns a mask over labels.
+
+    A scanner edge, a page edge or a corner shadow lies in those bands; a signature cropped tightly enough
+    to touch the edge and span the image has most of its ink inside them, and is kept."""
+    border = np.zeros(sizes.shape[0], dtype=bool)
+    h, w = labels.shape
+    bh, bw = _band_sizes(h, w, spec)
+    for i in candidates[candidates > 0]:
+        inner = int(np.count_nonzero(labels[bh : h - bh, bw : w - bw] == i))
+        border[i] = sizes[i] - inner >= spec.border_share * sizes[i]
+    return border
+
+
 def _clean_mask(
-    ink: np.ndarray, n_ink: int, spec: PreprocessSpec
+    ink: np.ndarray, n_ink: int, spec: PreprocessSpec, name: str = "image"
 ) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
     """Drop specks and scanner borders from the ink mask (uint8, 255 = ink; ``n_ink`` pixels).
 
@@ -332,6 +379,11 @@ def _clean_mask(
     """
     import cv2
 
+    erased = _erase_border_lines(ink, spec)
+    if erased is not None:
+        ink, n_ink = erased, int(np.count_nonzero(erased))
+        if n_ink == 0:
+            raise NoInkError(f"{name}: no signature ink found, only scanner-border lines; scan the signed area")
     # 8-connected components; 16-bit labels (3x faster statistics in OpenCV 5) whenever they cannot overflow
     ltype = cv2.CV_16U if n_ink < 2**16 - 1 else cv2.CV_32S
     _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8, ltype=ltype)
@@ -343,7 +395,7 @@ def _clean_mask(
     h, w = ink.shape
     touches = (top == 0) | (left == 0) | (bottom == h) | (right == w)
     spans = (bottom - top > spec.border_span * h) | (right - left > spec.border_span * w)
-    keep = (sizes >= min_size) & ~(touches & spans)
+    keep = (sizes >= min_size) & ~_along_edges(labels, np.flatnonzero(touches & spans), sizes, spec)
     keep[0] = False
     if not keep.any():  # only specks: keep the largest component rather than fail on a tiny signature
         largest = np.flatnonzero(sizes == sizes.max())
@@ -352,7 +404,7 @@ def _clean_mask(
     box = int(top[keep].min()), int(bottom[keep].max()), int(left[keep].min()), int(right[keep].max())
     y0, y1, x0, x1 = box
     if keep[1:].all():
-        return ink[y0:y1, x0:x1], box, False
+        return ink[y0:y1, x0:x1], box, erased is not None
     lut = np.where(keep, np.uint8(255), np.uint8(0))
     return lut[labels[y0:y1, x0:x1]], box, True
 
@@ -378,7 +430,7 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
         raise ValueError(f"preprocess expects uint8 (H, W), got {grey.dtype} {grey.shape}")
     work = _shrink(grey, spec.work_max_side)
     ink, n_ink, hist_ink, paper = _ink_mask(work, spec, name)
-    mask, (y0, y1, x0, x1), dropped = _clean_mask(ink, n_ink, spec)
+    mask, (y0, y1, x0, x1), dropped = _clean_mask(ink, n_ink, spec, name)
     work = work[y0:y1, x0:x1]  # everything below is inside the kept ink's bounding box
     if dropped:
         hist_ink = _hist(work, mask)

@@ -122,18 +122,33 @@ def test_blur_is_pils_bit_for_bit():
 
 
 def _scipy_clean(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """The speck and border filter as first written with scipy.ndimage, the reference for the OpenCV one."""
+    """The speck and border filter written plainly with scipy.ndimage, the reference for the OpenCV one."""
     from scipy import ndimage
 
+    h, w = ink.shape
+    bh, bw = max(1, int(np.ceil(spec.border_band * h))), max(1, int(np.ceil(spec.border_band * w)))
+    reach = max(2, int(np.ceil(0.01 * max(h, w))))
+    ink = ink.copy()
+    erase_cols = set()
+    for x in range(w):
+        if (x < bw or x >= w - bw) and ink[:, x].sum() > spec.border_span * h:
+            erase_cols |= {c for c in range(x - reach, x + reach + 1) if 0 <= c < bw or w - bw <= c < w}
+    erase_rows = set()
+    for y in range(h):
+        if (y < bh or y >= h - bh) and ink[y, :].sum() > spec.border_span * w:
+            erase_rows |= {r for r in range(y - reach, y + reach + 1) if 0 <= r < bh or h - bh <= r < h}
+    ink[:, sorted(erase_cols)] = False
+    ink[sorted(erase_rows), :] = False
     labels, n = ndimage.label(ink, structure=np.ones((3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     keep = sizes >= max(spec.speck_min_pixels, spec.speck_fraction * sizes.sum())
-    h, w = ink.shape
+    inner = labels[bh : h - bh, bw : w - bw]
     for i, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
         touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
         spans = rows.stop - rows.start > spec.border_span * h or cols.stop - cols.start > spec.border_span * w
-        keep[i] &= not (touches and spans)
+        near_edges = sizes[i] - (inner == i).sum() >= spec.border_share * sizes[i]
+        keep[i] &= not (touches and spans and near_edges)
     keep[0] = False
     if not keep.any():
         keep[int(np.argmax(sizes))] = True  # the first largest in scipy's (raster) order
@@ -181,6 +196,59 @@ def test_scanner_border_and_specks_are_ignored():
     clean = preprocess(scan())
     arr = scan(border=True).copy()
     arr[20, 850] = arr[340, 30] = 0  # specks
+    dirty = preprocess(arr)
+    assert np.abs(clean - dirty).mean() < 0.01
+
+
+def _tight(arr: np.ndarray) -> np.ndarray:
+    """The scan cropped to its ink: strokes touch all four edges, as in a tightly cropped signature box."""
+    rows, cols = np.flatnonzero((arr < 128).any(1)), np.flatnonzero((arr < 128).any(0))
+    return arr[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _dotted() -> np.ndarray:
+    """scan() with a short mark apart from the main stroke (an i's dot, a second initial)."""
+    arr = scan().copy()
+    arr[250:260, 450:462] = 40
+    return arr
+
+
+def test_signature_cropped_to_touch_the_edges_is_kept():
+    """A signature touching the edges and spanning the image is the signature, not a scanner border (the
+    rule before dropped it and kept only its other marks, losing most of the ink of 19 % of the Dutch
+    scans)."""
+    clean = preprocess(_dotted())
+    tight = preprocess(_tight(_dotted()))
+    assert np.abs(clean - tight).mean() < 0.01
+    assert float(tight.sum()) == pytest.approx(float(clean.sum()), rel=0.05)
+
+
+def _ink_box(c: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(c.any(1)), np.flatnonzero(c.any(0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def test_scanner_edge_that_a_stroke_runs_into_is_erased_and_the_stroke_kept():
+    clean = preprocess(_tight(scan()))
+    arr = np.pad(_tight(scan()), ((0, 0), (6, 0)), constant_values=240)
+    arr[:, :4] = 10  # a dark scanner edge along the left side...
+    arr[:, 4:8] = np.minimum(arr[:, 4:8], 40)  # ...that the first stroke runs into
+    dirty = preprocess(arr)
+    # the edge and the few columns beside it are erased, the rest of the signature is whole
+    assert float(dirty.sum()) == pytest.approx(float(clean.sum()), rel=0.05)
+    assert np.abs(np.subtract(_ink_box(dirty), _ink_box(clean))).max() <= 3
+
+
+def test_wavy_edge_shadow_is_dropped():
+    """An edge shadow no column of which is dark enough to be a line goes too: it touches the edge, spans
+    the image and lies near the edges."""
+    clean = preprocess(scan())
+    im = Image.fromarray(scan())
+    y = np.arange(360)
+    pts = list(zip((5 + 5 * np.sin(y / 15)).tolist(), y.tolist()))
+    ImageDraw.Draw(im).line(pts, fill=15, width=4)
+    arr = np.asarray(im)
+    assert ((arr[:, :45] < 100).sum(0) < 0.8 * 360).all()  # no line to erase
     dirty = preprocess(arr)
     assert np.abs(clean - dirty).mean() < 0.01
 
