@@ -33,6 +33,9 @@ def test_variants_differ_only_where_intended():
         "contrastive": {("train", "loss"): "contrastive", ("train", "aux_triplet"): 0.0, ("train", "margin"): 0.5},
         "arcface-scratch": {("model", "imagenet_init"): False},
         "arcface-synth": {("data", "synthetic_writers"): 60},
+        "mobilenetv3-small-scratch": {("model", "arch"): "mobilenetv3_small_100", ("model", "imagenet_init"): False},
+        "mobilenetv3-large-scratch": {("model", "arch"): "mobilenetv3_large_100", ("model", "imagenet_init"): False},
+        "resnet18-scratch": {("model", "arch"): "resnet18", ("model", "imagenet_init"): False},
     }
     for v, cfg in cfgs.items():
         diff = {(s, k): cfg[s][k] for s in cfg for k in cfg[s] if cfg[s][k] != base[s][k]}

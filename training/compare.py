@@ -44,6 +44,14 @@ VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "arcface-scratch": ("arcface + 0.5 triplet", "scratch", (REAL, "model.imagenet_init=false")),
     # 60 synthetic writers (sigvault.synth) as extra classes, each with imitations as hard negatives
     "arcface-synth": ("arcface + 0.5 triplet, +60 synthetic writers", "imagenet", ("data.synthetic_writers=60",)),
+    # architectures, all from scratch (ImageNet weights exist here for efficientnet_lite0 only), against
+    # arcface-scratch; their CPU speed: benchmarks/arch_speed.py
+    "mobilenetv3-small-scratch": ("arcface + 0.5 triplet, mobilenetv3_small_100", "scratch",
+                                  (REAL, "model.arch=mobilenetv3_small_100", "model.imagenet_init=false")),
+    "mobilenetv3-large-scratch": ("arcface + 0.5 triplet, mobilenetv3_large_100", "scratch",
+                                  (REAL, "model.arch=mobilenetv3_large_100", "model.imagenet_init=false")),
+    "resnet18-scratch": ("arcface + 0.5 triplet, resnet18", "scratch",
+                         (REAL, "model.arch=resnet18", "model.imagenet_init=false")),
 }
 COLUMNS = ("eer_skilled", "eer_random", "frr", "far_skilled", "far_random", "refer_rate")
 HEADERS = ("validation EER skilled", "EER random", "FRR", "FAR skilled", "FAR random", "refer rate")
