@@ -46,6 +46,16 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
+    # erase a vertical band (a share of the batch): the network must recognise the writer from part of the
+    # signature, not only from its whole outline (random erasing; 0 in the default config)
+    if cfg.get("erase_p", 0.0) > 0:
+        width = u(0.15, cfg.get("erase_max", 0.4)) * w
+        x0 = torch.rand(b, generator=gen) * (w - width)
+        cols = torch.arange(w, dtype=x.dtype).view(1, w)
+        band = (cols >= x0.view(b, 1)) & (cols < (x0 + width).view(b, 1))
+        sel = (torch.rand(b, generator=gen) < cfg["erase_p"]).view(b, 1)
+        x = x.masked_fill((band & sel).view(b, 1, 1, w), 0.0)
+
     # blur a share of the batch
     if cfg["blur_p"] > 0:
         k = torch.tensor([0.25, 0.5, 0.25])

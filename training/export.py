@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from sigvault.imaging import DEFAULT_SPEC
     from training.calibrate import calibration_card, fit_scoring, write_cohort
-    from training.model import build_model
+    from training.model import PooledFeatures, build_model, fit_whitening
     from training.train import embed_all, load_splits
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("sigvault/weights"))
     ap.add_argument("--name", default="siglite")
     ap.add_argument("--method", choices=("cosine", "wd-svm"), default="wd-svm", help="scoring method to fit")
+    ap.add_argument("--embedding", choices=("projection", "pooled"), default="projection",
+                    help="what the graph outputs: the trained projection (embed_dim) or the backbone's pooled "
+                         "features, square-rooted and L2-normalised (training.model.PooledFeatures)")
+    ap.add_argument("--whiten", type=int, default=0, metavar="K",
+                    help="with --embedding pooled: PCA-whiten to K dimensions, fitted on the training writers' "
+                         "genuine signatures (0 = no whitening)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(2)
@@ -67,7 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     log.info("exporting %s", weights)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     model.eval()
+    head = "linear + batchnorm + L2 normalisation"
     spec, _, tr, cal, val = load_splits(cfg, args.run / "config.toml")
+    if args.embedding == "pooled":
+        model = PooledFeatures(model).eval()
+        head = "global-average-pooled backbone features, square root, L2 normalisation (projection used in training only)"
+        if args.whiten:
+            mean, proj = fit_whitening(embed_all(model, tr.canvases[~tr.forged]).astype(np.float64), args.whiten)
+            model = PooledFeatures(model, torch.from_numpy(mean), torch.from_numpy(proj)).eval()
+            head += f", PCA whitening to {args.whiten} dimensions fitted on the training writers' genuine signatures, L2 normalisation"
+    elif args.whiten:
+        raise SystemExit("--whiten needs --embedding pooled")
+    embed_dim = int(embed_all(model, np.zeros((1, spec.canvas_height, spec.canvas_width), np.float32)).shape[1])
 
     log.info("fitting the %s scoring rule on %d calibration images", args.method, len(cal.writers))
     cal_emb = embed_all(model, cal.canvases)
@@ -104,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     card = {
         "name": args.name,
-        "architecture": {"backbone": m["arch"], "embed_dim": m["embed_dim"], "parameters": n_params,
-                          "imagenet_init": m["imagenet_init"], "head": "linear + batchnorm + L2 normalisation"},
-        "embed_dim": m["embed_dim"],
+        "architecture": {"backbone": m["arch"], "embed_dim": embed_dim, "parameters": n_params,
+                          "imagenet_init": m["imagenet_init"], "head": head},
+        "embed_dim": embed_dim,
         "input": {"name": "canvas", "shape": ["n", 1, spec.canvas_height, spec.canvas_width], "range": [0, 1],
                   "meaning": "ink bright on an exactly-zero background (sigvault.imaging.preprocess)"},
         "preprocess": spec.to_dict(),

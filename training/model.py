@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,6 +33,38 @@ class SignatureEmbedder(nn.Module):
         x = (x - INPUT_MEAN) / INPUT_STD
         f = self.backbone(x)
         return F.normalize(self.bn(self.proj(self.drop(f))), dim=1)
+
+
+class PooledFeatures(nn.Module):
+    """The backbone's pooled features as the embedding: square root (a power normalisation of the
+    non-negative pooled activations), L2 normalisation, and optionally a whitening projection (``mean``,
+    ``proj``: (features,) and (features, k), see :func:`fit_whitening`) followed by L2 normalisation again.
+    The projection head of ``model`` shapes the backbone in training and is left out;
+    ``python -m training.export --embedding pooled [--whiten K]``."""
+
+    def __init__(self, model: SignatureEmbedder, mean: torch.Tensor | None = None, proj: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.whiten = proj is not None
+        if proj is not None and mean is not None:
+            self.register_buffer("proj", proj.float())
+            self.register_buffer("bias", -(mean.float() @ proj.float()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = F.normalize(torch.sqrt(torch.clamp(self.backbone((x - INPUT_MEAN) / INPUT_STD), min=0.0)), dim=1)
+        if self.whiten:
+            f = F.normalize(f @ self.proj + self.bias, dim=1)
+        return f
+
+
+def fit_whitening(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA whitening to ``k`` dimensions fitted on ``features`` (n, d): (mean (d,), projection (d, k)),
+    each principal direction scaled by the inverse of its spread."""
+    mean = features.mean(axis=0)
+    _, s, vt = np.linalg.svd(features - mean, full_matrices=False)
+    if k > len(s):
+        raise ValueError(f"whitening to {k} dimensions needs at least {k} signatures, got {len(s)}")
+    return mean, (vt[:k].T / s[:k]) * np.sqrt(len(features))
 
 
 def _load_imagenet_lite0(backbone: nn.Module) -> None:
