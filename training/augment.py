@@ -47,7 +47,7 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     # erase a vertical band (a share of the batch): the network must recognise the writer from part of the
-    # signature, not only from its whole outline (random erasing; 0 in the default config)
+    # signature, not only from its whole outline (random erasing; half of the images in the default config)
     if cfg.get("erase_p", 0.0) > 0:
         width = u(0.15, cfg.get("erase_max", 0.4)) * w
         x0 = torch.rand(b, generator=gen) * (w - width)

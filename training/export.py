@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("sigvault/weights"))
     ap.add_argument("--name", default="siglite")
     ap.add_argument("--method", choices=("cosine", "wd-svm"), default="wd-svm", help="scoring method to fit")
-    ap.add_argument("--embedding", choices=("projection", "pooled"), default="projection",
+    ap.add_argument("--embedding", choices=("projection", "pooled"), default="pooled",
                     help="what the graph outputs: the trained projection (embed_dim) or the backbone's pooled "
                          "features, square-rooted and L2-normalised (training.model.PooledFeatures)")
-    ap.add_argument("--whiten", type=int, default=0, metavar="K",
+    ap.add_argument("--whiten", type=int, default=None, metavar="K",
                     help="with --embedding pooled: PCA-whiten to K dimensions, fitted on the training writers' "
-                         "genuine signatures (0 = no whitening)")
+                         "genuine signatures (default 256, the shipped model; 0 = no whitening)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(2)
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     head = "linear + batchnorm + L2 normalisation"
     spec, _, tr, cal, val = load_splits(cfg, args.run / "config.toml")
     if args.embedding == "pooled":
+        args.whiten = 256 if args.whiten is None else args.whiten
         model = PooledFeatures(model).eval()
         head = "global-average-pooled backbone features, square root, L2 normalisation (projection used in training only)"
         if args.whiten:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     np.savez_compressed(args.out / "parity.npz", inputs=pin, torch_embeddings=pout16)
 
     trained = json.loads((args.run / "trained.json").read_text())
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers() if n in ("proj", "bias"))
     card = {
         "name": args.name,
         "architecture": {"backbone": m["arch"], "embed_dim": embed_dim, "parameters": n_params,
