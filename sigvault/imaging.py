@@ -53,6 +53,7 @@ class PreprocessSpec:
     border_band: float = 0.05  # near the edge: within this fraction of the side (rows for top/bottom, columns for sides)
     border_share: float = 0.75  # an edge-touching component spanning border_span of a side with at least this share of
     # its pixels near the edges is one too (a shadow); a signature cropped tightly enough to touch the edge is kept
+    border_reach: float = 0.01  # a border line's neighbours within this fraction of the longer side are erased with it
     ink_median: float = 0.6  # median ink strength after normalisation
     margin: float = 0.04  # margin around the ink, as a fraction of the canvas
 
@@ -344,7 +345,7 @@ def _erase_border_lines(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray | N
     if full_cols.size == 0 and full_rows.size == 0:
         return None
     # a scanned edge is rarely one pixel wide and perfectly straight: its neighbours within the band go too
-    reach = max(2, int(np.ceil(0.01 * max(h, w))))
+    reach = max(2, int(np.ceil(spec.border_reach * max(h, w))))
     near = np.arange(-reach, reach + 1)
     out = ink.copy()
     out[:, np.intersect1d((full_cols[:, None] + near).ravel(), cols)] = 0
@@ -358,7 +359,7 @@ def _along_edges(labels: np.ndarray, candidates: np.ndarray, sizes: np.ndarray, 
     (top and bottom) and of the width (left and right) along the image's edges. Returns a mask over labels.
 
     A scanner edge, a page edge or a corner shadow lies in those bands; a signature cropped tightly enough
-    to touch the edge and span the image has most of its ink inside them, and is kept."""
+    to touch the edge and span the image has most of its ink away from them, and is kept."""
     border = np.zeros(sizes.shape[0], dtype=bool)
     h, w = labels.shape
     bh, bw = _band_sizes(h, w, spec)
@@ -375,7 +376,8 @@ def _clean_mask(
 
     Returns:
         the kept components' mask (uint8, 255 = ink) cropped to their bounding box, that box (top, bottom,
-        left, right; bottom and right exclusive), and whether any component was dropped.
+        left, right; bottom and right exclusive), and whether any ink was dropped (a component or a border
+        line).
     """
     import cv2
 

@@ -127,7 +127,7 @@ def _scipy_clean(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
     h, w = ink.shape
     bh, bw = max(1, int(np.ceil(spec.border_band * h))), max(1, int(np.ceil(spec.border_band * w)))
-    reach = max(2, int(np.ceil(0.01 * max(h, w))))
+    reach = max(2, int(np.ceil(spec.border_reach * max(h, w))))
     ink = ink.copy()
     erase_cols = set()
     for x in range(w):
