@@ -14,7 +14,6 @@ import each runtime in a new process (median of 5), which a cold ``sigvault veri
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import subprocess
 import sys
@@ -38,14 +37,12 @@ def measure(arch: str, repeats: int) -> dict[str, float]:
     import onnxruntime as ort
     import torch
 
+    from training.export import onnx_graph
     from training.model import build_model
 
     model = build_model(arch, 256, False, 0.2).eval()
     x1 = torch.rand(1, 1, 128, 256)
-    buf = io.BytesIO()
-    torch.onnx.export(model, (x1,), buf, input_names=["canvas"], output_names=["embedding"],
-                      dynamic_axes={"canvas": {0: "n"}, "embedding": {0: "n"}}, opset_version=17, dynamo=False)
-    graph = buf.getvalue()
+    graph = onnx_graph(model, 128, 256)
 
     def session(threads: int) -> ort.InferenceSession:
         opts = ort.SessionOptions()

@@ -25,7 +25,9 @@ POOL = "/backbone/global_pool/flatten/Flatten_output_0"
 
 def cut(weights: Path, out: Path) -> int:
     """Write ``out/model.onnx`` and ``out/model_card.json``; returns the embedding width."""
+    import numpy as np
     import onnx
+    import onnxruntime as ort
     from onnx import helper
 
     model = onnx.load(str(weights / "model.onnx"))
@@ -40,16 +42,10 @@ def cut(weights: Path, out: Path) -> int:
     inits = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(inits)
-    width = int(onnx.shape_inference.infer_shapes(model).graph.value_info[-1].type.tensor_type.shape.dim[1].dim_value
-                or 0)
     card = json.loads((weights / "model_card.json").read_text())
-    if not width:  # shape inference could not name it: run the graph once
-        import numpy as np
-        import onnxruntime as ort
-
-        spec = card["preprocess"]
-        x = np.zeros((1, 1, spec["canvas_height"], spec["canvas_width"]), np.float32)
-        width = int(ort.InferenceSession(model.SerializeToString()).run(None, {graph.input[0].name: x})[0].shape[1])
+    spec = card["preprocess"]
+    x = np.zeros((1, 1, spec["canvas_height"], spec["canvas_width"]), np.float32)
+    width = int(ort.InferenceSession(model.SerializeToString()).run(None, {graph.input[0].name: x})[0].shape[1])
     graph.output[0].type.tensor_type.shape.dim[1].dim_value = width
     onnx.checker.check_model(model)
     out.mkdir(parents=True, exist_ok=True)

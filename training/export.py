@@ -44,6 +44,19 @@ def parity_inputs(spec) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+def onnx_graph(model, height: int, width: int) -> bytes:
+    """The network as an ONNX graph (opset 17, dynamic batch): input ``canvas`` (n, 1, height, width),
+    output ``embedding``."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.onnx.export(model, (torch.zeros(1, 1, height, width),), buf, input_names=["canvas"], output_names=["embedding"],
+                      dynamic_axes={"canvas": {0: "n"}, "embedding": {0: "n"}}, opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -76,19 +89,20 @@ def main(argv: list[str] | None = None) -> None:
     head = "linear + batchnorm + L2 normalisation"
     spec, _, tr, cal, val = load_splits(cfg, args.run / "config.toml")
     if args.embedding == "pooled":
-        args.whiten = 256 if args.whiten is None else args.whiten
-        model = PooledFeatures(model).eval()
+        whiten = 256 if args.whiten is None else args.whiten
+        backbone = model.backbone
+        model = PooledFeatures(backbone).eval()
         head = "global-average-pooled backbone features, square root, L2 normalisation (projection used in training only)"
-        if args.whiten:
-            mean, proj = fit_whitening(embed_all(model, tr.canvases[~tr.forged]).astype(np.float64), args.whiten)
-            model = PooledFeatures(model, torch.from_numpy(mean), torch.from_numpy(proj)).eval()
-            head += f", PCA whitening to {args.whiten} dimensions fitted on the training writers' genuine signatures, L2 normalisation"
+        if whiten:
+            pooled = embed_all(model, tr.canvases[~tr.forged]).astype(np.float64)
+            model = PooledFeatures(backbone, fit_whitening(pooled, whiten)).eval()
+            head += f", PCA whitening to {whiten} dimensions fitted on the training writers' genuine signatures, L2 normalisation"
     elif args.whiten:
         raise SystemExit("--whiten needs --embedding pooled")
-    embed_dim = int(embed_all(model, np.zeros((1, spec.canvas_height, spec.canvas_width), np.float32)).shape[1])
 
     log.info("fitting the %s scoring rule on %d calibration images", args.method, len(cal.writers))
     cal_emb = embed_all(model, cal.canvases)
+    embed_dim = int(cal_emb.shape[1])
     args.out.mkdir(parents=True, exist_ok=True)
     cohort_entry, kwargs = None, {}
     if args.method == "wd-svm":
@@ -98,9 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("scoring: %s", scoring_cfg)
 
     graph = args.out / "model.onnx"
-    x = torch.zeros(1, 1, spec.canvas_height, spec.canvas_width)
-    torch.onnx.export(model, (x,), str(graph), input_names=["canvas"], output_names=["embedding"],
-                      dynamic_axes={"canvas": {0: "n"}, "embedding": {0: "n"}}, opset_version=17, dynamo=False)
+    graph.write_bytes(onnx_graph(model, spec.canvas_height, spec.canvas_width))
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
@@ -119,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     np.savez_compressed(args.out / "parity.npz", inputs=pin, torch_embeddings=pout16)
 
     trained = json.loads((args.run / "trained.json").read_text())
-    n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers() if n in ("proj", "bias"))
+    n_params = sum(p.numel() for p in model.parameters())
     card = {
         "name": args.name,
         "architecture": {"backbone": m["arch"], "embed_dim": embed_dim, "parameters": n_params,

@@ -37,22 +37,24 @@ class SignatureEmbedder(nn.Module):
 
 class PooledFeatures(nn.Module):
     """The backbone's pooled features as the embedding: square root (a power normalisation of the
-    non-negative pooled activations), L2 normalisation, and optionally a whitening projection (``mean``,
-    ``proj``: (features,) and (features, k), see :func:`fit_whitening`) followed by L2 normalisation again.
-    The projection head of ``model`` shapes the backbone in training and is left out;
-    ``python -m training.export --embedding pooled [--whiten K]``."""
+    non-negative pooled activations), L2 normalisation, and optionally a whitening projection
+    (``whitening`` = (mean (features,), projection (features, k)) from :func:`fit_whitening`) followed by L2
+    normalisation again. The projection head of the trained :class:`SignatureEmbedder` shapes the backbone
+    in training and is left out; ``python -m training.export --embedding pooled [--whiten K]``."""
 
-    def __init__(self, model: SignatureEmbedder, mean: torch.Tensor | None = None, proj: torch.Tensor | None = None) -> None:
+    def __init__(self, backbone: nn.Module, whitening: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
-        self.backbone = model.backbone
-        self.whiten = proj is not None
-        if proj is not None and mean is not None:
-            self.register_buffer("proj", proj.float())
-            self.register_buffer("bias", -(mean.float() @ proj.float()))
+        self.backbone = backbone
+        self.proj: nn.Parameter | None = None
+        self.bias: nn.Parameter | None = None
+        if whitening is not None:  # frozen parameters: counted with the network's, exported as constants
+            mean, proj = (torch.as_tensor(a, dtype=torch.float32) for a in whitening)
+            self.proj = nn.Parameter(proj, requires_grad=False)
+            self.bias = nn.Parameter(-(mean @ proj), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = F.normalize(torch.sqrt(torch.clamp(self.backbone((x - INPUT_MEAN) / INPUT_STD), min=0.0)), dim=1)
-        if self.whiten:
+        if self.proj is not None and self.bias is not None:
             f = F.normalize(f @ self.proj + self.bias, dim=1)
         return f
 
