@@ -18,7 +18,7 @@ def test_default_split_is_writer_disjoint():
     cfg = tomllib.loads(CONFIG.read_text())
     cal, val = set(cfg["data"]["calibration_writers"]), set(cfg["data"]["validation_writers"])
     assert not cal & val
-    assert len(cal) == 15 and len(val) == 21
+    assert len(cal) == 15 and len(val) == 11
     assert not set(cfg["data"]["heldout"]) & set(cfg["data"]["datasets"])
 
 

@@ -144,6 +144,15 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
     gen = torch.Generator().manual_seed(t_cfg["seed"])
+    # weight EMA (torch's AveragedModel, batch-norm statistics averaged too): the averaged network is the one
+    # evaluated, selected and saved; the raw one only takes the optimiser's steps
+    ema_decay = float(t_cfg.get("ema_decay", 0.0))
+    ema = None
+    if ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    kept = model if ema is None else ema.module  # what is evaluated, selected and saved
     steps = int(t_cfg["steps"])
     step, elapsed_before = 0, 0.0
     ckpt_path = run / "checkpoint.pt"
@@ -154,6 +163,8 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
         opt.load_state_dict(ck["opt"])
         sampler.set_state(ck["sampler"])
         gen.set_state(ck["gen"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         step, elapsed_before = ck["step"], ck["elapsed"]
         log.info("resumed from step %d (%.1f min trained)", step, elapsed_before / 60)
 
@@ -196,6 +207,8 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
         if step % 10 == 0:
@@ -206,11 +219,12 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
         if step % t_cfg["checkpoint_every"] == 0 or step == steps:
             atomic_save({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
                          "sampler": sampler.state(), "gen": gen.get_state(), "step": step,
-                         "elapsed": elapsed_before + time.time() - t0}, ckpt_path)
+                         "elapsed": elapsed_before + time.time() - t0,
+                         **({"ema": ema.state_dict()} if ema is not None else {})}, ckpt_path)
         if step % t_cfg["eval_every"] == 0 or step == steps:
             # model selection on the calibration writers only: the validation writers stay a pure measurement
-            c = validate(model, cal)
-            v = validate(model, val)
+            c = validate(kept, cal)
+            v = validate(kept, val)
             record = {"step": step, "minutes": (elapsed_before + time.time() - t0) / 60, "loss": loss_ema,
                       "calibration": c, "validation": v}
             log.info("step %d: calibration EER skilled %.2f%% random %.2f%%; validation EER skilled %.2f%% random %.2f%%",
@@ -221,10 +235,10 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
             best_file = run / "best.json"
             best = json.loads(best_file.read_text())["selection"] if best_file.exists() else float("inf")
             if selection < best:
-                atomic_save(model.state_dict(), run / "best.pt")
+                atomic_save(kept.state_dict(), run / "best.pt")
                 best_file.write_text(json.dumps({"selection": selection, **record}))
                 log.info("new best checkpoint (calibration EER sum %.4f) at step %d", selection, step)
-    atomic_save(model.state_dict(), run / "model.pt")
+    atomic_save(kept.state_dict(), run / "model.pt")
     meta = {"steps": step, "minutes": (elapsed_before + time.time() - t0) / 60}
     best_file = run / "best.json"
     if best_file.exists():
