@@ -72,3 +72,27 @@ def test_synthetic_writers_are_extra_classes_with_their_own_forgeries(tmp_path: 
     assert sampler.classes == ["cedar/001", "synthetic/0000", "synthetic/0001"] and sampler.num_classes == 6
     cfg = load_config(CONFIG, ["data.synthetic_writers=60"])
     assert cfg["data"]["synthetic_writers"] == 60 and tomllib.loads(CONFIG.read_text())["data"]["synthetic_writers"] == 0
+
+
+def test_splits_follow_a_changed_config_exactly(tmp_path: Path):
+    """Rerunning training.splits after writers moved between groups leaves each folder holding exactly its
+    group (a stale validation link would have measured a training writer)."""
+    from training import splits
+
+    for w in ("001", "002", "003", "004"):
+        (tmp_path / "data" / "ds" / w / "genuine").mkdir(parents=True)
+    (tmp_path / "data" / "held" / "009" / "genuine").mkdir(parents=True)
+
+    def run(validation: list[str]) -> dict[str, list[str]]:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[data]\nroot = "{tmp_path / "data"}"\ndatasets = ["ds"]\nheldout = ["held"]\n'
+                       f'calibration_writers = ["ds/001"]\nvalidation_writers = {validation!r}\n'.replace("'", '"'))
+        splits.main(["--config", str(cfg), "--out", str(tmp_path / "out")])
+        return {d.name: sorted(p.name for p in d.iterdir()) for d in sorted((tmp_path / "out").iterdir())}
+
+    assert run(["ds/002", "ds/003"])["validation"] == ["ds__002", "ds__003"]
+    got = run(["ds/003"])
+    assert got == {"calibration": ["ds__001"], "heldout-held": ["held__009"], "train": ["ds__002", "ds__004"],
+                   "validation": ["ds__003"]}
+    assert (tmp_path / "out" / "validation" / "ds__003" / "genuine").is_dir()  # links, scans untouched
+    assert (tmp_path / "data" / "ds" / "002" / "genuine").is_dir()

@@ -4,7 +4,9 @@
 
 creates ``<out>/validation/``, ``<out>/calibration/`` and ``<out>/train/`` whose entries
 ``<dataset>__<writer>`` link to the writer folders, plus ``<out>/heldout-<dataset>/`` for each held-out
-dataset. Nothing is copied: the scans stay in ../shared/datasets.
+dataset. Nothing is copied: the scans stay in ../shared/datasets. Rerun after a change of the split: links
+of writers that moved to another group are removed (only symlinks are ever removed), so each folder holds
+exactly its group.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, keys in groups.items():
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
+        wanted = {key.replace("/", "__") for key in keys}
+        for stale in sorted(p for p in folder.iterdir() if p.is_symlink() and p.name not in wanted):
+            stale.unlink()
+            print(f"{folder}: removed {stale.name} (no longer in this group)")
         for key in keys:
             link = folder / key.replace("/", "__")
             if not link.exists():
