@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_splits_follow_a_changed_config_exactly(tmp_path: Path):
     def run(validation: list[str]) -> dict[str, list[str]]:
         cfg = tmp_path / "c.toml"
         cfg.write_text(f'[data]\nroot = "{tmp_path / "data"}"\ndatasets = ["ds"]\nheldout = ["held"]\n'
-                       f'calibration_writers = ["ds/001"]\nvalidation_writers = {validation!r}\n'.replace("'", '"'))
+                       f'calibration_writers = ["ds/001"]\nvalidation_writers = {json.dumps(validation)}\n')
         splits.main(["--config", str(cfg), "--out", str(tmp_path / "out")])
         return {d.name: sorted(p.name for p in d.iterdir()) for d in sorted((tmp_path / "out").iterdir())}
 

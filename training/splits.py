@@ -34,14 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     for name, keys in groups.items():
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
-        wanted = {key.replace("/", "__") for key in keys}
-        for stale in sorted(p for p in folder.iterdir() if p.is_symlink() and p.name not in wanted):
+        links = {key.replace("/", "__"): root / key for key in keys}
+        for stale in sorted(p for p in folder.iterdir() if p.is_symlink() and p.name not in links):
             stale.unlink()
             print(f"{folder}: removed {stale.name} (no longer in this group)")
-        for key in keys:
-            link = folder / key.replace("/", "__")
+        for entry, target in links.items():
+            link = folder / entry
             if not link.exists():
-                link.symlink_to(root / key, target_is_directory=True)
+                link.symlink_to(target, target_is_directory=True)
         print(f"{folder}: {len(keys)} writers")
 
 
