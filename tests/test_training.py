@@ -97,3 +97,56 @@ def test_splits_follow_a_changed_config_exactly(tmp_path: Path):
                    "validation": ["ds__003"]}
     assert (tmp_path / "out" / "validation" / "ds__003" / "genuine").is_dir()  # links, scans untouched
     assert (tmp_path / "data" / "ds" / "002" / "genuine").is_dir()
+
+
+def test_preprocess_section_overrides_the_canvas_and_refuses_unknown_fields():
+    from sigvault.imaging import DEFAULT_SPEC
+    from training.train import preprocess_spec
+
+    cfg = load_config(CONFIG, ["preprocess.canvas_height=192", "preprocess.canvas_width=384"])
+    spec = preprocess_spec(cfg)
+    assert (spec.canvas_height, spec.canvas_width) == (192, 384)
+    assert spec.margin == DEFAULT_SPEC.margin and spec.work_max_side == DEFAULT_SPEC.work_max_side
+    assert preprocess_spec(load_config(CONFIG, [])) == DEFAULT_SPEC
+    with pytest.raises(SystemExit, match=r"\[preprocess\].*unknown preprocessing keys \['canvas_depth'\]"):
+        preprocess_spec({"preprocess": {"canvas_depth": 3}})
+
+
+def _tiny_member(weight: np.ndarray) -> bytes:
+    """An ONNX graph like an export's: canvas (n, 1, 2, 3) -> flatten -> matmul -> L2-normalised embedding."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Flatten", ["canvas"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["raw"]),
+        helper.make_node("LpNormalization", ["raw"], ["embedding"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "member",
+        [helper.make_tensor_value_info("canvas", onnx.TensorProto.FLOAT, ["n", 1, 2, 3])],
+        [helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["n", weight.shape[1]])],
+        initializer=[numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_ensemble_graph_outputs_the_members_embeddings_side_by_side_as_a_unit_vector():
+    import onnxruntime as ort
+
+    from training.ensemble import fuse_graphs
+
+    rng = np.random.default_rng(0)
+    wa, wb = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    x = rng.random((5, 1, 2, 3)).astype(np.float32)
+
+    def run(graph: bytes) -> np.ndarray:
+        return ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"canvas": x})[0]
+
+    a, b = run(_tiny_member(wa)), run(_tiny_member(wb))
+    fused = run(fuse_graphs([_tiny_member(wa), _tiny_member(wb)], 7))
+    assert fused.shape == (5, 7)
+    np.testing.assert_allclose(fused, np.concatenate([a, b], axis=1) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(fused, axis=1), np.ones(5), atol=1e-6)
+    # cosine of two fused rows = mean of the members' cosines
+    np.testing.assert_allclose(fused[0] @ fused[1], (a[0] @ a[1] + b[0] @ b[1]) / 2, atol=1e-6)

@@ -60,7 +60,6 @@ def onnx_graph(model, height: int, width: int) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from sigvault.imaging import DEFAULT_SPEC
     from training.calibrate import calibration_card, fit_scoring, write_cohort
     from training.model import PooledFeatures, build_model, fit_whitening
     from training.train import embed_all, load_splits
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     if diff > 1e-4:
         raise SystemExit(f"exported graph differs from torch by {diff}")
     # the test recomputes embeddings from float16-stored inputs, so the reference uses the same rounding
-    pin = parity_inputs(DEFAULT_SPEC).astype(np.float16)
+    pin = parity_inputs(spec).astype(np.float16)
     with torch.no_grad():
         pout16 = model(torch.from_numpy(pin.astype(np.float32)).unsqueeze(1)).numpy()
     np.savez_compressed(args.out / "parity.npz", inputs=pin, torch_embeddings=pout16)

@@ -65,21 +65,31 @@ def resolve_root(cfg: dict, config_path: Path) -> Path:
     return root if root.is_absolute() else (Path.cwd() / root).resolve()
 
 
+def preprocess_spec(cfg: dict):
+    """The config's ``[preprocess]`` section (any :class:`PreprocessSpec` field) over the library's defaults."""
+    from sigvault.imaging import DEFAULT_SPEC, PreprocessSpec
+
+    try:
+        return PreprocessSpec.from_dict({**DEFAULT_SPEC.to_dict(), **cfg.get("preprocess", {})})
+    except ValueError as exc:
+        raise SystemExit(f"[preprocess] in the config: {exc}") from None
+
+
 def load_splits(cfg: dict, config_path: Path):
     """-> (spec, all CanvasSet, train set, calibration set, validation set)."""
-    from sigvault.imaging import DEFAULT_SPEC
     from training.data import load_canvases, scan_dataset
 
+    spec = preprocess_spec(cfg)
     root = resolve_root(cfg, config_path)
     cache = Path(cfg["data"]["cache_dir"])
     samples = [s for d in cfg["data"]["datasets"] for s in scan_dataset(root, d)]
-    data = load_canvases(samples, DEFAULT_SPEC, cache)
+    data = load_canvases(samples, spec, cache)
     calib = set(cfg["data"]["calibration_writers"])
     val = set(cfg["data"]["validation_writers"])
     if calib & val:
         raise SystemExit(f"writers both in calibration and validation: {sorted(calib & val)}")
     train_w = set(data.writers.tolist()) - calib - val
-    return DEFAULT_SPEC, data, data.subset(train_w), data.subset(calib), data.subset(val)
+    return spec, data, data.subset(train_w), data.subset(calib), data.subset(val)
 
 
 def embed_all(model, canvases: np.ndarray, batch: int = 64) -> np.ndarray:

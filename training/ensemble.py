@@ -1,0 +1,105 @@
+"""Fuse exported models into one: their embeddings side by side, in one ONNX graph.
+
+    python -m training.ensemble --members RUN_A/export RUN_B/export --out DIR [--splits-dir ../cache/splits]
+
+Each member is an export folder (``training.export``) with the same preprocessing spec. The fused graph feeds
+the one input ``canvas`` to every member's graph and outputs their L2-normalised embeddings concatenated and
+divided by sqrt(members), so the row is again a unit vector and its cosine with another is the mean of the
+members' cosines. The wd-svm scoring, threshold rule, probability calibration and cohort are then fitted on the
+fused embedding exactly as after an export (``training.calibrate``). The card lists each member's card.
+The parity file (inputs and the torch embeddings the test compares the graph with) is the members' own,
+concatenated the same way: the members were each checked against torch at their export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("training.ensemble")
+
+
+def fuse_graphs(graphs: list[bytes], dim: int) -> bytes:
+    """Member ONNX graphs (input ``canvas``, output ``embedding``) -> one graph with the same input and output
+    (``dim`` wide: the sum of the members' widths)."""
+    import onnx
+    from onnx import compose, helper
+
+    models = [onnx.load_from_string(g) for g in graphs]
+    opsets = {op.version for m in models for op in m.opset_import if op.domain in ("", "ai.onnx")}
+    if len(opsets) != 1:
+        raise SystemExit(f"members use different ONNX opsets {sorted(opsets)}; export them with the same training code")
+    nodes, inits, outs = [], [], []
+    for i, m in enumerate(models):
+        m = compose.add_prefix(m, f"m{i}_", rename_inputs=False)
+        nodes.extend(m.graph.node)
+        inits.extend(m.graph.initializer)
+        outs.append(m.graph.output[0].name)
+    inputs = [models[0].graph.input[0]]
+    scale = helper.make_tensor("ensemble_scale", onnx.TensorProto.FLOAT, [], [1.0 / math.sqrt(len(models))])
+    nodes.append(helper.make_node("Concat", outs, ["ensemble_concat"], axis=1, name="ensemble_concat"))
+    nodes.append(helper.make_node("Mul", ["ensemble_concat", "ensemble_scale"], ["embedding"], name="ensemble_scale"))
+    output = helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["n", dim])
+    graph = helper.make_graph(nodes, "ensemble", inputs, [output], initializer=[*inits, scale])
+    fused = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opsets.pop())])
+    fused.ir_version = models[0].ir_version
+    onnx.checker.check_model(fused)
+    return fused.SerializeToString()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sigvault.embedder import CARD_NAME, GRAPH_NAME, load_embedder
+    from training import calibrate
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--members", type=Path, nargs="+", required=True, help="export folders, two or more")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--splits-dir", type=Path, default=Path("../cache/splits"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if len(args.members) < 2:
+        raise SystemExit("--members: give two or more export folders")
+    cards = [json.loads((m / CARD_NAME).read_text()) for m in args.members]
+    specs = [c["preprocess"] for c in cards]
+    if any(s != specs[0] for s in specs):
+        raise SystemExit("--members: the members' preprocessing specs differ; fuse only models trained on the same canvases")
+    parity = [np.load(m / "parity.npz") for m in args.members]
+    if any(not np.array_equal(p["inputs"], parity[0]["inputs"]) for p in parity):
+        raise SystemExit("--members: the members' parity inputs differ; re-export them with the same training code")
+    ids = [load_embedder(m).model_id for m in args.members]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    dim = sum(int(c["embed_dim"]) for c in cards)
+    graph = fuse_graphs([(m / GRAPH_NAME).read_bytes() for m in args.members], dim)
+    (args.out / GRAPH_NAME).write_bytes(graph)
+    k = len(args.members)
+    torch_emb = np.concatenate([p["torch_embeddings"].astype(np.float32) for p in parity], axis=1) / math.sqrt(k)
+    np.savez_compressed(args.out / "parity.npz", inputs=parity[0]["inputs"], torch_embeddings=torch_emb.astype(np.float32))
+    card = {
+        "name": cards[0]["name"],
+        "architecture": {
+            "ensemble": [c["architecture"] for c in cards],
+            "members": ids,
+            "embed_dim": dim,
+            "parameters": sum(int(c["architecture"]["parameters"]) for c in cards),
+            "head": f"the {k} members' L2-normalised embeddings concatenated and divided by sqrt({k})",
+        },
+        "embed_dim": dim,
+        "input": cards[0]["input"],
+        "preprocess": specs[0],
+        "training": {"members": [{"model_id": i, **c["training"]} for i, c in zip(ids, cards, strict=True)]},
+        "export": {"format": cards[0]["export"]["format"], "fused_from": [str(m) for m in args.members],
+                   "size_bytes": len(graph)},
+    }
+    (args.out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    log.info("fused %d members -> %s (%d-d, %.1f MB)", k, args.out, dim, len(graph) / 1e6)
+    calibrate.main(["--weights", str(args.out), "--splits-dir", str(args.splits_dir)])
+
+
+if __name__ == "__main__":
+    main()
