@@ -196,7 +196,8 @@ def _decode_grey8_png(data: bytes) -> np.ndarray | None:
 
     if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or data[24:26] != b"\x08\x00":
         return None  # not IHDR first, or not bit depth 8 with colour type 0 (grey)
-    view, pos, parts = memoryview(data), 8, [data[:8]]
+    view, pos = memoryview(data), 8
+    parts: list[bytes | memoryview] = [data[:8]]
     while pos + 12 <= len(data):
         length = int.from_bytes(view[pos : pos + 4], "big")
         ctype = bytes(view[pos + 4 : pos + 8])

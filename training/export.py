@@ -75,15 +75,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--whiten", type=int, default=None, metavar="K",
                     help="with --embedding pooled: PCA-whiten to K dimensions, fitted on the training writers' "
                          "genuine signatures (default 256, the shipped model; 0 = no whitening)")
+    ap.add_argument("--interpolate", type=float, default=1.0, metavar="ALPHA",
+                    help="export ALPHA x the trained backbone + (1 - ALPHA) x its ImageNet initialisation, every "
+                         "tensor (weight-space ensemble, WiSE-FT, Wortsman et al. 2022); 1 = the trained network")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(2)
+    if not 0.0 <= args.interpolate <= 1.0:
+        raise SystemExit(f"--interpolate {args.interpolate}: give a value between 0 and 1")
     cfg = tomllib.loads((args.run / "config.toml").read_text())
     m = cfg["model"]
     model = build_model(m["arch"], m["embed_dim"], False, m["drop_rate"])
     weights = args.run / "best.pt" if (args.run / "best.pt").exists() else args.run / "model.pt"
     log.info("exporting %s", weights)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    if args.interpolate < 1.0:
+        if not m["imagenet_init"]:
+            raise SystemExit("--interpolate needs a run initialised from ImageNet weights (model.imagenet_init)")
+        init = build_model(m["arch"], m["embed_dim"], True, m["drop_rate"]).backbone.state_dict()
+        mixed = {k: (args.interpolate * v + (1.0 - args.interpolate) * init[k]).to(v.dtype) if v.is_floating_point() else v
+                 for k, v in model.backbone.state_dict().items()}
+        model.backbone.load_state_dict(mixed, strict=True)
+        log.info("backbone = %.2f x trained + %.2f x ImageNet initialisation", args.interpolate, 1.0 - args.interpolate)
     model.eval()
     head = "linear + batchnorm + L2 normalisation"
     spec, _, tr, cal, val = load_splits(cfg, args.run / "config.toml")
@@ -134,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     card = {
         "name": args.name,
         "architecture": {"backbone": m["arch"], "embed_dim": embed_dim, "parameters": n_params,
-                          "imagenet_init": m["imagenet_init"], "head": head},
+                          "imagenet_init": m["imagenet_init"], "head": head,
+                          "interpolation_with_imagenet_init": args.interpolate},
         "embed_dim": embed_dim,
         "input": {"name": "canvas", "shape": ["n", 1, spec.canvas_height, spec.canvas_width], "range": [0, 1],
                   "meaning": "ink bright on an exactly-zero background (sigvault.imaging.preprocess)"},
