@@ -12,6 +12,8 @@ BIN := $(VENV)/bin
 TRAIN_VENV ?= .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_CONFIG ?= training/configs/default.toml
+TRAIN_RUNS ?= ../runs/ship
+MODEL_OUT ?= $(TRAIN_RUNS)/model
 # The demo keeps its own vault here (never the user's SIGVAULT_HOME), and starts afresh on every run.
 DEMO_HOME ?= demo-home
 PIP_FLAGS ?= --quiet --disable-pip-version-check
@@ -23,7 +25,7 @@ BENCH_ARGS ?=
 help:
 	@echo "make demo       install the runtime into $(VENV) and run the demo (vault in ./$(DEMO_HOME))"
 	@echo "make test       install the test extra into $(VENV) and run the whole test suite"
-	@echo "make train      install the train extra (torch, timm) into $(TRAIN_VENV) and train with $(TRAIN_CONFIG)"
+	@echo "make train      install the train extra (torch, timm) into $(TRAIN_VENV), train the model of $(TRAIN_CONFIG) into $(MODEL_OUT)"
 	@echo "make bench      speed figures of the product on this machine (benchmarks/run.py; BENCH_ARGS=...)"
 	@echo "make lint       ruff and mypy"
 	@echo "make clean      remove caches, build output and the demo vault; distclean also removes the venvs"
@@ -62,8 +64,11 @@ $(TRAIN_VENV)/.installed-train: pyproject.toml | $(TRAIN_BIN)/python
 	$(TRAIN_BIN)/python -m pip install $(PIP_FLAGS) -e '.[train]'
 	@touch $@
 
+# Trains every member of the model's ensemble, exports and fuses them into $(MODEL_OUT) (SIGVAULT_MODEL=$(MODEL_OUT)
+# to use it; `make train MODEL_OUT=sigvault/weights` replaces the shipped model). A rerun resumes.
 train: $(TRAIN_VENV)/.installed-train
-	$(TRAIN_BIN)/python -m training.train --config $(TRAIN_CONFIG)
+	$(TRAIN_BIN)/python -m training.splits --config $(TRAIN_CONFIG) --out ../cache/splits
+	$(TRAIN_BIN)/python -m training.ship --config $(TRAIN_CONFIG) --runs $(TRAIN_RUNS) --out $(MODEL_OUT)
 
 # Speed figures (runtime only). `make bench BENCH_ARGS="--large 1000000"` for the big-vault figure;
 # benchmarks/audit_bench.py measures `sigvault audit` the same way.

@@ -150,3 +150,24 @@ def test_ensemble_graph_outputs_the_members_embeddings_side_by_side_as_a_unit_ve
     np.testing.assert_allclose(np.linalg.norm(fused, axis=1), np.ones(5), atol=1e-6)
     # cosine of two fused rows = mean of the members' cosines
     np.testing.assert_allclose(fused[0] @ fused[1], (a[0] @ a[1] + b[0] @ b[1]) / 2, atol=1e-6)
+
+
+def test_ensemble_members_are_the_config_with_each_members_own_values(tmp_path: Path):
+    from training.ship import member_configs
+
+    members = member_configs(CONFIG, [])
+    assert [name for name, _ in members] == ["session10", "s7"]
+    (_, a), (_, b) = members
+    assert (a["train"]["steps"], b["train"]["steps"]) == (700, 220)
+    assert (len(a["data"]["validation_writers"]), len(b["data"]["validation_writers"])) == (21, 11)
+    assert set(b["data"]["validation_writers"]) < set(a["data"]["validation_writers"])  # unseen by both
+    assert a["model"] == b["model"] and "ensemble" not in a
+    # --set applies to every member, after its own values
+    assert [c["train"]["steps"] for _, c in member_configs(CONFIG, ["train.steps=3"])] == [3, 3]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONFIG.read_text().replace("warmup_steps = 31", "warmup = 31"))
+    with pytest.raises(SystemExit, match=r"ensemble member s7: unknown key train\.warmup$"):
+        member_configs(bad, [])
+    single = tmp_path / "single.toml"
+    single.write_text(CONFIG.read_text().split("[[ensemble.members]]")[0])
+    assert [name for name, _ in member_configs(single, [])] == ["single"]

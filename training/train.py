@@ -29,7 +29,14 @@ log = logging.getLogger("training")
 
 
 def load_config(path: Path, overrides: list[str]) -> dict:
+    """One network's configuration: the file without its ``[ensemble]`` section (training.ship's), overrides
+    ("section.key=value") applied."""
     cfg = tomllib.loads(path.read_text())
+    cfg.pop("ensemble", None)
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, _, raw = item.partition("=")
         section, _, name = key.partition(".")
@@ -55,6 +62,9 @@ def setup_logging(run: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    for old in list(root.handlers):  # a second run in the same process (training.ship) logs to its own file
+        root.removeHandler(old)
+        old.close()
     for h in (logging.FileHandler(run / "train.log"), logging.StreamHandler(sys.stderr)):
         h.setFormatter(fmt)
         root.addHandler(h)
