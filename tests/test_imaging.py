@@ -286,30 +286,6 @@ def test_modes_are_converted_to_grey(tmp_path: Path):
         assert np.abs(got - expected).mean() < 0.02, name
 
 
-def test_plain_grey_png_takes_the_opencv_decoder_with_pillows_pixels_and_no_warnings(capfd):
-    from PIL import ImageCms, PngImagePlugin
-
-    base = scan()
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "scanner 1.0")
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # an RGB profile: libpng warns on grey
-    data = encode(Image.fromarray(base), "PNG", dpi=(300, 300), icc_profile=icc, pnginfo=info)
-    fast = imaging._decode_grey8_png(data)
-    assert fast is not None and fast.dtype == np.uint8
-    np.testing.assert_array_equal(fast, base)
-    np.testing.assert_array_equal(read_image(data), base)
-    assert capfd.readouterr().err == ""
-    # not plain 8-bit grey: left to Pillow
-    assert imaging._decode_grey8_png(encode(Image.fromarray(base).convert("RGB"), "PNG")) is None
-    assert imaging._decode_grey8_png(encode(Image.fromarray(base.astype(np.uint16) * 257), "PNG")) is None
-    assert imaging._decode_grey8_png(data[:-20]) is None  # no IEND
-    damaged = bytearray(data)
-    damaged[len(data) // 2] ^= 0xFF  # inside IDAT: CRC mismatch
-    assert imaging._decode_grey8_png(bytes(damaged)) is None
-    with pytest.raises(ImageError, match=r"^damaged\.png: damaged or truncated image"):
-        read_image(bytes(damaged), name="damaged.png")
-
-
 def test_grey_png_with_a_transparent_grey_level_becomes_paper_there():
     base = scan()
     ink = int(base.min())
