@@ -53,7 +53,7 @@ def fuse_graphs(graphs: list[bytes], dim: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sigvault.embedder import CARD_NAME, GRAPH_NAME, load_embedder
+    from sigvault.embedder import CARD_NAME, GRAPH_NAME, model_id_for
     from training import calibrate
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,15 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     parity = [np.load(m / "parity.npz") for m in args.members]
     if any(not np.array_equal(p["inputs"], parity[0]["inputs"]) for p in parity):
         raise SystemExit("--members: the members' parity inputs differ; re-export them with the same training code")
-    ids = [load_embedder(m).model_id for m in args.members]
+    graphs = [(m / GRAPH_NAME).read_bytes() for m in args.members]
+    ids = [model_id_for(g, c) for g, c in zip(graphs, cards, strict=True)]
 
     args.out.mkdir(parents=True, exist_ok=True)
     dim = sum(int(c["embed_dim"]) for c in cards)
-    graph = fuse_graphs([(m / GRAPH_NAME).read_bytes() for m in args.members], dim)
+    graph = fuse_graphs(graphs, dim)
     (args.out / GRAPH_NAME).write_bytes(graph)
     k = len(args.members)
     torch_emb = np.concatenate([p["torch_embeddings"].astype(np.float32) for p in parity], axis=1) / math.sqrt(k)
-    np.savez_compressed(args.out / "parity.npz", inputs=parity[0]["inputs"], torch_embeddings=torch_emb.astype(np.float32))
+    np.savez_compressed(args.out / "parity.npz", inputs=parity[0]["inputs"], torch_embeddings=torch_emb)
     card = {
         "name": cards[0]["name"],
         "architecture": {

@@ -27,15 +27,16 @@ log = logging.getLogger("training.ship")
 
 def member_configs(path: Path, overrides: list[str]) -> list[tuple[str, dict]]:
     """-> [(member name, its full training config)] from the config file's ``[[ensemble.members]]``."""
-    from training.train import apply_overrides, load_config
+    from training.train import apply_overrides
 
-    members = tomllib.loads(path.read_text()).get("ensemble", {}).get("members", [])
+    base = tomllib.loads(path.read_text())
+    members = base.pop("ensemble", {}).get("members", [])
     if not members:
-        return [("single", load_config(path, overrides))]
+        return [("single", apply_overrides(base, overrides))]
     out = []
     for i, member in enumerate(members):
         name = str(member.get("name", f"member-{i + 1}"))
-        cfg = load_config(path, [])
+        cfg = copy.deepcopy(base)
         for section, values in member.items():
             if section == "name":
                 continue
