@@ -171,3 +171,34 @@ def test_ensemble_members_are_the_config_with_each_members_own_values(tmp_path: 
     single = tmp_path / "single.toml"
     single.write_text(CONFIG.read_text().split("[[ensemble.members]]")[0])
     assert [name for name, _ in member_configs(single, [])] == ["single"]
+
+
+def test_distillation_is_off_by_default_and_refuses_a_teacher_with_other_preprocessing():
+    from dataclasses import replace
+
+    from sigvault.imaging import PreprocessSpec
+    from training.train import load_teacher, preprocess_spec
+
+    cfg = load_config(CONFIG, [])
+    assert load_teacher(cfg, preprocess_spec(cfg), 1280) == (None, None, cfg["distill"])
+    shipped = Path(__file__).resolve().parents[1] / "sigvault" / "weights"
+    cfg = load_config(CONFIG, [f"distill.teacher={shipped}"])
+    other = replace(preprocess_spec(cfg), canvas_height=192, canvas_width=384)
+    assert isinstance(other, PreprocessSpec)
+    with pytest.raises(SystemExit, match=r"canvas 128x256 against 192x384"):
+        load_teacher(cfg, other, 1280)
+
+
+def test_distillation_loss_terms_exact_values():
+    torch = pytest.importorskip("torch")  # training extra only: runs where the network is trained
+    from training.losses import distill_loss
+
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    cos, rel = distill_loss(teacher.clone(), teacher)
+    assert cos.item() == pytest.approx(0.0, abs=1e-7) and rel.item() == pytest.approx(0.0, abs=1e-7)
+    student = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])
+    cos, rel = distill_loss(student, teacher)
+    # cosines to the teacher rows: 1, 0, 1 -> 1 - mean = 1/3; pairwise cosines differ only for the pairs
+    # (0, 1): 1 vs 0 and (1, 2): 0.6 vs 0.8, each twice off the diagonal: (2 * 1 + 2 * 0.04) / 6
+    assert cos.item() == pytest.approx(1 / 3, abs=1e-6)
+    assert rel.item() == pytest.approx(2.08 / 6, abs=1e-6)

@@ -58,3 +58,27 @@ class ArcFace(nn.Module):
         onehot = F.one_hot(labels, cos.shape[1]).bool()
         logits = torch.where(onehot, target, cos) * self.s
         return F.cross_entropy(logits, labels)
+
+
+class DistillHead(nn.Module):
+    """Maps the student's pooled features into a teacher's embedding space (a linear map, L2-normalised);
+    used only in training, never exported."""
+
+    def __init__(self, features: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.map = nn.Linear(features, teacher_dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.map(pooled), dim=1)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosine term, relational term) between L2-normalised student (mapped) and teacher embeddings (B, D).
+
+    The cosine term pulls each student vector onto the teacher's; the relational term matches the batch's
+    matrix of pairwise cosines (Park et al. 2019's distance-wise relational distillation, on cosines),
+    which is what verification uses, off the diagonal."""
+    cos = 1.0 - (student * teacher).sum(1).mean()
+    off = ~torch.eye(student.shape[0], dtype=torch.bool)
+    rel = ((student @ student.T - teacher @ teacher.T) ** 2)[off].mean()
+    return cos, rel

@@ -30,9 +30,14 @@ class SignatureEmbedder(nn.Module):
         self.bn = nn.BatchNorm1d(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - INPUT_MEAN) / INPUT_STD
-        f = self.backbone(x)
-        return F.normalize(self.bn(self.proj(self.drop(f))), dim=1)
+        return self.forward_both(x)[0]
+
+    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projection embedding, pooled features as exported: square-rooted and L2-normalised, before any
+        whitening), from one pass of the backbone."""
+        f = self.backbone((x - INPUT_MEAN) / INPUT_STD)
+        pooled = F.normalize(torch.sqrt(torch.clamp(f, min=0.0) + 1e-12), dim=1)
+        return F.normalize(self.bn(self.proj(self.drop(f))), dim=1), pooled
 
 
 class PooledFeatures(nn.Module):

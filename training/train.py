@@ -128,6 +128,32 @@ def validate(model, val, n_refs: int = 5, seeds: tuple[int, ...] = (0, 1, 2)) ->
     return {"eer_skilled": float(np.mean(sk)), "eer_random": float(np.mean(rd))}
 
 
+def load_teacher(cfg: dict, spec, features: int):
+    """The ``[distill]`` section: (teacher embedder, student head into its space, the section) or
+    (None, None, section) when ``distill.teacher`` is empty (the default).
+
+    The teacher is an exported model folder (e.g. the shipped ensemble), run by the product's onnxruntime
+    embedder on each augmented training batch; the student's pooled features are mapped into its
+    embedding space by a linear head and pulled onto it (``training.losses.distill_loss``), beside the
+    usual metric-learning loss (weight ``supervised``). The student exports like any network."""
+    d_cfg = {"teacher": "", "supervised": 1.0, "cosine": 10.0, "relational": 100.0, **cfg.get("distill", {})}
+    if not d_cfg["teacher"]:
+        return None, None, d_cfg
+    from sigvault.embedder import load_embedder
+
+    teacher = load_embedder(Path(d_cfg["teacher"]), threads=int(cfg["train"]["threads"]))
+    if teacher.spec != spec:
+        raise SystemExit(f"distill.teacher {d_cfg['teacher']}: its preprocessing differs from the student's "
+                         f"(canvas {teacher.spec.canvas_height}x{teacher.spec.canvas_width} against "
+                         f"{spec.canvas_height}x{spec.canvas_width}, or another field); train the student with "
+                         "the teacher's [preprocess]")
+    from training.losses import DistillHead
+
+    log.info("distilling from %s (%s, %d-d): supervised x%g, cosine x%g, relational x%g", d_cfg["teacher"],
+             teacher.model_id, teacher.dim, d_cfg["supervised"], d_cfg["cosine"], d_cfg["relational"])
+    return teacher, DistillHead(features, teacher.dim), d_cfg
+
+
 def atomic_save(obj, path: Path) -> None:
     import torch
 
@@ -141,7 +167,7 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
 
     from training.augment import augment
     from training.data import BatchSampler
-    from training.losses import ArcFace, contrastive_loss, triplet_loss
+    from training.losses import ArcFace, contrastive_loss, distill_loss, triplet_loss
     from training.model import build_model
 
     t_cfg, m_cfg, a_cfg = cfg["train"], cfg["model"], cfg["augment"]
@@ -161,7 +187,8 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
     sampler = BatchSampler(tr, t_cfg["writers_per_batch"], t_cfg["genuine_per_writer"], t_cfg["forged_per_writer"], t_cfg["seed"])
     model = build_model(m_cfg["arch"], m_cfg["embed_dim"], m_cfg["imagenet_init"], m_cfg["drop_rate"])
     head = ArcFace(m_cfg["embed_dim"], sampler.num_classes, t_cfg["scale"], t_cfg["margin"])
-    params = list(model.parameters()) + list(head.parameters())
+    teacher, d_head, d_cfg = load_teacher(cfg, spec, model.proj.in_features)
+    params = list(model.parameters()) + list(head.parameters()) + (list(d_head.parameters()) if d_head else [])
     opt = torch.optim.AdamW(params, lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
     gen = torch.Generator().manual_seed(t_cfg["seed"])
     # weight EMA (torch's AveragedModel, batch-norm statistics averaged too): the averaged network is the one
@@ -180,6 +207,8 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         head.load_state_dict(ck["head"])
+        if d_head is not None:
+            d_head.load_state_dict(ck["distill_head"])
         opt.load_state_dict(ck["opt"])
         sampler.set_state(ck["sampler"])
         gen.set_state(ck["gen"])
@@ -200,6 +229,7 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
     t0 = time.time()
     canv = torch.from_numpy(tr.canvases.astype(np.float32))
     loss_ema = None
+    d_terms: tuple[float, float] | None = None  # running cosine and relational distillation terms
     while step < steps:
         elapsed = elapsed_before + time.time() - t0
         if elapsed > budget:
@@ -212,7 +242,7 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
         f = torch.from_numpy(forged)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, elapsed)
-        emb = model(x)
+        emb, pooled = model.forward_both(x)
         if t_cfg["loss"] == "arcface":
             loss = head(emb, y)
             if t_cfg["aux_triplet"]:
@@ -223,6 +253,12 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
             loss = contrastive_loss(emb, y, f, t_cfg["margin"])
         else:
             raise SystemExit(f"unknown loss {t_cfg['loss']!r}")
+        if teacher is not None and d_head is not None:
+            target = torch.from_numpy(teacher.embed(x[:, 0].numpy()))
+            d_cos, d_rel = distill_loss(d_head(pooled), target)
+            loss = d_cfg["supervised"] * loss + d_cfg["cosine"] * d_cos + d_cfg["relational"] * d_rel
+            d_terms = (d_cos.item(), d_rel.item()) if d_terms is None else (
+                0.95 * d_terms[0] + 0.05 * d_cos.item(), 0.95 * d_terms[1] + 0.05 * d_rel.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -236,8 +272,11 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
             eta = el / step * (steps - step) if step else 0
             log.info("step %d/%d loss %.4f lr %.5f  %.2f s/step  elapsed %.1f min  eta %.1f min",
                      step, steps, loss_ema, lr_at(step, el), el / step if step else 0, el / 60, eta / 60)
+            if d_terms is not None:
+                log.info("distillation: cosine term %.4f, relational term %.5f", *d_terms)
         if step % t_cfg["checkpoint_every"] == 0 or step == steps:
             atomic_save({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
+                         **({"distill_head": d_head.state_dict()} if d_head is not None else {}),
                          "sampler": sampler.state(), "gen": gen.get_state(), "step": step,
                          "elapsed": elapsed_before + time.time() - t0,
                          **({"ema": ema.state_dict()} if ema is not None else {})}, ckpt_path)
