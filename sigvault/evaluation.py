@@ -16,7 +16,11 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
    FAR (skilled, random) and refer rate with each writer's own threshold.
 4. **Capture bias** (:mod:`sigvault.probes`): reference-free probes, and the shortcut test of the model:
    the skilled-forgery EER when each writer's questioned items are scored against ANOTHER writer's
-   references (:func:`swapped_scores`). A model that compares signatures is near 50 % there.
+   references (:func:`swapped_scores`). A model that compares signatures is near 50 % there. The EER pools
+   every writer's scores, so writers whose items all sit high or low against the swapped references move it
+   away from 50 % with no shortcut at all; the per-writer AUC (:func:`swapped_writer_auc`, genuine above
+   forged, averaged over writers) is free of that and is 0.5 for a model that compares, 1.0 for one that
+   recognises the capture.
 
 The library never prints: :func:`render_text` returns the lines the CLI shows.
 """
@@ -55,6 +59,7 @@ FIGURE_KEYS = (
     "far_random",
     "refer_rate",
     "eer_skilled_swapped",
+    "auc_skilled_swapped_writer",
 )
 FIGURE_LABELS = {
     "eer_skilled": "EER, skilled forgeries",
@@ -67,8 +72,9 @@ FIGURE_LABELS = {
     "far_random": "deployed rule: FAR, random",
     "refer_rate": "deployed rule: refer rate",
     "eer_skilled_swapped": "shortcut test: skilled EER, other writer's refs",
+    "auc_skilled_swapped_writer": "shortcut test: AUC per writer, other writer's refs",
 }
-RATE_KEYS = frozenset(FIGURE_KEYS) - {"auc_skilled", "auc_random"}  # shown as percentages
+RATE_KEYS = frozenset(FIGURE_KEYS) - {"auc_skilled", "auc_random", "auc_skilled_swapped_writer"}  # shown as %
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total); stages: "reading", "splits"."""
@@ -368,19 +374,47 @@ def swapped_scores(
     -> (genuine scores, skilled scores). A model that compares signatures cannot tell them apart (EER near
     0.5); one that recognises forgeries by their capture still can.
     """
-    names = sorted(refs)
-    gen: list[np.ndarray] = []
-    sk: list[np.ndarray] = []
-    if len(names) < 2:
+    return pooled_swapped(swapped_by_writer(emb, writers, forged, refs, cfg, cohort))
+
+
+def pooled_swapped(per_writer: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`swapped_by_writer`'s scores pooled over writers: (genuine, skilled)."""
+    if not per_writer:
         return np.zeros(0), np.zeros(0)
+    return np.concatenate([g for g, _ in per_writer]), np.concatenate([sk for _, sk in per_writer])
+
+
+def swapped_writer_auc(per_writer: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The shortcut test per writer: the AUC of each writer's genuine items above its skilled forgeries, both
+    scored against the next writer's references (:func:`swapped_by_writer`), averaged over the writers that
+    have both; nan if none has."""
+    aucs = [metrics.auc(g, sk) for g, sk in per_writer if g.size and sk.size]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def swapped_by_writer(
+    emb: np.ndarray,
+    writers: np.ndarray,
+    forged: np.ndarray,
+    refs: dict[str, np.ndarray],
+    cfg: scoring.ScoringConfig,
+    cohort: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per enrolled writer (sorted), (genuine scores, skilled scores) against the next writer's references."""
+    names = sorted(refs)
+    if len(names) < 2:
+        return []
+    out = []
     for k, w in enumerate(names):
         other = scoring.person_scorer(emb[refs[names[(k + 1) % len(names)]]], cfg, cohort)
         mine = writers == w
         rest = np.setdiff1d(np.flatnonzero(mine & ~forged), refs[w])
-        gen.extend(other.scores(emb[rest]).tolist() if rest.size else [])
         skilled = np.flatnonzero(mine & forged)
-        sk.extend(other.scores(emb[skilled]).tolist() if skilled.size else [])
-    return np.asarray(gen, dtype=np.float64), np.asarray(sk, dtype=np.float64)
+        out.append((
+            other.scores(emb[rest]) if rest.size else np.zeros(0),
+            other.scores(emb[skilled]) if skilled.size else np.zeros(0),
+        ))
+    return out
 
 
 def _eer(g: np.ndarray, i: np.ndarray) -> float:
@@ -487,8 +521,9 @@ def run_evaluation(
         mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
         trials = replace(trials, threshold=vault_thr)
         figs = split_figures(trials, cfg)
-        g_sw, sk_sw = swapped_scores(emb, writers, forged, refs, cfg, cohort)
-        figs["eer_skilled_swapped"] = _eer(g_sw, sk_sw)
+        per_writer = swapped_by_writer(emb, writers, forged, refs, cfg, cohort)
+        figs["eer_skilled_swapped"] = _eer(*pooled_swapped(per_writer))
+        figs["auc_skilled_swapped_writer"] = swapped_writer_auc(per_writer)
         for k in FIGURE_KEYS:
             per_split[k].append(figs[k])
         for kind, row in _decisions(trials, cfg).items():

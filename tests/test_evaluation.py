@@ -137,6 +137,25 @@ def test_swapped_scores_of_a_model_that_compares() -> None:
     np.testing.assert_array_equal(g, np.zeros(4))
     np.testing.assert_array_equal(sk, np.zeros(4))
     assert evaluation._eer(g, sk) == 0.5
+    assert evaluation.swapped_writer_auc(evaluation.swapped_by_writer(emb, writers, forged, refs, ScoringConfig())) == 0.5
+
+
+def test_swapped_writer_auc_is_free_of_the_pooled_eers_composition_effect() -> None:
+    """Within each writer genuine and forged items score alike against the other's references, but writer a
+    (1 questioned genuine, 4 forgeries) scores high there and writer b (4 genuine, 1 forgery) low: pooled,
+    forgeries sit above genuine signatures (EER over 50 %) with no shortcut; per writer the AUC is 0.5."""
+    e = np.eye(4, dtype=np.float32)
+    a_item, b_item = 0.8 * e[1] + 0.6 * e[2], e[3]
+    emb = np.vstack([e[[0, 0]], [a_item] * 5, e[[1, 1]], [b_item] * 5]).astype(np.float32)
+    writers = np.array(["a"] * 7 + ["b"] * 7)
+    forged = np.array([False] * 3 + [True] * 4 + [False] * 6 + [True])
+    refs = {"a": np.array([0, 1]), "b": np.array([7, 8])}
+    per_writer = evaluation.swapped_by_writer(emb, writers, forged, refs, ScoringConfig())
+    g, sk = evaluation.pooled_swapped(per_writer)
+    np.testing.assert_allclose(np.sort(g), [0, 0, 0, 0, 0.8], atol=1e-6)
+    np.testing.assert_allclose(np.sort(sk), [0, 0.8, 0.8, 0.8, 0.8], atol=1e-6)
+    assert evaluation._eer(g, sk) == pytest.approx(0.8)
+    assert evaluation.swapped_writer_auc(per_writer) == 0.5
 
 
 def test_swapped_scores_of_a_model_that_learned_the_capture() -> None:
@@ -153,6 +172,7 @@ def test_swapped_scores_of_a_model_that_learned_the_capture() -> None:
     np.testing.assert_allclose(g, 0.36)  # 0.6 * 0.6 through the shared capture direction
     np.testing.assert_allclose(sk, 0.0, atol=1e-7)
     assert evaluation._eer(g, sk) == 0.0
+    assert evaluation.swapped_writer_auc(evaluation.swapped_by_writer(emb, writers, forged, refs, ScoringConfig())) == 1.0
 
 
 @dataclass

@@ -15,7 +15,8 @@ import json
 import tempfile
 from pathlib import Path
 
-KEYS = ("eer_skilled", "eer_random", "auc_skilled", "frr_at_far1_skilled", "frr", "far_skilled", "far_random", "refer_rate", "eer_skilled_swapped")
+KEYS = ("eer_skilled", "eer_random", "auc_skilled", "frr_at_far1_skilled", "frr", "far_skilled", "far_random", "refer_rate", "eer_skilled_swapped",
+        "auc_skilled_swapped_writer")
 
 
 def subsets(splits_dir: Path) -> dict[str, Path]:
@@ -68,11 +69,16 @@ def main(argv: list[str] | None = None) -> None:
         v, s = d.get(k), d.get(f"{k}_std")
         return "n/a" if v is None else f"{100 * v:.1f} ± {100 * (s or 0):.1f}"
 
-    print("\n| writers | refs | EER skilled | EER random | FRR | FAR skilled | FAR random | refer | EER skilled, swapped refs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    def num(d: dict, k: str) -> str:
+        v, s = d.get(k), d.get(f"{k}_std")
+        return "n/a" if v is None else f"{v:.2f} ± {s or 0:.2f}"
+
+    print("\n| writers | refs | EER skilled | EER random | FRR | FAR skilled | FAR random | refer | EER skilled, swapped refs | AUC per writer, swapped refs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, d in rows:
         print(f"| {name} ({d['counts'].get('writers', '?')}) | {d['references']} | {pct(d, 'eer_skilled')} | {pct(d, 'eer_random')} | "
-              f"{pct(d, 'frr')} | {pct(d, 'far_skilled')} | {pct(d, 'far_random')} | {pct(d, 'refer_rate')} | {pct(d, 'eer_skilled_swapped')} |")
+              f"{pct(d, 'frr')} | {pct(d, 'far_skilled')} | {pct(d, 'far_random')} | {pct(d, 'refer_rate')} | {pct(d, 'eer_skilled_swapped')} | "
+              f"{num(d, 'auc_skilled_swapped_writer')} |")
 
 
 if __name__ == "__main__":
