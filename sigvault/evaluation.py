@@ -16,7 +16,7 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
    FAR (skilled, random) and refer rate with each writer's own threshold.
 4. **Capture bias** (:mod:`sigvault.probes`): reference-free probes, and the shortcut test of the model:
    the skilled-forgery EER when each writer's questioned items are scored against ANOTHER writer's
-   references (:func:`swapped_scores`). A model that compares signatures is near 50 % there. The EER pools
+   references (:func:`swapped_by_writer`, :func:`pooled_swapped`). A model that compares signatures is near 50 % there. The EER pools
    every writer's scores, so writers whose items all sit high or low against the swapped references move it
    away from 50 % with no shortcut at all; the per-writer AUC (:func:`swapped_writer_auc`, genuine above
    forged, averaged over writers) is free of that and is 0.5 for a model that compares, 1.0 for one that
@@ -360,25 +360,10 @@ def choose_references(
     return refs
 
 
-def swapped_scores(
-    emb: np.ndarray,
-    writers: np.ndarray,
-    forged: np.ndarray,
-    refs: dict[str, np.ndarray],
-    cfg: scoring.ScoringConfig,
-    cohort: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The shortcut test: each enrolled writer's questioned items (its non-reference genuine signatures and
-    its skilled forgeries) scored against the references of the NEXT enrolled writer in sorted order.
-
-    -> (genuine scores, skilled scores). A model that compares signatures cannot tell them apart (EER near
-    0.5); one that recognises forgeries by their capture still can.
-    """
-    return pooled_swapped(swapped_by_writer(emb, writers, forged, refs, cfg, cohort))
-
-
 def pooled_swapped(per_writer: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`swapped_by_writer`'s scores pooled over writers: (genuine, skilled)."""
+    """:func:`swapped_by_writer`'s scores pooled over writers: (genuine scores, skilled scores). A model that
+    compares signatures cannot tell them apart (EER near 0.5); one that recognises forgeries by their capture
+    still can."""
     if not per_writer:
         return np.zeros(0), np.zeros(0)
     return np.concatenate([g for g, _ in per_writer]), np.concatenate([sk for _, sk in per_writer])
@@ -400,7 +385,9 @@ def swapped_by_writer(
     cfg: scoring.ScoringConfig,
     cohort: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per enrolled writer (sorted), (genuine scores, skilled scores) against the next writer's references."""
+    """The shortcut test: per enrolled writer (sorted), its questioned items (its non-reference genuine
+    signatures, its skilled forgeries) scored against the references of the NEXT enrolled writer: a list of
+    (genuine scores, skilled scores)."""
     names = sorted(refs)
     if len(names) < 2:
         return []

@@ -133,7 +133,7 @@ def test_swapped_scores_of_a_model_that_compares() -> None:
     writers = np.array(["a"] * 6 + ["b"] * 6)
     forged = np.array([False] * 4 + [True] * 2 + [False] * 4 + [True] * 2)
     refs = {"a": np.array([0, 1]), "b": np.array([6, 7])}
-    g, sk = evaluation.swapped_scores(emb, writers, forged, refs, ScoringConfig())
+    g, sk = evaluation.pooled_swapped(evaluation.swapped_by_writer(emb, writers, forged, refs, ScoringConfig()))
     np.testing.assert_array_equal(g, np.zeros(4))
     np.testing.assert_array_equal(sk, np.zeros(4))
     assert evaluation._eer(g, sk) == 0.5
@@ -168,7 +168,7 @@ def test_swapped_scores_of_a_model_that_learned_the_capture() -> None:
     writers = np.array(["a"] * 6 + ["b"] * 6)
     forged = np.array([False] * 4 + [True] * 2 + [False] * 4 + [True] * 2)
     refs = {"a": np.array([0, 1]), "b": np.array([6, 7])}
-    g, sk = evaluation.swapped_scores(emb, writers, forged, refs, ScoringConfig())
+    g, sk = evaluation.pooled_swapped(evaluation.swapped_by_writer(emb, writers, forged, refs, ScoringConfig()))
     np.testing.assert_allclose(g, 0.36)  # 0.6 * 0.6 through the shared capture direction
     np.testing.assert_allclose(sk, 0.0, atol=1e-7)
     assert evaluation._eer(g, sk) == 0.0
