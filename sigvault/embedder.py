@@ -6,8 +6,9 @@ an ``.onnx`` file with ``model_card.json`` beside it) holding:
 - ``model.onnx``: input ``canvas`` float32 (n, 1, H, W), output ``embedding`` float32 (n, D), rows L2-normalised;
 - ``model_card.json``: architecture, preprocessing spec, scoring configuration and calibration, training
   data, evaluation figures;
-- ``cohort.npy`` (needed when the card's scoring method is ``wd-svm``): float32 (m, D) embeddings of genuine
-  signatures of writers the network never trained on, the negatives of each person's linear SVM.
+- ``cohort.npy`` (needed when the card's scoring method is ``wd-svm``): float32 (m, D) embeddings of other
+  people's signatures, the negatives of each person's linear SVM (shipped: genuine signatures and skilled
+  forgeries of the training writers; the card's ``cohort`` says what a model's holds).
 
 The model id names the architecture and hashes the graph bytes together with the preprocessing spec, so
 vectors made by different weights or different preprocessing can never be mixed.

@@ -82,7 +82,7 @@ def test_scoring_compare_on_separable_writers():
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     cohort = centres[5] + 0.3 * rng.standard_normal((30, dim))
     cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
-    out = compare(emb, np.array(writers), np.array(forged), cohort, n_refs=5, splits=2, train_cohort=cohort[:5])
-    assert set(out) == {"cosine", "z-norm", "s-norm", "wd-svm", "wd-svm rbf", "wd-svm, train cohort"}
+    out = compare(emb, np.array(writers), np.array(forged), cohort, n_refs=5, splits=2, cohorts={"five": cohort[:5]})
+    assert set(out) == {"cosine", "z-norm", "s-norm", "wd-svm", "wd-svm rbf", "wd-svm, cohort: five"}
     for m, r in out.items():
         assert r == {"skilled": [0.0, 0.0], "random": [0.0, 0.0]}, m

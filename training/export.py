@@ -60,7 +60,7 @@ def onnx_graph(model, height: int, width: int) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from training.calibrate import calibration_card, fit_scoring, write_cohort
+    from training.calibrate import calibration_card, cohort_rows, fit_scoring, write_cohort
     from training.model import PooledFeatures, build_model, fit_whitening
     from training.train import embed_all, load_splits
 
@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cohort_entry, kwargs = None, {}
     if args.method == "wd-svm":
-        cohort_entry = write_cohort(args.out, cal_emb, cal.writers, cal.forged)
-        kwargs = {"cohort": cal_emb[~cal.forged], "cohort_writers": cal.writers[~cal.forged]}
+        rows = cohort_rows(tr.writers, tr.forged)
+        cohort = embed_all(model, tr.canvases[rows])
+        cohort_entry = write_cohort(args.out, cohort, tr.writers[rows], tr.forged[rows])
+        kwargs = {"cohort": cohort}
     scoring_cfg, cal_figures = fit_scoring(cal_emb, cal.writers, cal.forged, method=args.method, **kwargs)
     log.info("scoring: %s", scoring_cfg)
 

@@ -2,9 +2,9 @@
 
     python -m training.scoring_compare --weights sigvault/weights --splits-dir ../cache/splits
 
-Embeds the calibration writers (the cohort: genuine signatures of writers the network never trained on)
-and the validation writers once, then for each seeded split (5 references per writer, the evaluation
-protocol's choice of questioned items) scores every questioned item by:
+Embeds the validation writers once (the cohort is the model's own, ``cohort.npy``), then for each seeded
+split (5 references per writer, the evaluation protocol's choice of questioned items) scores every
+questioned item by:
 
 - ``cosine``: mean cosine similarity to the references (the scoring before cohorts);
 - ``z-norm``: that score normalised by the person's impostor statistics over the cohort;
@@ -12,8 +12,10 @@ protocol's choice of questioned items) scores every questioned item by:
 - ``wd-svm``: the product's writer-dependent linear SVM against the cohort (``sigvault.scoring``);
 - ``wd-svm rbf``: the same with an RBF kernel (gamma 1 on the unit-norm embeddings, C 1), the kernel of
   sigver's writer-dependent protocol;
-- ``wd-svm, train cohort``: the linear SVM with the training writers' genuine signatures added to the cohort
-  (``--train-cohort``; those writers shaped the network, so their embeddings are tighter than a user's).
+- with ``--cohorts``, the linear SVM against other cohorts: the calibration writers' genuine signatures (the
+  cohort until session 12), every training writer's genuine signatures, and every training writer's genuine
+  signatures and skilled forgeries (those writers shaped the network, so their embeddings are tighter
+  than a user's; the shipped cohort is 2 + 2 of each, ``training.calibrate.cohort_rows``).
 
 Prints EER (one global threshold, as in the literature) for skilled and random forgeries, mean and std
 over splits. The product keeps what wins (``scoring.method`` in the model card).
@@ -66,9 +68,9 @@ def _rbf_svm(refs: np.ndarray, cohort: np.ndarray, gamma: float = 1.0, c: float 
 
 
 def compare(
-    emb, writers, forged, cohort, n_refs: int = 5, splits: int = 5, train_cohort: np.ndarray | None = None
+    emb, writers, forged, cohort, n_refs: int = 5, splits: int = 5, cohorts: dict[str, np.ndarray] | None = None
 ) -> dict[str, dict[str, list[float]]]:
-    """{method: {"skilled": [EER per split], "random": [...]}}."""
+    """{method: {"skilled": [EER per split], "random": [...]}}; ``cohorts`` adds "wd-svm, cohort: NAME"."""
     from sigvault import metrics, scoring
 
     wd = scoring.ScoringConfig(method="wd-svm")
@@ -79,9 +81,8 @@ def compare(
         "wd-svm": lambda r: scoring.person_scorer(r, wd, cohort).scores,
         "wd-svm rbf": lambda r: _rbf_svm(r, cohort),
     }
-    if train_cohort is not None:
-        both = np.vstack([cohort, train_cohort])
-        methods["wd-svm, train cohort"] = lambda r: scoring.person_scorer(r, wd, both).scores
+    for name, other in (cohorts or {}).items():
+        methods[f"wd-svm, cohort: {name}"] = lambda r, c=other: scoring.person_scorer(r, wd, c).scores
     out = {m: {"skilled": [], "random": []} for m in methods}
     names = sorted(set(writers.tolist()))
     for seed in range(splits):
@@ -117,18 +118,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subset", default="validation", help="split folder to measure (default validation)")
     ap.add_argument("--references", type=int, default=5)
     ap.add_argument("--splits", type=int, default=5)
-    ap.add_argument("--train-cohort", action="store_true", help="also: training writers added to the cohort")
+    ap.add_argument("--cohorts", action="store_true", help="also: the SVM against other cohorts (see above)")
     args = ap.parse_args(argv)
     embedder = load_embedder(args.weights)
-    cal, cal_w, cal_f = _embed_folder(args.splits_dir / "calibration", embedder)
+    if embedder.cohort is None:
+        raise SystemExit(f"{args.weights}: the model has no cohort (cosine scoring); nothing to compare")
     emb, writers, forged = _embed_folder(args.splits_dir / args.subset, embedder)
     extra = None
-    if args.train_cohort:
+    if args.cohorts:
+        cal, _, cal_f = _embed_folder(args.splits_dir / "calibration", embedder)
         tr, _, tr_f = _embed_folder(args.splits_dir / "train", embedder)
-        extra = tr[~tr_f]
-    res = compare(emb, writers, forged, cal[~cal_f], args.references, args.splits, extra)
+        extra = {
+            f"calibration writers' genuine ({int((~cal_f).sum())})": cal[~cal_f],
+            f"training writers' genuine ({int((~tr_f).sum())})": tr[~tr_f],
+            f"training writers' genuine and forged ({len(tr)})": tr,
+        }
+    cohort = embedder.cohort.astype(np.float64)
+    res = compare(emb, writers, forged, cohort, args.references, args.splits, extra)
     print(f"{args.subset}: {len(set(writers.tolist()))} writers, {args.references} references, {args.splits} splits, "
-          f"cohort {int((~cal_f).sum())} genuine signatures of {len(set(cal_w.tolist()))} calibration writers")
+          f"the model's cohort: {len(cohort)} vectors ({embedder.card.get('cohort', {}).get('what', '?')})")
     print("| scoring | EER skilled | EER random |\n|---|---|---|")
     for m, r in res.items():
         sk, rd = np.array(r["skilled"]), np.array(r["random"])
