@@ -202,3 +202,17 @@ def test_distillation_loss_terms_exact_values():
     # (0, 1): 1 vs 0 and (1, 2): 0.6 vs 0.8, each twice off the diagonal: (2 * 1 + 2 * 0.04) / 6
     assert cos.item() == pytest.approx(1 / 3, abs=1e-6)
     assert rel.item() == pytest.approx(2.08 / 6, abs=1e-6)
+
+
+def test_cohort_rows_take_two_genuine_and_two_forged_per_writer_seeded():
+    from training.calibrate import cohort_rows
+
+    writers = np.array(["b"] * 5 + ["a"] * 6 + ["c"] * 3)
+    forged = np.array([False, True, False, True, False] + [False] * 3 + [True] * 3 + [False] * 3)
+    rows = cohort_rows(writers, forged)
+    assert rows.tolist() == sorted(rows.tolist())
+    picked = {w: (int(np.sum(~forged[rows][writers[rows] == w])), int(np.sum(forged[rows][writers[rows] == w])))
+              for w in "abc"}
+    assert picked == {"a": (2, 2), "b": (2, 2), "c": (2, 0)}  # c has no forgeries: its genuine only
+    assert rows.tolist() == [0, 1, 3, 4, 6, 7, 8, 10, 12, 13]  # seed 0, what export and calibrate use
+    assert cohort_rows(writers, forged, seed=1).tolist() == [1, 2, 3, 4, 5, 6, 8, 9, 11, 13]
