@@ -20,7 +20,8 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
    every writer's scores, so writers whose items all sit high or low against the swapped references move it
    away from 50 % with no shortcut at all; the per-writer AUC (:func:`swapped_writer_auc`, genuine above
    forged, averaged over writers) is free of that and is 0.5 for a model that compares, 1.0 for one that
-   recognises the capture.
+   recognises the capture. Either figure past its limit (EER below 0.35, AUC above 0.75) warns
+   (:func:`shortcut_warning`).
 
 The library never prints: :func:`render_text` returns the lines the CLI shows.
 """
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 EMBED_BATCH = 64
 TARGET_FAR = 0.01  # FRR is reported at this false-accept rate on skilled forgeries
 SHORTCUT_WARN_EER = 0.35  # swapped-reference skilled EER below this: the model separates without comparing
+SHORTCUT_WARN_AUC = 0.75  # ...or the per-writer swapped-reference AUC above this (a comparing model is near 0.5)
 DECISIONS = ("accept", "refer", "reject")
 FIGURE_KEYS = (
     "eer_skilled",
@@ -136,7 +138,7 @@ class EvaluationReport:
     writers_not_evaluated: tuple[str, ...]
     files: tuple[str, ...] = ()  # written with out_dir
     capture_bias: bool = False  # a probe is flagged
-    shortcut: bool = False  # the swapped-reference EER is below SHORTCUT_WARN_EER
+    shortcut: bool = False  # shortcut_warning flagged the swapped-reference figures
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object: the figures' means at top level (fractions), ``<key>_std`` beside them."""
@@ -157,6 +159,7 @@ class EvaluationReport:
         out["shortcut"] = self.shortcut
         out["probe_auc_warn"] = probes.AUC_WARN
         out["shortcut_eer_warn"] = SHORTCUT_WARN_EER
+        out["shortcut_auc_warn"] = SHORTCUT_WARN_AUC
         out["probes"] = [
             {k: _num(v) if isinstance(v, float) else v for k, v in p.to_dict().items()} for p in self.probes
         ]
@@ -360,6 +363,22 @@ def choose_references(
     return refs
 
 
+def shortcut_warning(eer_swapped: float, auc_writer: float) -> str | None:
+    """The shortcut warning, or None: the swapped-reference EER below ``SHORTCUT_WARN_EER`` or the per-writer
+    swapped-reference AUC above ``SHORTCUT_WARN_AUC`` (the latter also catches a shortcut that the pooled EER
+    hides when writers' scores sit at different heights); nan figures (no forgeries) never warn."""
+    by_eer = math.isfinite(eer_swapped) and eer_swapped < SHORTCUT_WARN_EER
+    by_auc = math.isfinite(auc_writer) and auc_writer > SHORTCUT_WARN_AUC
+    if not (by_eer or by_auc):
+        return None
+    return (
+        f"shortcut: with ANOTHER writer's references the model still separates genuine signatures from "
+        f"skilled forgeries (EER {100 * eer_swapped:.1f}%, AUC per writer {auc_writer:.2f}; chance is 50% and "
+        "0.50). It recognises forgeries without comparing them with the references, so its skilled-forgery "
+        "figures are not trustworthy here."
+    )
+
+
 def pooled_swapped(per_writer: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`swapped_by_writer`'s scores pooled over writers: (genuine scores, skilled scores). A model that
     compares signatures cannot tell them apart (EER near 0.5); one that recognises forgeries by their capture
@@ -529,14 +548,10 @@ def run_evaluation(
     capture = probes.capture_warning(probe_results)
     if capture:
         warnings.append(capture)
-    swapped = figures["eer_skilled_swapped"].mean
-    shortcut = math.isfinite(swapped) and swapped < SHORTCUT_WARN_EER
-    if shortcut:
-        warnings.append(
-            f"shortcut: with ANOTHER writer's references the model still separates genuine signatures from "
-            f"skilled forgeries (EER {100 * swapped:.1f}%, chance is 50%). It recognises forgeries without "
-            "comparing them with the references, so its skilled-forgery figures are not trustworthy here."
-        )
+    shortcut_text = shortcut_warning(figures["eer_skilled_swapped"].mean, figures["auc_skilled_swapped_writer"].mean)
+    shortcut = shortcut_text is not None
+    if shortcut_text is not None:
+        warnings.append(shortcut_text)
     if not forged.any():
         warnings.append(
             "no usable skilled forgeries (forged/ folders): skilled-forgery figures and probes are not available"

@@ -158,6 +158,20 @@ def test_swapped_writer_auc_is_free_of_the_pooled_eers_composition_effect() -> N
     assert evaluation.swapped_writer_auc(per_writer) == 0.5
 
 
+def test_shortcut_warning_from_either_swapped_figure() -> None:
+    assert evaluation.shortcut_warning(0.5, 0.5) is None
+    assert evaluation.shortcut_warning(float("nan"), float("nan")) is None
+    assert evaluation.shortcut_warning(0.36, 0.74) is None
+    assert evaluation.shortcut_warning(0.2, 0.9) == (
+        "shortcut: with ANOTHER writer's references the model still separates genuine signatures from skilled "
+        "forgeries (EER 20.0%, AUC per writer 0.90; chance is 50% and 0.50). It recognises forgeries without "
+        "comparing them with the references, so its skilled-forgery figures are not trustworthy here."
+    )
+    # a pooled EER near chance hides a per-writer shortcut when writers' scores sit at different heights
+    assert evaluation.shortcut_warning(0.48, 0.8) is not None
+    assert evaluation.shortcut_warning(0.3, float("nan")) is not None
+
+
 def test_swapped_scores_of_a_model_that_learned_the_capture() -> None:
     """Every forgery carries the same "forgery" direction: it is told apart even with the wrong references."""
     e = np.eye(4, dtype=np.float32)
