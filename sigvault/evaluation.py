@@ -550,7 +550,7 @@ def run_evaluation(
         warnings.append(capture)
     shortcut_text = shortcut_warning(figures["eer_skilled_swapped"].mean, figures["auc_skilled_swapped_writer"].mean)
     shortcut = shortcut_text is not None
-    if shortcut_text is not None:
+    if shortcut_text:
         warnings.append(shortcut_text)
     if not forged.any():
         warnings.append(

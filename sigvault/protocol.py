@@ -40,7 +40,6 @@ def run_split(
     cfg: scoring.ScoringConfig,
     references: dict[str, np.ndarray] | None = None,
     cohort: np.ndarray | None = None,
-    cohort_writers: np.ndarray | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -49,9 +48,7 @@ def run_split(
         n_refs: references per writer (writers with fewer than n_refs + 1 genuine are skipped).
         references: optional precomputed choice {writer: indices of its references} (evaluate passes the
             references it enrolled through the vault so both sides use the same ones).
-        cohort: (m, d) the model's cohort, for ``wd-svm`` scoring. ``cohort_writers`` (m,) names the writer
-            of each cohort row: a writer's own rows are then left out of its negatives (when the writers
-            being measured are themselves the cohort, as when the scoring rule is fitted).
+        cohort: (m, d) the model's cohort, for ``wd-svm`` scoring (none of the writers measured is in it).
     """
     rng = np.random.default_rng(seed)
     names = sorted(set(writers.tolist()))
@@ -73,9 +70,8 @@ def run_split(
     out_w, out_k, out_s, out_t, out_i = [], [], [], [], []
     for w in enrolled:
         r = emb[refs_of[w]]
-        negatives = cohort if cohort is None or cohort_writers is None else cohort[cohort_writers != w]
-        thr = scoring.person_threshold(r, cfg, negatives).value
-        scorer = scoring.person_scorer(r, cfg, negatives)
+        thr = scoring.person_threshold(r, cfg, cohort).value
+        scorer = scoring.person_scorer(r, cfg, cohort)
         items = [(i, "genuine") for i in rest_of[w]]
         items += [(i, "skilled") for i in np.flatnonzero((writers == w) & forged)]
         items += [(random_pick[o], "random") for o in enrolled if o != w and o in random_pick]

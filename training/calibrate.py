@@ -33,15 +33,13 @@ def fit_scoring(
     *,
     method: str = "cosine",
     cohort: np.ndarray | None = None,
-    cohort_writers: np.ndarray | None = None,
     n_refs: int = 5,
     seeds: int = 10,
 ):
     """Fit a ScoringConfig with scoring ``method`` on calibration writers. Returns (config, figures dict).
 
-    With ``wd-svm`` the shipped cohort holds training writers only (:func:`cohort_rows`), none of the
-    calibration writers, as a user is never in it. A cohort that does hold the writers being fitted names
-    each row's writer in ``cohort_writers``: each writer's rows are then left out of its own negatives."""
+    With ``wd-svm`` the cohort holds training writers only (:func:`cohort_rows`), none of the calibration
+    writers being fitted, as a user is never in it."""
     from sklearn.linear_model import LogisticRegression
 
     from sigvault import scoring
@@ -56,18 +54,14 @@ def fit_scoring(
         for _ in range(seeds):
             if g.size < n_refs:
                 break
-            negatives = None if cohort is None else cohort[cohort_writers != w] if cohort_writers is not None else cohort
-            loo = scoring.loo_scores(emb[rng.choice(g, n_refs, replace=False)], base, negatives)
+            loo = scoring.loo_scores(emb[rng.choice(g, n_refs, replace=False)], base, cohort)
             means.append(loo.mean())
             variances.append(loo.var(ddof=1))
     prior_mean, prior_std = float(np.mean(means)), float(np.sqrt(np.mean(variances)))
     # thresholds are linear in k: thr(k) = thr(0) - k * (thr(0) - thr(1)); score every split once
     def split_at(k_value: float) -> list:
         c = replace(base, prior_mean=prior_mean, prior_std=prior_std, k=k_value, refer_band=0.0)
-        return [
-            run_split(emb, writers, forged, n_refs, s, c, cohort=cohort, cohort_writers=cohort_writers)
-            for s in range(seeds)
-        ]
+        return [run_split(emb, writers, forged, n_refs, s, c, cohort=cohort) for s in range(seeds)]
 
     at0, at1 = split_at(0.0), split_at(1.0)
 

@@ -30,14 +30,24 @@ class SignatureEmbedder(nn.Module):
         self.bn = nn.BatchNorm1d(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_both(x)[0]
+        return self._project(self.backbone((x - INPUT_MEAN) / INPUT_STD))
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(projection embedding, pooled features as exported: square-rooted and L2-normalised, before any
-        whitening), from one pass of the backbone."""
+        """(projection embedding, pooled features as exported before any whitening, :func:`power_normalise`),
+        from one pass of the backbone."""
         f = self.backbone((x - INPUT_MEAN) / INPUT_STD)
-        pooled = F.normalize(torch.sqrt(torch.clamp(f, min=0.0) + 1e-12), dim=1)
-        return F.normalize(self.bn(self.proj(self.drop(f))), dim=1), pooled
+        return self._project(f), power_normalise(f, eps=1e-12)
+
+    def _project(self, f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.bn(self.proj(self.drop(f))), dim=1)
+
+
+def power_normalise(f: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Pooled backbone features as the embedding uses them: square root of the non-negative activations,
+    L2 normalisation. ``eps`` inside the root keeps its gradient finite at zero (training only; the
+    exported graph uses 0)."""
+    f = torch.clamp(f, min=0.0)
+    return F.normalize(torch.sqrt(f + eps if eps else f), dim=1)
 
 
 class PooledFeatures(nn.Module):
@@ -58,7 +68,7 @@ class PooledFeatures(nn.Module):
             self.bias = nn.Parameter(-(mean @ proj), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = F.normalize(torch.sqrt(torch.clamp(self.backbone((x - INPUT_MEAN) / INPUT_STD), min=0.0)), dim=1)
+        f = power_normalise(self.backbone((x - INPUT_MEAN) / INPUT_STD))
         if self.proj is not None and self.bias is not None:
             f = F.normalize(f @ self.proj + self.bias, dim=1)
         return f
