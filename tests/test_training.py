@@ -216,3 +216,77 @@ def test_cohort_rows_take_two_genuine_and_two_forged_per_writer_seeded():
     assert picked == {"a": (2, 2), "b": (2, 2), "c": (2, 0)}  # c has no forgeries: its genuine only
     assert rows.tolist() == [0, 1, 3, 4, 6, 7, 8, 10, 12, 13]  # seed 0, what export and calibrate use
     assert cohort_rows(writers, forged, seed=1).tolist() == [1, 2, 3, 4, 5, 6, 8, 9, 11, 13]
+
+
+def _tiny_backbone(seed: int) -> bytes:
+    """An ONNX graph named like a timm EfficientNet export: canvas (n, 1, 4, 6) -> stage 3 (3x3 conv, 3
+    channels, ReLU, minus 0.5: signed) -> stage 4 (1x1 conv, 2 channels) -> average pool -> L2-normalised
+    embedding (2)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w3, w4 = rng.normal(size=(3, 1, 3, 3)), rng.normal(size=(2, 3, 1, 1))
+    nodes = [
+        helper.make_node("Conv", ["canvas", "w3"], ["s3a"], pads=[1, 1, 1, 1], name="/backbone/blocks/blocks.3/blocks.3.0/conv/Conv"),
+        helper.make_node("Relu", ["s3a"], ["s3b"], name="/backbone/blocks/blocks.3/blocks.3.0/act/Relu"),
+        helper.make_node("Sub", ["s3b", "half"], ["s3"], name="/backbone/blocks/blocks.3/blocks.3.1/Sub"),
+        helper.make_node("Conv", ["s3", "w4"], ["s4"], name="/backbone/blocks/blocks.4/blocks.4.0/conv/Conv"),
+        helper.make_node("GlobalAveragePool", ["s4"], ["gap"], name="/backbone/global_pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+        helper.make_node("LpNormalization", ["flat"], ["embedding"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "member",
+        [helper.make_tensor_value_info("canvas", onnx.TensorProto.FLOAT, ["n", 1, 4, 6])],
+        [helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["n", 2])],
+        initializer=[numpy_helper.from_array(a.astype(np.float32), n) for a, n in ((w3, "w3"), (w4, "w4"), (np.array(0.5), "half"))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_midlevel_taps_each_members_stage_outputs_and_refuses_a_missing_stage():
+    import onnx
+
+    from training.ensemble import fuse_graphs
+    from training.midlevel import stage_taps
+
+    fused = onnx.load_from_string(fuse_graphs([_tiny_backbone(0), _tiny_backbone(1)], 4))
+    assert stage_taps(fused.graph.node, [3, 4]) == [("m0_", 3, "m0_s3"), ("m0_", 4, "m0_s4"), ("m1_", 3, "m1_s3"), ("m1_", 4, "m1_s4")]
+    assert stage_taps(onnx.load_from_string(_tiny_backbone(0)).graph.node, [3]) == [("", 3, "s3")]  # one network: no prefix
+    with pytest.raises(SystemExit, match=r"no stage \[5\]; its stages are \[3, 4\]"):
+        stage_taps(fused.graph.node, [3, 5])
+
+
+def test_midlevel_graph_is_the_numpy_head_and_keeps_the_networks_cosine_inside():
+    """The graph's new embedding equals training.midlevel.head in numpy; its first columns are the old
+    embedding divided by sqrt(1 + stages x weight^2), and a cosine is (old cosine + weight^2 x mean of the
+    blocks' cosines per stage) / (1 + stages x weight^2)."""
+    import onnx
+    import onnxruntime as ort
+
+    from training.ensemble import fuse_graphs
+    from training.midlevel import add_head, head, run_taps, signed_root_l2, stage_taps, tap_graph
+    from training.whitening import fit_whitening
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4, 6)).astype(np.float32)
+    graph = fuse_graphs([_tiny_backbone(0), _tiny_backbone(1)], 4)
+    taps = stage_taps(onnx.load_from_string(graph).graph.node, [3, 4])
+    old, pooled = run_taps(tap_graph(graph, taps), x, len(taps), batch=16)
+    assert [p.shape for p in pooled] == [(40, 3), (40, 2), (40, 3), (40, 2)]
+    whitenings = [fit_whitening(signed_root_l2(p.astype(np.float64)), p.shape[1]) for p in pooled]
+    weight = 0.7
+    scale = weight / np.sqrt(2)
+    new = add_head(graph, taps, whitenings, scale, 4 + 10)
+    got = ort.InferenceSession(new, providers=["CPUExecutionProvider"]).run(None, {"canvas": x[:, None]})[0]
+    want = head(old, pooled, whitenings, scale)
+    assert got.shape == (40, 14)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    norm = np.sqrt(1 + 2 * weight**2)
+    np.testing.assert_allclose(got[:, :4] * norm, old, atol=1e-5)
+    blocks = [want[:, 4:7], want[:, 7:9], want[:, 9:12], want[:, 12:14]]  # m0 s3, m0 s4, m1 s3, m1 s4
+    units = [b * norm / scale for b in blocks]  # each a unit vector before the scale and the final L2
+    np.testing.assert_allclose(np.linalg.norm(units[0], axis=1), np.ones(40), atol=1e-6)
+    block_cos = sum(u[0] @ u[1] for u in units) / 2  # per stage, mean over the two members; summed over stages
+    assert want[0] @ want[1] == pytest.approx((old[0] @ old[1] + weight**2 * block_cos) / norm**2, abs=1e-6)

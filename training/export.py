@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from training.calibrate import calibration_card, cohort_rows, fit_scoring, write_cohort
-    from training.model import PooledFeatures, build_model, fit_whitening
+    from training.model import PooledFeatures, build_model
     from training.train import embed_all, load_splits
+    from training.whitening import fit_whitening
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True)

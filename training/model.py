@@ -53,7 +53,7 @@ def power_normalise(f: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
 class PooledFeatures(nn.Module):
     """The backbone's pooled features as the embedding: square root (a power normalisation of the
     non-negative pooled activations), L2 normalisation, and optionally a whitening projection
-    (``whitening`` = (mean (features,), projection (features, k)) from :func:`fit_whitening`) followed by L2
+    (``whitening`` = (mean (features,), projection (features, k)) from ``training.whitening.fit_whitening``) followed by L2
     normalisation again. The projection head of the trained :class:`SignatureEmbedder` shapes the backbone
     in training and is left out; ``python -m training.export --embedding pooled [--whiten K]``."""
 
@@ -72,16 +72,6 @@ class PooledFeatures(nn.Module):
         if self.proj is not None and self.bias is not None:
             f = F.normalize(f @ self.proj + self.bias, dim=1)
         return f
-
-
-def fit_whitening(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA whitening to ``k`` dimensions fitted on ``features`` (n, d): (mean (d,), projection (d, k)),
-    each principal direction scaled by the inverse of its spread."""
-    mean = features.mean(axis=0)
-    _, s, vt = np.linalg.svd(features - mean, full_matrices=False)
-    if k > len(s):
-        raise ValueError(f"whitening to {k} dimensions needs at least {k} signatures, got {len(s)}")
-    return mean, (vt[:k].T / s[:k]) * np.sqrt(len(features))
 
 
 def _load_imagenet_lite0(backbone: nn.Module) -> None:

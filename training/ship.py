@@ -7,8 +7,9 @@ The config's ``[[ensemble.members]]`` tables name the members; each holds the co
 changes (``[ensemble.members.train]``, ``[ensemble.members.data]``...), over the rest of the config. Each member
 trains (``training.train``, in ``RUNS/NAME``; an interrupted run resumes from its checkpoint, a finished one is
 not retrained) and is exported (``training.export``, in ``RUNS/NAME/export``); the members are then fused into
-one graph whose scoring is fitted on the calibration writers (``training.ensemble``), in ``--out``. A config
-without members ships one network. ``--set section.key=value`` overrides a value for every member (after the
+one graph (``training.ensemble``); the config's ``[midlevel]`` stages are then added to the embedding
+(``training.midlevel``), the scoring is fitted on the calibration writers, and the model lands in ``--out``.
+A config without members ships one network. ``--set section.key=value`` overrides a value for every member (after the
 member's own values). Use the result with ``SIGVAULT_MODEL=OUT``, measure it with ``python -m training.card
 --weights OUT``, ship it with ``--out sigvault/weights``.
 """
@@ -54,7 +55,7 @@ def member_configs(path: Path, overrides: list[str]) -> list[tuple[str, dict]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training import ensemble, export
+    from training import ensemble, export, midlevel
     from training.train import dump_toml, setup_logging, train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     members = member_configs(args.config, args.set)
     if len(members) > 1 and not (args.splits_dir / "calibration").is_dir():
         raise SystemExit(f"{args.splits_dir / 'calibration'}: no calibration writers; run python -m training.splits first")
+    mid = members[0][1].get("midlevel", {})
+    if mid.get("stages") and not (args.splits_dir / "train").is_dir():
+        raise SystemExit(f"{args.splits_dir / 'train'}: no training writers; run python -m training.splits first")
     exports = []
     for name, cfg in members:
         run = args.runs / name
@@ -77,16 +81,25 @@ def main(argv: list[str] | None = None) -> None:
         else:
             (run / "config.toml").write_text(dump_toml(copy.deepcopy(cfg)))
             train(cfg, run, args.config)
-        out = args.out if len(members) == 1 else run / "export"
+        out = run / "export"
         export.main(["--run", str(run), "--out", str(out)])
         exports.append(out)
+    model = exports[0]
     if len(members) > 1:
-        fused = args.runs / "fused"
-        shutil.rmtree(fused, ignore_errors=True)
-        ensemble.main(["--members", *map(str, exports), "--out", str(fused), "--splits-dir", str(args.splits_dir)])
-        args.out.mkdir(parents=True, exist_ok=True)
-        for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
-            shutil.move(fused / file, args.out / file)
+        model = args.runs / "fused"
+        shutil.rmtree(model, ignore_errors=True)
+        ensemble.main(["--members", *map(str, exports), "--out", str(model), "--splits-dir", str(args.splits_dir)])
+    if mid.get("stages"):
+        with_mid = args.runs / "midlevel"
+        shutil.rmtree(with_mid, ignore_errors=True)
+        midlevel.main(["--model", str(model), "--out", str(with_mid), "--splits-dir", str(args.splits_dir),
+                       "--stages", *map(str, mid["stages"]), "--weight", str(mid.get("weight", 0.7)),
+                       "--whiten", str(mid.get("whiten", 256))])
+        model = with_mid
+    args.out.mkdir(parents=True, exist_ok=True)
+    for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
+        if (model / file).exists():
+            shutil.copy(model / file, args.out / file)
     log.info("model in %s; measure it with python -m training.card --weights %s", args.out, args.out)
 
 
