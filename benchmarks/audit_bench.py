@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -89,14 +90,15 @@ def current_rss_mb() -> float:
 def open_vault(root: Path, fake: bool) -> tuple[Vault, str]:
     settings = Settings(home=root / "home", database_url=sqlite_url(root / "home" / "sigvault.db"))
     upgrade_database(settings)
-    model = ROOT / "sigvault" / "weights" / "model.onnx"
+    chosen = os.environ.get("SIGVAULT_MODEL")  # as the product reads it; nothing else of the environment
+    model = Path(chosen) if chosen else ROOT / "sigvault" / "weights" / "model.onnx"
     if fake or not model.exists():
         why = "--fake" if fake else f"{model} is absent"
         return Vault.open(settings, embedder=FakeEmbedder()), f"FAKE embedder ({why})"
     from sigvault.embedder import load_embedder
 
-    embedder = load_embedder()
-    return Vault.open(settings, embedder=embedder), f"shipped model {embedder.model_id}"
+    embedder = load_embedder(Path(chosen) if chosen else None)
+    return Vault.open(settings, embedder=embedder), f"{'model' if chosen else 'shipped model'} {embedder.model_id}"
 
 
 def make_items(vault: Vault, root: Path, persons: int, items: int, refs: int) -> tuple[Path, list[tuple[str, Path]]]:

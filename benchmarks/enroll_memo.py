@@ -20,9 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import scan_png  # noqa: E402
+from run import bench_settings, scan_png  # noqa: E402
 
-from sigvault.config import Settings  # noqa: E402
 from sigvault.vault import Vault  # noqa: E402
 
 
@@ -34,7 +33,7 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     sets = [[scan_png(400 + p, i, size=(w, h)) for i in range(5)] for p in range(args.persons)]
     times: dict[str, list[float]] = {"with the memo": [], "without": []}
-    with Vault.open(Settings.resolve(home=Path(tempfile.mkdtemp(prefix="sigvault-memo-")), env={})) as vault:
+    with Vault.open(bench_settings(Path(tempfile.mkdtemp(prefix="sigvault-memo-")))) as vault:
         vault.enroll("warmup", [scan_png(999, i) for i in range(2)])
         memo = vault._svm_fits
         for k, images in enumerate(sets):
@@ -43,6 +42,7 @@ def main() -> None:
             t = time.perf_counter()
             vault.enroll(f"person-{k:03d}", images)
             times[mode].append(time.perf_counter() - t)
+        print(f"model: {vault.embedder.model_id}")
     for mode, ts in times.items():
         p50 = statistics.median(ts)
         print(f"enroll {mode}: p50 {1000 * p50:.1f} ms per call of 5 {args.size} scans = {5 / p50:.1f} images/s (n={len(ts)})")

@@ -35,9 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import scan_png  # noqa: E402
+from run import bench_settings, scan_png  # noqa: E402
 
-from sigvault.config import Settings  # noqa: E402
 from sigvault.vault import Vault  # noqa: E402
 
 
@@ -107,7 +106,7 @@ def main() -> None:
     enroll_sets = {person: [scan_png(100 + p, i) for i in range(5)] for p, person in enumerate(persons)}
     questioned = [(person, scan_png(100 + p, 10 + k)) for p, person in enumerate(persons) for k in range(3)]
     meter = Meter()
-    with Vault.open(Settings.resolve(home=home, env={})) as vault:
+    with Vault.open(bench_settings(home)) as vault:
         vault.enroll("warmup", [scan_png(999, i) for i in range(2)])
         scoring = {"scoring": "_outlier_warnings", "threshold": "_refresh_threshold"}
         # enroll reads its images on threads (process CPU is counted around them, on the calling thread)

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # model, preprocessing, vault and CLI figures
     python benchmarks/run.py --large 1000000 # also verify in a vault of 1,000,000 references
+    SIGVAULT_MODEL=DIR python benchmarks/run.py   # another model (every benchmark here honours it)
 
 Inputs are synthetic signatures from ``sigvault.synth`` (no dataset scan), with paper noise, saved as PNG
 and decoded from bytes every time, at two sizes of a 300-dpi scan: 1800x800 pixels (a 6 x 2.7 inch crop,
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sigvault import imaging  # noqa: E402
+from sigvault.config import Settings  # noqa: E402
 from sigvault.embedder import load_embedder  # noqa: E402
 from sigvault.synth import SyntheticWriter  # noqa: E402
 
@@ -64,9 +66,22 @@ def size_label(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
+def model_dir() -> Path | None:
+    """The model to measure: ``SIGVAULT_MODEL`` if set, as the product reads it, else the shipped one. Only
+    that variable is read: the benchmarks' vaults ignore the rest of the environment (a database URL there
+    must not be written to)."""
+    value = os.environ.get("SIGVAULT_MODEL")
+    return Path(value) if value else None
+
+
+def bench_settings(home: Path) -> Settings:
+    """Settings of a benchmark's vault in ``home``: the embedded default and :func:`model_dir`."""
+    return Settings.resolve(home=home, env={}, model=model_dir())
+
+
 def bench_model(figures: dict) -> None:
-    emb1 = load_embedder(threads=1)
-    emb2 = load_embedder(threads=2)
+    emb1 = load_embedder(model_dir(), threads=1)
+    emb2 = load_embedder(model_dir(), threads=2)
     scans = [scan_png(w, i) for w in range(4) for i in range(5)]
     spec = emb1.spec
     for s in scans[:3]:
@@ -114,11 +129,10 @@ def bench_model(figures: dict) -> None:
 
 
 def bench_vault(figures: dict) -> None:
-    from sigvault.config import Settings
     from sigvault.vault import Vault
 
     home = Path(tempfile.mkdtemp(prefix="sigvault-bench-"))
-    settings = Settings.resolve(home=home, env={})
+    settings = bench_settings(home)
     persons = 20
     cold_question: tuple[str, bytes] | None = None  # for the cold command: a 1800x800 scan
     with Vault.open(settings) as vault:
@@ -167,14 +181,13 @@ def bench_large(n_refs: int, figures: dict) -> None:
     """A vault of n_refs references (5 per person) inserted in bulk; verify must not scan them all."""
     from sqlalchemy import insert
 
-    from sigvault.config import Settings
     from sigvault.db import models
     from sigvault.db.models import utcnow
     from sigvault.scoring import person_threshold
     from sigvault.vault import Vault
 
     home = Path(tempfile.mkdtemp(prefix="sigvault-bench-large-"))
-    settings = Settings.resolve(home=home, env={})
+    settings = bench_settings(home)
     with Vault.open(settings) as vault:
         emb = vault.embedder
         model_id, dim, cfg = emb.model_id, emb.dim, emb.scoring
