@@ -259,6 +259,34 @@ def test_blank_images_are_no_ink_errors(paper, ink):
         preprocess(scan(paper=paper, ink=ink), name="blank.png")
 
 
+def test_a_one_pixel_pen_is_ink():
+    """A 1-px stroke (a fine pen, or a scan at 150 dpi) is found: the contrast is measured on the strokes'
+    cores (25th percentile of the ink mask), not on the median, which the blur's halo around a thin stroke
+    put at the paper's level (contrast 0 here: refused as "no ink" until session 14), and the ink strength is
+    normalised at the cores when the median of the mask is paper."""
+    c = preprocess(scan(paper=235, ink=120, width=1), name="fine-pen.png")
+    assert c.shape == (128, 256) and int((c > 0).sum()) > 300
+
+
+@pytest.mark.parametrize("sd,message", [
+    (3, "contrast 4 grey levels"),
+    (20, "marks 30 grey levels darker than the paper, whose grain alone spreads 11"),
+    (30, "marks 47 grey levels darker than the paper, whose grain alone spreads 9"),
+])
+def test_paper_grain_alone_is_not_ink(sd, message):
+    """A blank page with grain (Gaussian, standard deviation ``sd``): the darker half of the grain is not ink
+    (at 20 and 30 grey levels it passed the contrast test alone before session 14)."""
+    page = np.clip(235 + np.random.default_rng(0).normal(0, sd, (300, 600)), 0, 255).astype(np.uint8)
+    with pytest.raises(NoInkError, match=rf"^grain.png: no signature ink found \({message}\)"):
+        preprocess(page, name="grain.png")
+
+
+def test_an_even_shade_is_not_ink():
+    shade = np.tile(np.linspace(180, 250, 600), (300, 1)).astype(np.uint8)
+    with pytest.raises(NoInkError, match=r"^shade.png: no signature ink found \(marks 44 .*grain alone spreads 9\)"):
+        preprocess(shade, name="shade.png")
+
+
 def test_otsu_splits_two_levels():
     v = np.array([10] * 50 + [200] * 50, dtype=np.uint8)
     t = otsu_threshold(v)

@@ -290,3 +290,37 @@ def test_midlevel_graph_is_the_numpy_head_and_keeps_the_networks_cosine_inside()
     np.testing.assert_allclose(np.linalg.norm(units[0], axis=1), np.ones(40), atol=1e-6)
     block_cos = sum(u[0] @ u[1] for u in units) / 2  # per stage, mean over the two members; summed over stages
     assert want[0] @ want[1] == pytest.approx((old[0] @ old[1] + weight**2 * block_cos) / norm**2, abs=1e-6)
+
+
+def test_perturbed_copies_keep_the_layout_and_apply_each_capture_change(tmp_path: Path):
+    """training.perturb: every kind rewrites every image of a dataset folder under OUT/<name>-<kind>/ with
+    the same writer / genuine / forged layout, as PNG, with exact, repeatable changes."""
+    from PIL import Image
+
+    from training.perturb import KINDS, main
+
+    src = tmp_path / "scans"
+    a = np.full((40, 60), 240, dtype=np.uint8)
+    a[18:22, 10:50] = 40  # a stroke: ink 40 on paper 240
+    for writer in ("w1", "w2"):
+        for sub in ("genuine", "forged"):
+            (src / writer / sub).mkdir(parents=True)
+            Image.fromarray(a).save(src / writer / sub / "s1.png")
+            Image.fromarray(a).convert("RGB").save(src / writer / sub / "s2.jpg", quality=95)
+    main([str(src), str(tmp_path / "out")])
+    for kind in KINDS:
+        files = sorted(p.relative_to(tmp_path / "out" / f"scans-{kind}").as_posix() for p in (tmp_path / "out" / f"scans-{kind}").rglob("*.png"))
+        assert files == [f"{w}/{s}/{n}.png" for w in ("w1", "w2") for s in ("forged", "genuine") for n in ("s1", "s2")]
+    out = {k: np.asarray(Image.open(tmp_path / "out" / f"scans-{k}" / "w1" / "genuine" / "s1.png")) for k in KINDS}
+    assert out["dpi150"].shape == (20, 30) and out["dpi150"][10, 15] == 40 and out["dpi150"][0, 0] == 240
+    assert out["faint"][20, 30] == 140 and out["faint"][0, 0] == 240  # contrast with the paper halved
+    assert out["rotate"].shape[0] > 40 and out["rotate"].shape[1] > 60  # expanded, white corners
+    assert out["rotate"][0, 0] == 255
+    assert out["blur"][17, 30] < 240 and out["blur"][20, 30] > 40
+    assert np.abs(out["jpeg40"].astype(int) - a).max() > 0
+    assert 0 < np.abs(out["noise"].astype(int) - a).mean() < 20
+    again = tmp_path / "again"
+    main([str(src), str(again), "--kinds", "noise"])
+    assert np.array_equal(np.asarray(Image.open(again / "scans-noise" / "w1" / "genuine" / "s1.png")), out["noise"])  # seeded
+    with pytest.raises(SystemExit, match=r"--kinds: unknown \['sepia'\]"):
+        main([str(src), str(again), "--kinds", "sepia"])

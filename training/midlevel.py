@@ -232,8 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     method = card.get("scoring", {}).get("method", "cosine")
     for key in ("scoring", "calibration", "cohort", "evaluation"):  # the old embedding's: refitted, re-measured
         card.pop(key, None)
+    extra = sum(int(mean.size + proj.size) for mean, proj in whitenings)  # constants, counted like export's whitening
     card["architecture"] = {
         **card["architecture"],
+        "parameters": int(card["architecture"].get("parameters", 0)) + extra,
         "network_embed_dim": int(card["embed_dim"]),
         "embed_dim": dim,
         "head": card["architecture"].get("head", "") + "; then mid-level features (training.midlevel) beside it",
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         "stages": args.stages,
         "weight": args.weight,
         "block_scale": scale,
+        "parameters": extra,
         "blocks": [{"member": p or "-", "stage": s, "channels": int(w[0].shape[0]), "dims": int(w[1].shape[1])}
                    for (p, s, _), w in zip(taps, whitenings, strict=True)],
         "what": "per member and stage: global average pool, signed square root, L2, PCA whitening, L2, x block_scale; "

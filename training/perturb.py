@@ -1,0 +1,106 @@
+"""Copies of a dataset folder as another scanner or another workflow would have made them, for robustness.
+
+    python -m training.perturb ../cache/splits/validation ../cache/perturbed --kinds all
+    SIGVAULT_MODEL=DIR sigvault evaluate ../cache/perturbed/validation-jpeg40 --references 5 --splits 5 --json
+
+The model will meet scans from scanners, resolutions and pens it never saw. Each kind rewrites every image
+of ``SRC`` (laid out ``<writer>/{genuine,forged}/*``) into ``OUT/<name of SRC>-<kind>/`` with the same
+layout, so `sigvault evaluate` measures the system on it with the same protocol and seeds as on the
+original; the difference is what that change of capture costs. Kinds (fixed parameters, seeded):
+
+- ``dpi150``: scanned at half the resolution (downscaled to 50 % with a box filter);
+- ``jpeg40``: saved as JPEG at quality 40 (a mobile capture or a cheap archive);
+- ``blur``: slightly out of focus (Gaussian blur, radius 1.2 px);
+- ``faint``: a light pen or an over-exposed scan (the ink's contrast with the paper halved);
+- ``rotate``: placed askew (rotated by 4 degrees, alternately clockwise and anticlockwise; white fill);
+- ``noise``: a grainy scanner (Gaussian noise, standard deviation 12 grey levels).
+
+Only copies outside the repository: the development datasets' terms allow research use, not
+redistribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+def _grey(im: Image.Image) -> Image.Image:
+    return im.convert("L")
+
+
+def dpi150(im: Image.Image, _: int) -> Image.Image:
+    g = _grey(im)
+    return g.resize((max(1, g.width // 2), max(1, g.height // 2)), Image.Resampling.BOX)
+
+
+def jpeg40(im: Image.Image, _: int) -> Image.Image:
+    buf = io.BytesIO()
+    _grey(im).save(buf, format="JPEG", quality=40)
+    buf.seek(0)
+    return Image.open(buf).convert("L")
+
+
+def blur(im: Image.Image, _: int) -> Image.Image:
+    return _grey(im).filter(ImageFilter.GaussianBlur(1.2))
+
+
+def faint(im: Image.Image, _: int) -> Image.Image:
+    a = np.asarray(_grey(im), dtype=np.float32)
+    paper = float(np.percentile(a, 90))
+    return Image.fromarray(np.clip(paper - (paper - a) * 0.5, 0, 255).astype(np.uint8))
+
+
+def rotate(im: Image.Image, index: int) -> Image.Image:
+    return _grey(im).rotate(4.0 if index % 2 else -4.0, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=255)
+
+
+def noise(im: Image.Image, index: int) -> Image.Image:
+    a = np.asarray(_grey(im), dtype=np.float32)
+    rng = np.random.default_rng(index)
+    return Image.fromarray(np.clip(a + rng.normal(0.0, 12.0, a.shape), 0, 255).astype(np.uint8))
+
+
+KINDS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
+    "dpi150": dpi150, "jpeg40": jpeg40, "blur": blur, "faint": faint, "rotate": rotate, "noise": noise,
+}
+
+
+def perturb_folder(src: Path, out: Path, kind: str) -> int:
+    """Write every image of ``src`` perturbed by ``kind`` under ``out`` (same layout, PNG); -> images written."""
+    from sigvault.evaluation import scan_dataset
+
+    fn = KINDS[kind]
+    _, items = scan_dataset(src)
+    for n, item in enumerate(items):
+        target = out / item.writer / ("forged" if item.forged else "genuine") / f"{item.path.stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(item.path) as im:
+            fn(im, n).save(target)
+    return len(items)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path, help="a dataset folder: <writer>/{genuine,forged}/*")
+    ap.add_argument("out", type=Path, help="the copies go to OUT/<name of SRC>-<kind>/")
+    ap.add_argument("--kinds", default="all", help=f"comma-separated among {','.join(KINDS)}, or all")
+    args = ap.parse_args(argv)
+    kinds = list(KINDS) if args.kinds == "all" else args.kinds.split(",")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SystemExit(f"--kinds: unknown {unknown}; choose among {', '.join(KINDS)}")
+    if not args.src.is_dir():
+        raise SystemExit(f"{args.src}: not a folder; give a dataset folder laid out <writer>/{{genuine,forged}}/*")
+    for kind in kinds:
+        dest = args.out / f"{args.src.resolve().name}-{kind}"
+        print(f"{dest}: {perturb_folder(args.src.resolve(), dest, kind)} images ({kind})")
+
+
+if __name__ == "__main__":
+    main()
