@@ -91,7 +91,11 @@ class OnnxEmbedder:
     cohort: np.ndarray | None = None
     cohort_id: str | None = None
     _session: Any = None
-    batch_size: int = 64
+    # Canvases per onnxruntime run. Its memory arena keeps the activations of the largest batch run, so a
+    # process's peak RSS grows with this while throughput stops growing after a few canvases:
+    # benchmarks/embed_batch.py measured 280 signatures/s at 380 MB for 8, 271/s at 1,730 MB for 64 (the
+    # size until session 14, which put an audit's main process at 2.1 GB).
+    batch_size: int = 8
 
     @classmethod
     def load(cls, path: Path | None = None, *, threads: int | None = None) -> OnnxEmbedder:

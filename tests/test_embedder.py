@@ -43,6 +43,21 @@ def test_embeddings_are_unit_vectors_and_deterministic(model):
     assert np.abs(a - b).max() < 1e-5  # batch order does not matter
 
 
+def test_inner_batches_do_not_change_the_embeddings(model):
+    """embed() runs the graph in batches of ``batch_size`` (8: the memory of one run grows with it, the speed
+    does not); 19 canvases make two full batches and a short one."""
+    z = np.load(WEIGHTS / "parity.npz")
+    x = np.concatenate([z["inputs"].astype(np.float32)] * 3)[:19]
+    assert model.batch_size == 8
+    small = model.embed(x)
+    model.batch_size = 64
+    try:
+        whole = model.embed(x)
+    finally:
+        model.batch_size = 8
+    assert np.abs(small - whole).max() < 1e-5
+
+
 def test_card_describes_the_model(model):
     card = json.loads((WEIGHTS / "model_card.json").read_text())
     for key in ("architecture", "preprocess", "scoring", "training", "calibration", "export"):
