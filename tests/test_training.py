@@ -324,3 +324,28 @@ def test_perturbed_copies_keep_the_layout_and_apply_each_capture_change(tmp_path
     assert np.array_equal(np.asarray(Image.open(again / "scans-noise" / "w1" / "genuine" / "s1.png")), out["noise"])  # seeded
     with pytest.raises(SystemExit, match=r"--kinds: unknown \['sepia'\]"):
         main([str(src), str(again), "--kinds", "sepia"])
+
+
+@pytest.mark.parametrize("degrees", [8.0, -5.0])
+def test_rotation_augmentation_turns_strokes_by_the_drawn_angle(degrees: float):
+    """training.augment's rotation is a rotation of the 2:1 canvas in pixels: a horizontal and a vertical
+    stroke both turn by the drawn angle (until session 14 the aspect ratio was inverted: 8 degrees turned a
+    horizontal stroke by 2 and slanted a vertical one by 29)."""
+    torch = pytest.importorskip("torch")  # training extra only
+    import torch.nn.functional as F
+
+    from training.augment import affine_theta
+
+    x = torch.zeros(2, 1, 128, 256)
+    x[0, 0, 64, 64:192] = 1.0  # horizontal stroke
+    x[1, 0, 20:108, 128] = 1.0  # vertical stroke
+    one, zero = torch.ones(2), torch.zeros(2)
+    theta = affine_theta(torch.full((2,), np.radians(degrees)), zero, one, zero, zero, 2.0)
+    y = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)[:, 0]
+    ys, xs = torch.nonzero(y[0] > 0.3, as_tuple=True)
+    horizontal = np.degrees(np.arctan(np.polyfit(xs.numpy(), ys.numpy(), 1)[0]))
+    ys, xs = torch.nonzero(y[1] > 0.3, as_tuple=True)
+    vertical = np.degrees(np.arctan(np.polyfit(ys.numpy(), xs.numpy(), 1)[0]))
+    assert abs(horizontal) == pytest.approx(abs(degrees), abs=0.3)
+    assert abs(vertical) == pytest.approx(abs(degrees), abs=0.3)
+    assert np.sign(horizontal) == -np.sign(vertical)  # one turn, not a shear (which tilts only the vertical)
