@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     _, items = scan_dataset(args.splits_dir / "train")
     genuine = [it for it in items if not it.forged]
     canvases = np.stack([imaging.load_canvas(it.path, spec) for it in genuine])
-    _, pooled = run_taps(tap_graph(graph_bytes, taps), canvases, len(taps))
+    tapped = tap_graph(graph_bytes, taps)
+    _, pooled = run_taps(tapped, canvases, len(taps))
     whitenings = []
     for (prefix, stage, _), x in zip(taps, pooled, strict=True):
         whitenings.append(fit_whitening(signed_root_l2(x.astype(np.float64)), min(args.whiten, x.shape[1])))
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parity = np.load(args.model / "parity.npz")
     inputs = parity["inputs"].astype(np.float32)
-    net, pooled_p = run_taps(tap_graph(graph_bytes, taps), inputs, len(taps))
+    net, pooled_p = run_taps(tapped, inputs, len(taps))
     expected = head(net, pooled_p, whitenings, scale)
     network_scale = math.sqrt(1.0 + len(args.stages) * args.weight**2)
     args.out.mkdir(parents=True, exist_ok=True)
