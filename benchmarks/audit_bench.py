@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
@@ -41,6 +40,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run import model_dir  # noqa: E402
 
 from sigvault.audit import run_audit  # noqa: E402
 from sigvault.config import Settings, sqlite_url  # noqa: E402
@@ -58,6 +60,8 @@ class FakeEmbedder:
     spec: PreprocessSpec = field(default_factory=lambda: PreprocessSpec(canvas_height=64, canvas_width=128))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     model_id: str = "fake-bench"
+    cohort: np.ndarray | None = None  # cosine scoring: no cohort (sigvault.embedder.Embedder)
+    cohort_id: str | None = None
 
     def __post_init__(self) -> None:
         self._proj = np.random.default_rng(0).standard_normal((8 * 16, self.dim)).astype(np.float32)
@@ -90,14 +94,14 @@ def current_rss_mb() -> float:
 def open_vault(root: Path, fake: bool) -> tuple[Vault, str]:
     settings = Settings(home=root / "home", database_url=sqlite_url(root / "home" / "sigvault.db"))
     upgrade_database(settings)
-    chosen = os.environ.get("SIGVAULT_MODEL")  # as the product reads it; nothing else of the environment
-    model = Path(chosen) if chosen else ROOT / "sigvault" / "weights" / "model.onnx"
+    chosen = model_dir()  # SIGVAULT_MODEL, as the product reads it; nothing else of the environment
+    model = chosen or ROOT / "sigvault" / "weights" / "model.onnx"
     if fake or not model.exists():
         why = "--fake" if fake else f"{model} is absent"
         return Vault.open(settings, embedder=FakeEmbedder()), f"FAKE embedder ({why})"
     from sigvault.embedder import load_embedder
 
-    embedder = load_embedder(Path(chosen) if chosen else None)
+    embedder = load_embedder(chosen)
     return Vault.open(settings, embedder=embedder), f"{'model' if chosen else 'shipped model'} {embedder.model_id}"
 
 

@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     if mid.get("stages"):
         with_mid = args.runs / "midlevel"
         shutil.rmtree(with_mid, ignore_errors=True)
+        options = [f"--{key}={mid[key]}" for key in ("weight", "whiten") if key in mid]  # else midlevel's defaults
         midlevel.main(["--model", str(model), "--out", str(with_mid), "--splits-dir", str(args.splits_dir),
-                       "--stages", *map(str, mid["stages"]), "--weight", str(mid.get("weight", 0.7)),
-                       "--whiten", str(mid.get("whiten", 256))])
+                       "--stages", *map(str, mid["stages"]), *options])
         model = with_mid
     args.out.mkdir(parents=True, exist_ok=True)
     for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
