@@ -4,8 +4,9 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
 
 1. **One read pass.** Every image is read once (:func:`imaging.read_image`), its raw capture statistics are
    taken (:func:`probes.image_stats`), it is preprocessed with the model's spec and embedded, in batches of
-   :data:`EMBED_BATCH`. Unreadable images, images without ink and exact duplicate files are skipped and
-   listed in the report; the run goes on.
+   :data:`EMBED_BATCH`; a genuine image is also embedded in the scoring's views (turned copies,
+   :func:`imaging.preprocess_views`), should it be drawn as a reference. Unreadable images, images without ink
+   and exact duplicate files are skipped and listed in the report; the run goes on.
 2. **S seeded splits.** Per writer, N random genuine signatures are the references. They are enrolled
    through :meth:`sigvault.vault.Vault.enroll` in a temporary store, exactly as ``sigvault enroll`` does;
    the thresholds the vault stores are the ones the deployed rule uses. Questioned items (the writer's other
@@ -219,6 +220,9 @@ class _Loaded:
     stats: list[probes.ImageStats] = field(default_factory=list)
     canvas_keys: list[bytes] = field(default_factory=list)
     emb: list[np.ndarray] = field(default_factory=list)
+    views: list[np.ndarray] = field(default_factory=list)  # per item (len(scoring.views), dim); zeros if forged
+    view_keys: list[bytes] = field(default_factory=list)  # the genuine items' view canvases, hashed...
+    view_emb: list[np.ndarray] = field(default_factory=list)  # ...and their embeddings, for the vault's cache
     skipped: list[SkippedImage] = field(default_factory=list)
 
 
@@ -232,16 +236,25 @@ def _read_all(
     limits: imaging.ImageLimits,
     progress: Progress | None,
 ) -> _Loaded:
-    """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail."""
+    """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail. Genuine
+    images (the only possible references) are also embedded in their views when the scoring has some."""
     out = _Loaded()
     seen: dict[str, str] = {}
-    batch: list[np.ndarray] = []
+    angles = embedder.scoring.views
+    batch: list[np.ndarray] = []  # canvases: each item's, followed by its views if it is genuine
+    sizes: list[int] = []  # canvases in the batch per item
 
     def flush() -> None:
         if batch:
             vecs = np.asarray(embedder.embed(np.stack(batch)), dtype=np.float32)
-            out.emb.extend(vecs)
+            at = 0
+            for n in sizes:
+                out.emb.append(vecs[at])
+                out.views.append(vecs[at + 1 : at + n] if n > 1 else np.zeros((len(angles), embedder.dim), np.float32))
+                out.view_emb.extend(vecs[at + 1 : at + n])
+                at += n
             batch.clear()
+            sizes.clear()
 
     for k, item in enumerate(items):
         name = str(item.path)
@@ -253,7 +266,10 @@ def _read_all(
                     f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
                 )
             grey = imaging.read_image(data, name=name, limits=limits)
-            canvas = imaging.preprocess(grey, embedder.spec, name=name)
+            if angles and not item.forged:
+                canvases = list(imaging.preprocess_views(grey, embedder.spec, angles, name=name))
+            else:
+                canvases = [imaging.preprocess(grey, embedder.spec, name=name)]
         except ImageError as exc:
             out.skipped.append(SkippedImage(name, str(exc)))
         else:
@@ -261,9 +277,11 @@ def _read_all(
             kind, dpi = probes.header_info(data)
             out.items.append(item)
             out.stats.append(probes.image_stats(grey, file_kind=kind, dpi=dpi))
-            out.canvas_keys.append(_canvas_key(canvas))
-            batch.append(canvas)
-            if len(batch) == EMBED_BATCH:
+            out.canvas_keys.append(_canvas_key(canvases[0]))
+            out.view_keys.extend(_canvas_key(c) for c in canvases[1:])
+            batch.extend(canvases)
+            sizes.append(len(canvases))
+            if len(batch) >= EMBED_BATCH:
                 flush()
         if progress is not None:
             progress("reading", k + 1, len(items))
@@ -403,6 +421,7 @@ def swapped_by_writer(
     refs: dict[str, np.ndarray],
     cfg: scoring.ScoringConfig,
     cohort: np.ndarray | None = None,
+    views: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The shortcut test: per enrolled writer (sorted), its questioned items (its non-reference genuine
     signatures, its skilled forgeries) scored against the references of the NEXT enrolled writer: a list of
@@ -412,7 +431,8 @@ def swapped_by_writer(
         return []
     out = []
     for k, w in enumerate(names):
-        other = scoring.person_scorer(emb[refs[names[(k + 1) % len(names)]]], cfg, cohort)
+        theirs = refs[names[(k + 1) % len(names)]]
+        other = scoring.person_scorer(emb[theirs], cfg, cohort, views=None if views is None else views[theirs])
         mine = writers == w
         rest = np.setdiff1d(np.flatnonzero(mine & ~forged), refs[w])
         skilled = np.flatnonzero(mine & forged)
@@ -509,7 +529,12 @@ def run_evaluation(
             "evaluation needs at least 2 (lower --references or add scans)"
         )
 
-    cached = _CachedEmbedder(embedder, loaded.canvas_keys, emb)
+    views = np.stack(loaded.views) if cfg.views and loaded.views else None
+    cached = _CachedEmbedder(
+        embedder,
+        loaded.canvas_keys + loaded.view_keys,
+        np.vstack([emb, *loaded.view_emb]) if loaded.view_emb else emb,
+    )
     per_split: dict[str, list[float]] = {k: [] for k in FIGURE_KEYS}
     confusion = {k: dict.fromkeys(DECISIONS, 0) for k in protocol.KINDS}
     trial_counts = {k: 0 for k in protocol.KINDS}
@@ -520,14 +545,14 @@ def run_evaluation(
         refs = choose_references(writers, forged, references, rng)
         thresholds = enroll_references(refs, paths, cached, limits)
         trials = protocol.run_split(
-            emb, writers, forged, references, int(rng.integers(2**31)), cfg, references=refs, cohort=cohort
+            emb, writers, forged, references, int(rng.integers(2**31)), cfg, references=refs, cohort=cohort, views=views
         )
         # The deployed rule uses the thresholds the vault stored at enrolment.
         vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)
         mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
         trials = replace(trials, threshold=vault_thr)
         figs = split_figures(trials, cfg)
-        per_writer = swapped_by_writer(emb, writers, forged, refs, cfg, cohort)
+        per_writer = swapped_by_writer(emb, writers, forged, refs, cfg, cohort, views)
         figs["eer_skilled_swapped"] = _eer(*pooled_swapped(per_writer))
         figs["auc_skilled_swapped_writer"] = swapped_writer_auc(per_writer)
         for k in FIGURE_KEYS:

@@ -500,6 +500,31 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
     return canvas
 
 
+def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
+    """The scan turned by ``degrees`` anticlockwise (as if placed askew on the scanner): bilinear, the frame
+    enlarged to hold every pixel, the corners filled with the paper's grey (the median grey level)."""
+    from PIL import Image
+
+    paper = round(_hist_median(_hist(grey)))
+    im = Image.fromarray(grey).rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=paper)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def preprocess_views(
+    grey: np.ndarray, spec: PreprocessSpec, angles: tuple[float, ...], *, name: str = "image"
+) -> np.ndarray:
+    """The canvas of a scan, then the canvases of the scan turned by each of ``angles`` (degrees):
+    float32 (1 + len(angles), canvas_height, canvas_width); the first is exactly :func:`preprocess`'s.
+
+    The turned copies are the "views" a reference is enrolled with (``ScoringConfig.view_angles``): extra
+    examples of the person's hand as a skewed scan would show it. The scan is shrunk once, then turned
+    (the shrink commutes with the turn up to resampling, and costs the most)."""
+    work = _shrink(grey, spec.work_max_side)
+    out = [preprocess(work, spec, name=name)]
+    out += [preprocess(turn(work, a), spec, name=name) for a in angles]
+    return np.stack(out)
+
+
 def load_canvas(
     source: Path | str | bytes,
     spec: PreprocessSpec = DEFAULT_SPEC,

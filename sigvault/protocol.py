@@ -40,6 +40,7 @@ def run_split(
     cfg: scoring.ScoringConfig,
     references: dict[str, np.ndarray] | None = None,
     cohort: np.ndarray | None = None,
+    views: np.ndarray | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -49,6 +50,8 @@ def run_split(
         references: optional precomputed choice {writer: indices of its references} (evaluate passes the
             references it enrolled through the vault so both sides use the same ones).
         cohort: (m, d) the model's cohort, for ``wd-svm`` scoring (none of the writers measured is in it).
+        views: (n, len(cfg.views), d) the items' turned views (``scoring.person_scorer``), when ``cfg.views``;
+            only the references' rows are read.
     """
     rng = np.random.default_rng(seed)
     names = sorted(set(writers.tolist()))
@@ -70,8 +73,9 @@ def run_split(
     out_w, out_k, out_s, out_t, out_i = [], [], [], [], []
     for w in enrolled:
         r = emb[refs_of[w]]
-        thr = scoring.person_threshold(r, cfg, cohort).value
-        scorer = scoring.person_scorer(r, cfg, cohort)
+        v = None if views is None else views[refs_of[w]]
+        thr = scoring.person_threshold(r, cfg, cohort, views=v).value
+        scorer = scoring.person_scorer(r, cfg, cohort, views=v)
         items = [(i, "genuine") for i in rest_of[w]]
         items += [(i, "skilled") for i in np.flatnonzero((writers == w) & forged)]
         items += [(random_pick[o], "random") for o in enrolled if o != w and o in random_pick]

@@ -8,6 +8,10 @@ A questioned signature is scored against the person's references by one of two m
   against the model's *cohort* (genuine signatures of writers the network never trained on, shipped with
   the weights, as negatives); the score is the SVM's decision value. Measured on validation writers it
   beats plain cosine and cohort normalisation (z-norm, s-norm): ``python -m training.scoring_compare``.
+  With ``view_angles``, each reference is also fitted turned by those angles (its "views",
+  :func:`sigvault.imaging.preprocess_views`): the same hand as a scan placed askew would show it, so that a
+  skewed questioned scan is not taken for a stranger's. Views are derived data: a vault computes them from
+  the stored reference images whenever it fits a scorer.
 
 The person's threshold comes from
 the references alone: the leave-one-out scores among the references (each reference scored against the
@@ -45,14 +49,27 @@ class ScoringConfig:
     calib_offset: float = 0.0
     compare_threshold: float = 0.70  # `compare`: one-to-one similarity at which P(same writer) = 0.5
     compare_slope: float = 20.0
+    # wd-svm: each reference also enrolled turned by these angles (degrees), as extra positives ("views")
+    view_angles: tuple[float, ...] = ()
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | int | list[float]]:
+        out: dict[str, float | int | list[float]] = asdict(self)
+        out["view_angles"] = [float(a) for a in self.view_angles]
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, float | int]) -> ScoringConfig:
+    def from_dict(cls, data: dict[str, float | int | list[float]]) -> ScoringConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
+        values: dict[str, object] = {k: v for k, v in data.items() if k in known}
+        if "view_angles" in values:
+            values["view_angles"] = tuple(float(a) for a in values["view_angles"])  # type: ignore[attr-defined]
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def views(self) -> tuple[float, ...]:
+        """The view angles scoring uses: those of ``view_angles`` for wd-svm, none for cosine (which has no
+        fitted model for extra positives to train)."""
+        return self.view_angles if self.method == "wd-svm" else ()
 
 
 @dataclass(frozen=True)
@@ -96,11 +113,14 @@ class PersonScorer:
         return float(self.scores(query[np.newaxis, :])[0])
 
     def to_json(self) -> dict[str, object]:
-        """What a vault stores with the person's threshold (wd-svm weights, exactly, as float64)."""
+        """What a vault stores with the person's threshold (wd-svm weights, exactly, as float64, and the view
+        angles the fit used)."""
         out: dict[str, object] = {"method": self.method}
         if self.weights is not None:
             out["weights"] = base64.b64encode(self.weights.astype("<f8").tobytes()).decode("ascii")
             out["bias"] = self.bias
+        if self.cfg.views:
+            out["views"] = [float(a) for a in self.cfg.views]
         return out
 
     @classmethod
@@ -145,17 +165,34 @@ class SvmFits:
         return hit
 
 
+def _check_views(refs: np.ndarray, cfg: ScoringConfig, views: np.ndarray | None) -> None:
+    want = len(cfg.views)
+    if want == 0:
+        return
+    if views is None or views.shape != (refs.shape[0], want, refs.shape[1]):
+        got = None if views is None else views.shape
+        raise ValueError(f"this scoring needs {want} views of each of the {refs.shape[0]} references, got {got}")
+
+
 def person_scorer(
-    refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None, fits: SvmFits | None = None
+    refs: np.ndarray,
+    cfg: ScoringConfig,
+    cohort: np.ndarray | None = None,
+    fits: SvmFits | None = None,
+    views: np.ndarray | None = None,
 ) -> PersonScorer:
     """The scorer of a person with references ``refs`` (n, d), by ``cfg.method``. ``fits``: a memo made
-    for this ``cohort`` and ``cfg``."""
+    for this ``cohort`` and ``cfg``. ``views``: (n, len(cfg.views), d), the embeddings of each reference
+    turned by ``cfg.views`` (:func:`sigvault.imaging.preprocess_views`), extra positives of the SVM;
+    required when ``cfg.views`` is not empty, ignored otherwise."""
+    _check_views(refs, cfg, views)
     if cfg.method == "wd-svm":
         if cohort is None or cohort.shape[0] == 0:
             raise ValueError("wd-svm scoring needs a cohort of other writers' signatures")
         if fits is not None and (fits.cohort is not cohort or fits.cfg != cfg):
             raise ValueError("the fit memo was made for another cohort or scoring config")
-        weights, bias = fits.fit(refs) if fits is not None else fit_linear(refs, cohort, cfg)
+        positives = refs if not cfg.views else np.vstack([refs, views.reshape(-1, refs.shape[1])])  # type: ignore[union-attr]
+        weights, bias = fits.fit(positives) if fits is not None else fit_linear(positives, cohort, cfg)
         return PersonScorer("wd-svm", refs, cfg, weights, bias)
     return PersonScorer(cfg.method, refs, cfg)
 
@@ -175,22 +212,42 @@ def fuse(sims: np.ndarray, cfg: ScoringConfig) -> float:
 
 
 def loo_scores(
-    refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None, fits: SvmFits | None = None
+    refs: np.ndarray,
+    cfg: ScoringConfig,
+    cohort: np.ndarray | None = None,
+    fits: SvmFits | None = None,
+    views: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each reference scored against the others. refs (n, d) with n >= 2 -> (n,)."""
+    """Each reference scored against the others (without its views either: they are the same signature).
+    refs (n, d) with n >= 2 -> (n,)."""
     n = refs.shape[0]
+    _check_views(refs, cfg, views)
     if cfg.method != "cosine":
         return np.array(
-            [person_scorer(np.delete(refs, i, axis=0), cfg, cohort, fits).score(refs[i]) for i in range(n)]
+            [
+                person_scorer(
+                    np.delete(refs, i, axis=0),
+                    cfg,
+                    cohort,
+                    fits,
+                    None if views is None else np.delete(views, i, axis=0),
+                ).score(refs[i])
+                for i in range(n)
+            ]
         )
     gram = refs.astype(np.float64) @ refs.astype(np.float64).T
     return np.array([fuse(np.delete(gram[i], i), cfg) for i in range(n)])
 
 
 def person_threshold(
-    refs: np.ndarray, cfg: ScoringConfig, cohort: np.ndarray | None = None, fits: SvmFits | None = None
+    refs: np.ndarray,
+    cfg: ScoringConfig,
+    cohort: np.ndarray | None = None,
+    fits: SvmFits | None = None,
+    views: np.ndarray | None = None,
 ) -> Threshold:
-    """Threshold from the references alone (and, for wd-svm, the cohort). refs (n, d), n >= 1."""
+    """Threshold from the references alone (and, for wd-svm, the cohort). refs (n, d), n >= 1; ``views`` as
+    :func:`person_scorer`'s."""
     n = int(refs.shape[0])
     if n < 1:
         raise ValueError("a threshold needs at least one reference")
@@ -199,7 +256,7 @@ def person_threshold(
     if n == 1:
         value = cfg.prior_mean - cfg.k * cfg.prior_std
         return Threshold(value, "prior (1 reference)", 1, None, None)
-    loo = loo_scores(refs, cfg, cohort, fits)
+    loo = loo_scores(refs, cfg, cohort, fits, views)
     loo_mean = float(loo.mean())
     loo_var = float(loo.var(ddof=1)) if n >= 3 else prior_var
     dof = n - 1 if n >= 3 else 0
@@ -207,6 +264,8 @@ def person_threshold(
     var = (dof * loo_var + n0 * prior_var) / (dof + n0)
     value = mean - cfg.k * math.sqrt(var)
     scores = "" if cfg.method == "cosine" else f" ({cfg.method} scores)"
+    if cfg.views:
+        scores += f", each reference also turned by {', '.join(f'{v:g}' for v in cfg.views)} degrees"
     method = f"leave-one-out over {n} references{scores}, shrunk toward the global prior (weight {n0:g})"
     return Threshold(value, method, n, loo_mean, math.sqrt(loo_var) if n >= 3 else None)
 

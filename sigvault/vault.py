@@ -288,6 +288,7 @@ class _Loaded:
     data: bytes
     sha256: str
     canvas: np.ndarray
+    views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of the scan turned, for enrolment
 
 
 @dataclass(frozen=True)
@@ -455,7 +456,7 @@ class Vault:
                     f"{item.name}: same image as {first_name[item.sha256]}; give each reference once"
                 )
             first_name[item.sha256] = item.name
-        vectors = self._embed([item.canvas for item in loaded])
+        vectors, new_views = self._embed_with_views(loaded)
         embedder = self.embedder
         from sqlalchemy.exc import IntegrityError
 
@@ -472,8 +473,11 @@ class Vault:
                             f"{enrolled[item.sha256]}); nothing was enrolled"
                         )
                 existing = queries.decode_vectors(blobs, embedder.dim)
+                views = None if new_views is None else np.concatenate([self._stored_views(conn, refs), new_views])
                 fits = self._svm_fits()
-                warnings = self._outlier_warnings(person_id, existing, vectors, [i.name for i in loaded], fits)
+                warnings = self._outlier_warnings(
+                    person_id, existing, vectors, [i.name for i in loaded], fits, views
+                )
                 added = tuple(
                     EnrolledReference(
                         queries.insert_reference(
@@ -490,7 +494,7 @@ class Vault:
                     )
                     for item, vec in zip(loaded, vectors, strict=True)
                 )
-                threshold = self._refresh_threshold(conn, row, np.vstack([existing, vectors]), fits=fits)
+                threshold = self._refresh_threshold(conn, row, np.vstack([existing, vectors]), views, fits=fits)
         except IntegrityError as exc:  # another process enrolled the same image at the same moment
             raise DuplicateReferenceError(
                 f"an image given is already enrolled for {person_id!r}; nothing was enrolled"
@@ -539,8 +543,10 @@ class Vault:
         new: np.ndarray,
         names: Sequence[str],
         fits: scoring.SvmFits | None = None,
+        views: np.ndarray | None = None,
     ) -> list[str]:
-        """Warn about each new reference that the person's other references would reject."""
+        """Warn about each new reference that the person's other references would reject. ``views``: of all
+        the references (existing, then new), when the scoring has some."""
         cfg = self.embedder.scoring
         cohort = self.embedder.cohort
         everything = np.vstack([existing, new])
@@ -550,8 +556,9 @@ class Vault:
             others = np.delete(everything, i, axis=0)
             if others.shape[0] == 0:
                 continue
-            threshold = scoring.person_threshold(others, cfg, cohort, fits)
-            score = scoring.person_scorer(others, cfg, cohort, fits).score(everything[i])
+            their_views = None if views is None else np.delete(views, i, axis=0)
+            threshold = scoring.person_threshold(others, cfg, cohort, fits, their_views)
+            score = scoring.person_scorer(others, cfg, cohort, fits, their_views).score(everything[i])
             if scoring.decide(score, threshold.value, cfg) == "reject":
                 warnings.append(
                     f"{name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
@@ -564,14 +571,22 @@ class Vault:
         conn: Connection,
         person: queries.PersonRow,
         vectors: np.ndarray,
+        views: np.ndarray | None = None,
         *,
         keep_override: bool = True,
         fits: scoring.SvmFits | None = None,
     ) -> ThresholdChange:
-        """Recompute and store the person's scorer and threshold from all their references (``vectors``); an
-        override, if set and ``keep_override``, keeps its value (the scorer is refitted all the same)."""
+        """Recompute and store the person's scorer and threshold from all their references (``vectors``, in
+        id order, and their ``views``: recomputed from the stored images when the scoring has views and none
+        are given); an override, if set and ``keep_override``, keeps its value (the scorer is refitted all the
+        same)."""
         cfg, cohort = self.embedder.scoring, self.embedder.cohort
-        scorer = {**scoring.person_scorer(vectors, cfg, cohort, fits).to_json(), "cohort": self.embedder.cohort_id}
+        if cfg.views and views is None:
+            views = self._stored_views(conn, queries.person_references(conn, person.pk)[0])
+        scorer = {
+            **scoring.person_scorer(vectors, cfg, cohort, fits, views).to_json(),
+            "cohort": self.embedder.cohort_id,
+        }
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
             queries.put_threshold(
@@ -586,7 +601,7 @@ class Vault:
                 set_at=current.set_at,
             )
             return ThresholdChange(person.person_id, current.value, current.method, True)
-        t = scoring.person_threshold(vectors, cfg, cohort, fits)
+        t = scoring.person_threshold(vectors, cfg, cohort, fits, views)
         queries.put_threshold(
             conn,
             person.pk,
@@ -600,13 +615,15 @@ class Vault:
         return ThresholdChange(person.person_id, t.value, t.method, False)
 
     def _rule_is_current(self, threshold: queries.ThresholdRow) -> bool:
-        """Was the stored scorer made by the loaded model's scoring method and cohort? (Rows written before
-        scorers were stored count as cosine.)"""
+        """Was the stored scorer made by the loaded model's scoring method, cohort and views? (Rows written
+        before scorers were stored count as cosine, before views as without.)"""
         stored = threshold.details.get("scorer") or {"method": "cosine"}
+        cfg = self.embedder.scoring
         return bool(
             threshold.model_id == self.model_id
-            and stored.get("method") == self.embedder.scoring.method
+            and stored.get("method") == cfg.method
             and stored.get("cohort") == self.embedder.cohort_id
+            and [float(a) for a in stored.get("views", [])] == list(cfg.views)
         )
 
     # -------------------------------------------------------------------------------------- verify
@@ -734,8 +751,10 @@ class Vault:
                 threshold = queries.get_threshold(conn, row.pk)
                 assert threshold is not None
             else:
-                t = threshold if threshold.is_override else scoring.person_threshold(vectors, cfg, self.embedder.cohort)
-                scorer = scoring.person_scorer(vectors, cfg, self.embedder.cohort)
+                views = self._stored_views(conn, refs)
+                cohort = self.embedder.cohort
+                t = threshold if threshold.is_override else scoring.person_threshold(vectors, cfg, cohort, None, views)
+                scorer = scoring.person_scorer(vectors, cfg, cohort, None, views)
                 threshold = replace(threshold, value=t.value, method=t.method)
                 return _PersonRefs(person_id, refs, vectors, threshold, scorer)
         stored = threshold.details.get("scorer") or {"method": "cosine"}
@@ -1138,20 +1157,59 @@ class Vault:
         data = imaging.read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
         return _Loaded(name, data, hashlib.sha256(data).hexdigest(), self._canvas(data, name))
 
+    def _load_reference(self, source: Source) -> _Loaded:
+        """:meth:`_load` for enrolment: with the canvases of the scoring's views, if it has any."""
+        if not self.embedder.scoring.views:
+            return self._load(source)
+        name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+        data = imaging.read_bytes(source, name, self.limits)
+        canvases = self._view_canvases(data, name)
+        return _Loaded(name, data, hashlib.sha256(data).hexdigest(), canvases[0], canvases[1:])
+
     def _load_all(self, sources: Sequence[Source]) -> list[_Loaded]:
-        """:meth:`_load` of each source, in order, on two threads: decoding (Pillow), preprocessing (OpenCV)
-        and hashing release the GIL, so 10 scans of 1800x800 load 1.9x faster on 2 cores (156 -> 83 ms).
-        The first failing source in order raises, as with a loop."""
+        """:meth:`_load_reference` of each source, in order, on two threads: decoding (Pillow), preprocessing
+        (OpenCV) and hashing release the GIL, so 10 scans of 1800x800 load 1.9x faster on 2 cores (156 -> 83
+        ms). The first failing source in order raises, as with a loop."""
         if len(sources) < 2 or (os.cpu_count() or 1) < 2:
-            return [self._load(s) for s in sources]
+            return [self._load_reference(s) for s in sources]
         from concurrent.futures import ThreadPoolExecutor
 
         _ = self.embedder.spec  # load the model before the threads ask for its preprocessing
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sigvault-load") as pool:
-            return list(pool.map(self._load, sources))
+            return list(pool.map(self._load_reference, sources))
 
     def _canvas(self, data: bytes, name: str) -> np.ndarray:
         return imaging.load_canvas(data, self.embedder.spec, name=name, limits=self.limits)
+
+    def _view_canvases(self, data: bytes, name: str) -> np.ndarray:
+        """The canvas of an image and of its views: (1 + len(scoring.views), H, W)."""
+        grey = imaging.read_image(data, name=name, limits=self.limits)
+        return imaging.preprocess_views(grey, self.embedder.spec, self.embedder.scoring.views, name=name)
+
+    def _embed_with_views(self, loaded: Sequence[_Loaded]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings of loaded references (n, dim), and of their views (n, len(scoring.views), dim) or None
+        when the scoring has none; one batched pass."""
+        k = len(self.embedder.scoring.views)
+        if not k:
+            return self._embed([item.canvas for item in loaded]), None
+        canvases = [c for item in loaded for c in (item.canvas, *item.views)]  # type: ignore[misc]
+        vecs = self._embed(canvases).reshape(len(loaded), k + 1, -1)
+        return vecs[:, 0], vecs[:, 1:]
+
+    def _stored_views(self, conn: Connection, refs: Sequence[queries.ReferenceRow]) -> np.ndarray | None:
+        """The views of stored references (n, len(scoring.views), dim), recomputed from their stored images
+        (views are derived data, never stored); None when the scoring has no views."""
+        angles = self.embedder.scoring.views
+        if not angles:
+            return None
+        if not refs:
+            return np.zeros((0, len(angles), self.embedder.dim), dtype=np.float32)
+        images = queries.reference_images(conn, [r.id for r in refs])
+        canvases: list[np.ndarray] = []
+        for r in refs:
+            name = f"reference {r.id} ({r.source_name or 'image'})"
+            canvases.extend(self._view_canvases(images[r.id], name)[1:])
+        return self._embed(canvases).reshape(len(refs), len(angles), -1)
 
     def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
         """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`EMBED_BATCH`."""

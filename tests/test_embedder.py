@@ -87,9 +87,9 @@ def test_shipped_probability_agrees_with_the_decisions(model):
 
 def test_shipped_model_on_synthetic_writers(model):
     """30 synthetic writers (sigvault.synth, never used in training): 4 references each, through the
-    product's preprocessing, embedding and wd-svm scoring. The genuine signature outscores the writer's own
-    synthetic imitation for all 30 (session 10's network alone: 29; the model shipped before it: 26) and
-    another writer's signature for all 30."""
+    product's preprocessing, embedding and wd-svm scoring with its reference views. The genuine signature
+    outscores the writer's own synthetic imitation for all 30 (session 10's network alone: 29; the model
+    shipped before it: 26) and another writer's signature for all 30."""
     from sigvault import imaging, scoring
     from sigvault.synth import SyntheticWriter
 
@@ -98,8 +98,10 @@ def test_shipped_model_on_synthetic_writers(model):
     for k in range(30):
         w = SyntheticWriter(k)
         ims = [w.genuine(i) for i in range(4)] + [w.genuine(9), w.forgery(0), SyntheticWriter(1000 + k).genuine(0)]
-        e = model.embed(np.stack([imaging.preprocess(np.asarray(im.convert("L"))) for im in ims])).astype(np.float64)
-        s = scoring.person_scorer(e[:4], model.scoring, cohort).scores(e[4:])
+        greys = [np.asarray(im.convert("L")) for im in ims]
+        e = model.embed(np.stack([imaging.preprocess(g) for g in greys])).astype(np.float64)
+        views = np.stack([model.embed(imaging.preprocess_views(g, model.spec, model.scoring.views)[1:]) for g in greys[:4]])
+        s = scoring.person_scorer(e[:4], model.scoring, cohort, views=views.astype(np.float64)).scores(e[4:])
         above_imitation += int(s[0] > s[1])
         above_other += int(s[0] > s[2])
     assert (above_imitation, above_other) == (30, 30)

@@ -387,3 +387,36 @@ def test_spec_round_trips_and_fingerprints():
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# ------------------------------------------------------------------------------------------ views
+
+
+def _ink_angle(canvas: np.ndarray) -> float:
+    """Angle (degrees, anticlockwise as seen) of the ink's principal axis, weighted by ink strength."""
+    ys, xs = np.nonzero(canvas)
+    w = canvas[ys, xs].astype(np.float64)
+    x, y = xs - np.average(xs, weights=w), ys - np.average(ys, weights=w)
+    cxx, cyy, cxy = np.average(x * x, weights=w), np.average(y * y, weights=w), np.average(x * y, weights=w)
+    return float(np.degrees(-0.5 * np.arctan2(2 * cxy, cxx - cyy)))  # image y points down
+
+
+def test_views_are_the_scan_turned_then_preprocessed():
+    im = Image.new("L", (900, 300), 230)
+    ImageDraw.Draw(im).line([(100, 150), (800, 150)], fill=30, width=5)
+    grey = np.asarray(im)
+    views = imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, (-10.0, 10.0))
+    assert views.shape == (3, imaging.DEFAULT_SPEC.canvas_height, imaging.DEFAULT_SPEC.canvas_width)
+    np.testing.assert_array_equal(views[0], imaging.preprocess(grey))
+    assert _ink_angle(views[0]) == pytest.approx(0.0, abs=0.1)
+    assert _ink_angle(views[1]) == pytest.approx(-10.0, abs=0.5)
+    assert _ink_angle(views[2]) == pytest.approx(10.0, abs=0.5)
+    assert imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, ()).shape[0] == 1
+
+
+def test_turning_fills_the_corners_with_the_paper_grey():
+    grey = np.full((100, 300), 200, dtype=np.uint8)
+    grey[40:60, 20:280] = 10
+    turned = imaging.turn(grey, 20.0)
+    assert turned.shape[0] > 100 and turned.shape[1] > 300
+    assert (turned[0, 0], turned[-1, -1], turned[0, -1], turned[-1, 0]) == (200, 200, 200, 200)

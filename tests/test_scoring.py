@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -152,3 +154,56 @@ def test_svm_fit_memo_changes_no_value_and_saves_the_repeated_fits():
     assert fits.misses == 16
     with pytest.raises(ValueError, match="another cohort"):
         scoring.person_scorer(refs, WD, COHORT.copy(), fits)
+
+
+# ---------------------------------------------------------------------------------- reference views
+
+WDV = replace(WD, view_angles=(-4.0, 4.0))
+VIEWS = np.stack([np.stack([unit(1, 0.2, 0.05 * i), unit(1, -0.2, 0.05 * i)]) for i in range(3)])  # (3, 2, 3)
+
+
+def test_views_are_extra_positives_of_the_svm():
+    from sklearn.svm import SVC
+
+    s = scoring.person_scorer(REFS, WDV, COHORT, views=VIEWS)
+    positives = np.vstack([REFS, VIEWS.reshape(-1, 3)])
+    svm = SVC(kernel="linear", C=1.0, class_weight="balanced").fit(
+        np.vstack([positives, COHORT]), np.r_[np.ones(9), np.zeros(6)]
+    )
+    q = np.stack([unit(1, 0.2, 0.1), unit(0, 1, 0.5)])
+    np.testing.assert_allclose(s.scores(q), svm.decision_function(q), rtol=0, atol=1e-12)
+    assert s.to_json()["views"] == [-4.0, 4.0]
+    assert "views" not in scoring.person_scorer(REFS, WD, COHORT).to_json()
+
+
+def test_leave_one_out_leaves_a_references_views_out_with_it():
+    loo = scoring.loo_scores(REFS, WDV, COHORT, views=VIEWS)
+    expected = []
+    for i in range(3):
+        others = np.delete(REFS, i, axis=0)
+        positives = np.vstack([others, np.delete(VIEWS, i, axis=0).reshape(-1, 3)])
+        weights, bias = scoring.fit_linear(positives, COHORT, WDV)
+        expected.append(float(REFS[i] @ weights + bias))
+    np.testing.assert_allclose(loo, expected, rtol=0, atol=1e-12)
+    t = scoring.person_threshold(REFS, WDV, COHORT, views=VIEWS)
+    assert t.method == (
+        "leave-one-out over 3 references (wd-svm scores), each reference also turned by -4, 4 degrees, "
+        "shrunk toward the global prior (weight 2)"
+    )
+
+
+def test_views_are_required_by_a_scoring_with_view_angles_and_ignored_by_cosine():
+    with pytest.raises(ValueError, match="needs 2 views of each of the 3 references, got None"):
+        scoring.person_scorer(REFS, WDV, COHORT)
+    with pytest.raises(ValueError, match=r"got \(2, 2, 3\)"):
+        scoring.person_threshold(REFS, WDV, COHORT, views=VIEWS[:2])
+    cosine = replace(CFG, view_angles=(-4.0, 4.0))
+    assert cosine.views == ()
+    assert scoring.person_threshold(REFS, cosine).value == scoring.person_threshold(REFS, CFG).value
+
+
+def test_view_angles_round_trip_through_the_card():
+    d = WDV.to_dict()
+    assert d["view_angles"] == [-4.0, 4.0]
+    assert ScoringConfig.from_dict(json.loads(json.dumps(d))) == WDV
+    assert ScoringConfig.from_dict({"method": "wd-svm"}).view_angles == ()

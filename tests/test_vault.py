@@ -433,3 +433,89 @@ def test_changing_the_scoring_method_refits_each_person_on_first_use(settings, i
 
     stored = [_json.loads(r) if isinstance(r, str) else r for r in rows]
     assert [(d["scorer"]["method"], d["scorer"]["cohort"]) for d in stored] == [("wd-svm", "cohort-a")] * 2
+
+
+# ------------------------------------------------------------------------------ reference views (wd-svm)
+
+
+def _views_embedder(images: ImageFactory) -> FakeEmbedder:
+    """The wd-svm fake model whose scoring enrols each reference also turned by -4 and +4 degrees."""
+    emb = _wd_embedder(images)
+    emb.scoring = scoring.ScoringConfig(
+        method="wd-svm", prior_mean=0.6, prior_std=0.5, k=1.0, view_angles=(-4.0, 4.0)
+    )
+    return emb
+
+
+def view_vectors(embedder: FakeEmbedder, paths: list[Path]) -> np.ndarray:
+    """(n, 2, dim): the views the vault should compute, from the public pieces."""
+    out = []
+    for p in paths:
+        grey = imaging.read_image(p)
+        canvases = imaging.preprocess_views(grey, embedder.spec, embedder.scoring.view_angles)
+        out.append(embedder.embed(canvases[1:]))
+    return np.stack(out)
+
+
+def test_enrolment_fits_the_svm_with_each_references_views(settings, images: ImageFactory) -> None:
+    from sigvault.vault import upgrade_database
+
+    emb = _views_embedder(images)
+    upgrade_database(settings)
+    refs = images.refs(1, 4)
+    late = images.write("late.png", 1, 9)
+    q = images.write("q.png", 1, 8)
+    with Vault.open(settings, embedder=emb) as vault:
+        first = vault.enroll("alice", refs)
+        result = vault.verify("alice", q)
+        more = vault.enroll("alice", [late])  # the stored references' views are recomputed from their images
+        again = vault.verify("alice", q)
+    ref_vecs, views = vectors(emb, refs), view_vectors(emb, refs)
+    q_vec = vectors(emb, [q])[0]
+    expected = scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort, views=views)
+    assert first.threshold == pytest.approx(expected.value, abs=1e-9)
+    assert result.threshold == pytest.approx(expected.value, abs=1e-9)
+    assert result.score == pytest.approx(
+        scoring.person_scorer(ref_vecs, emb.scoring, emb.cohort, views=views).score(q_vec), abs=1e-9
+    )
+    assert first.threshold_method == (
+        "leave-one-out over 4 references (wd-svm scores), each reference also turned by -4, 4 degrees, "
+        "shrunk toward the global prior (weight 4)"
+    )
+    # the views change the fit: without them the score differs
+    assert result.score != pytest.approx(scoring.person_scorer(ref_vecs, emb.scoring.__class__(
+        **{**emb.scoring.to_dict(), "view_angles": ()}), emb.cohort).score(q_vec), abs=1e-6)
+    all_vecs = np.vstack([ref_vecs, vectors(emb, [late])])
+    all_views = np.concatenate([views, view_vectors(emb, [late])])
+    assert more.threshold == pytest.approx(
+        scoring.person_threshold(all_vecs, emb.scoring, emb.cohort, views=all_views).value, abs=1e-9
+    )
+    assert again.score == pytest.approx(
+        scoring.person_scorer(all_vecs, emb.scoring, emb.cohort, views=all_views).score(q_vec), abs=1e-9
+    )
+
+
+def test_a_model_that_adds_views_refits_each_person_on_first_use(settings, images: ImageFactory) -> None:
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    refs = images.refs(1, 4)
+    q = images.write("q.png", 1, 8)
+    with Vault.open(settings, embedder=_wd_embedder(images)) as vault:
+        vault.enroll("alice", refs)
+        before = vault.verify("alice", q)
+    emb = _views_embedder(images)
+    with Vault.open(settings, embedder=emb) as vault:
+        (candidate,) = vault.identify(q, top=1)  # read-only: refitted in memory, with views from the stored images
+        after = vault.verify("alice", q)  # a write: refitted and stored
+    with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
+        stored = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
+    import json as _json
+
+    stored = _json.loads(stored) if isinstance(stored, str) else stored
+    ref_vecs, views = vectors(emb, refs), view_vectors(emb, refs)
+    expected = scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort, views=views).value
+    assert candidate.threshold == pytest.approx(expected, abs=1e-9)
+    assert after.threshold == pytest.approx(expected, abs=1e-9)
+    assert after.threshold != pytest.approx(before.threshold, abs=1e-6)
+    assert (stored["scorer"]["method"], stored["scorer"]["views"]) == ("wd-svm", [-4.0, 4.0])

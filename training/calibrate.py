@@ -35,17 +35,23 @@ def fit_scoring(
     cohort: np.ndarray | None = None,
     n_refs: int = 5,
     seeds: int = 10,
+    view_angles: tuple[float, ...] = (),
+    views: np.ndarray | None = None,
 ):
     """Fit a ScoringConfig with scoring ``method`` on calibration writers. Returns (config, figures dict).
 
     With ``wd-svm`` the cohort holds training writers only (:func:`cohort_rows`), none of the calibration
-    writers being fitted, as a user is never in it."""
+    writers being fitted, as a user is never in it. ``view_angles``: the scoring's views (wd-svm), with
+    ``views`` (n, len(view_angles), d) the items' embeddings turned by them (genuine rows at least)."""
     from sklearn.linear_model import LogisticRegression
 
     from sigvault import scoring
     from sigvault.protocol import deployed_rates, run_split
 
-    base = scoring.ScoringConfig(method=method)
+    base = scoring.ScoringConfig(method=method, view_angles=tuple(view_angles))
+    if base.views and views is None:
+        raise ValueError("view angles given without the views' embeddings")
+    views = views if base.views else None
     # 1. prior: leave-one-out statistics among n_refs references
     rng = np.random.default_rng(0)
     means, variances = [], []
@@ -54,14 +60,15 @@ def fit_scoring(
         for _ in range(seeds):
             if g.size < n_refs:
                 break
-            loo = scoring.loo_scores(emb[rng.choice(g, n_refs, replace=False)], base, cohort)
+            pick = rng.choice(g, n_refs, replace=False)
+            loo = scoring.loo_scores(emb[pick], base, cohort, views=None if views is None else views[pick])
             means.append(loo.mean())
             variances.append(loo.var(ddof=1))
     prior_mean, prior_std = float(np.mean(means)), float(np.sqrt(np.mean(variances)))
     # thresholds are linear in k: thr(k) = thr(0) - k * (thr(0) - thr(1)); score every split once
     def split_at(k_value: float) -> list:
         c = replace(base, prior_mean=prior_mean, prior_std=prior_std, k=k_value, refer_band=0.0)
-        return [run_split(emb, writers, forged, n_refs, s, c, cohort=cohort) for s in range(seeds)]
+        return [run_split(emb, writers, forged, n_refs, s, c, cohort=cohort, views=views) for s in range(seeds)]
 
     at0, at1 = split_at(0.0), split_at(1.0)
 
@@ -123,10 +130,31 @@ def fit_scoring(
         method=method, svm_c=base.svm_c,
         prior_mean=round(prior_mean, 6), prior_std=round(prior_std, 6), prior_strength=base.prior_strength,
         k=round(k, 4), refer_band=round(band, 4), calib_slope=round(slope, 4), calib_offset=round(offset, 4),
-        compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4),
+        compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4), view_angles=base.view_angles,
     )
     figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(trials, final)}
     return final, figures
+
+
+def parse_angles(text: str) -> tuple[float, ...]:
+    """'-4,4' -> (-4.0, 4.0); '' -> ()."""
+    try:
+        return tuple(float(a) for a in text.split(",") if a.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give angles in degrees separated by commas, e.g. -4,4") from None
+
+
+def embed_views(emb_model, items, angles: tuple[float, ...]) -> np.ndarray:
+    """(n, len(angles), d): each genuine item's views (:func:`sigvault.imaging.preprocess_views`), zeros for
+    forgeries (never references)."""
+    from sigvault import imaging
+
+    out = np.zeros((len(items), len(angles), emb_model.dim), dtype=np.float32)
+    for i, it in enumerate(items):
+        if not it.forged:
+            grey = imaging.read_image(it.path.read_bytes(), name=str(it.path))
+            out[i] = emb_model.embed(imaging.preprocess_views(grey, emb_model.spec, angles, name=str(it.path))[1:])
+    return out
 
 
 COHORT_GENUINE = 2  # per training writer: genuine signatures in the cohort
@@ -201,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", type=Path, default=Path("sigvault/weights"))
     ap.add_argument("--splits-dir", type=Path, default=Path("../cache/splits"))
     ap.add_argument("--method", choices=("cosine", "wd-svm"), default="wd-svm")
+    ap.add_argument("--views", type=parse_angles, default=(), metavar="DEGREES",
+                    help="wd-svm: enrol each reference also turned by these angles, comma-separated (e.g. --views=-4,4); "
+                         "default none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     emb_model = load_embedder(args.weights)
@@ -211,7 +242,10 @@ def main(argv: list[str] | None = None) -> None:
     forged = np.array([it.forged for it in items])
     log.info("embedded %d calibration images of %d writers", len(items), len(set(writers.tolist())))
     cohort_entry = None
-    kwargs = {}
+    kwargs: dict = {}
+    if args.views:
+        kwargs = {"view_angles": args.views, "views": embed_views(emb_model, items, args.views)}
+        log.info("embedded their genuine signatures turned by %s degrees", list(args.views))
     if args.method == "wd-svm":
         _, train_items = scan_dataset(args.splits_dir / "train")
         tw = np.array([it.writer for it in train_items])
@@ -220,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         cohort = emb_model.embed(np.stack([imaging.load_canvas(train_items[i].path, emb_model.spec) for i in rows]))
         log.info("embedded the cohort: %d images of %d training writers", len(rows), len(set(tw.tolist())))
         cohort_entry = write_cohort(args.weights, cohort, tw[rows], tf[rows])
-        kwargs = {"cohort": cohort}
+        kwargs["cohort"] = cohort
     cfg, figures = fit_scoring(emb, writers, forged, method=args.method, **kwargs)
     log.info("scoring: %s", cfg)
     card_path = args.weights / CARD_NAME

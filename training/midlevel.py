@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weight", type=float, default=0.7, help="each stage's weight beside the network's embedding")
     ap.add_argument("--whiten", type=int, default=256, help="at most this many whitened dimensions per block")
     ap.add_argument("--splits-dir", type=Path, default=Path("../cache/splits"))
+    ap.add_argument("--views", default="", metavar="DEGREES",
+                    help="passed to training.calibrate (the scoring's views, e.g. --views=-4,4); default none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.weight <= 0:
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     log.info("%s: %d-d embedding (%d from the network, %d mid-level), %.1f MB", args.out, dim, card["architecture"]["network_embed_dim"],
              dim - card["architecture"]["network_embed_dim"], len(new_graph) / 1e6)
-    calibrate.main(["--weights", str(args.out), "--splits-dir", str(args.splits_dir), "--method", method])
+    calibrate.main(["--weights", str(args.out), "--splits-dir", str(args.splits_dir), "--method", method,
+                    f"--views={args.views}"])
 
 
 if __name__ == "__main__":

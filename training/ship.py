@@ -8,7 +8,8 @@ changes (``[ensemble.members.train]``, ``[ensemble.members.data]``...), over the
 trains (``training.train``, in ``RUNS/NAME``; an interrupted run resumes from its checkpoint, a finished one is
 not retrained) and is exported (``training.export``, in ``RUNS/NAME/export``); the members are then fused into
 one graph (``training.ensemble``); the config's ``[midlevel]`` stages are then added to the embedding
-(``training.midlevel``), the scoring is fitted on the calibration writers, and the model lands in ``--out``.
+(``training.midlevel``), the scoring is fitted on the calibration writers (with the ``[scoring]`` views), and
+the model lands in ``--out``.
 A config without members ships one network. ``--set section.key=value`` overrides a value for every member (after the
 member's own values). Use the result with ``SIGVAULT_MODEL=OUT``, measure it with ``python -m training.card
 --weights OUT``, ship it with ``--out sigvault/weights``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import shutil
 import tomllib
@@ -55,7 +57,7 @@ def member_configs(path: Path, overrides: list[str]) -> list[tuple[str, dict]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training import ensemble, export, midlevel
+    from training import calibrate, ensemble, export, midlevel
     from training.train import dump_toml, setup_logging, train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(members) > 1 and not (args.splits_dir / "calibration").is_dir():
         raise SystemExit(f"{args.splits_dir / 'calibration'}: no calibration writers; run python -m training.splits first")
     mid = members[0][1].get("midlevel", {})
+    views = ",".join(f"{float(a):g}" for a in members[0][1].get("scoring", {}).get("views", []))
     if mid.get("stages") and not (args.splits_dir / "train").is_dir():
         raise SystemExit(f"{args.splits_dir / 'train'}: no training writers; run python -m training.splits first")
     exports = []
@@ -94,8 +97,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(with_mid, ignore_errors=True)
         options = [f"--{key}={mid[key]}" for key in ("weight", "whiten") if key in mid]  # else midlevel's defaults
         midlevel.main(["--model", str(model), "--out", str(with_mid), "--splits-dir", str(args.splits_dir),
-                       "--stages", *map(str, mid["stages"]), *options])
+                       "--stages", *map(str, mid["stages"]), *options, f"--views={views}"])
         model = with_mid
+    elif views:  # the members' scoring was fitted at export without views: refit it with them
+        method = json.loads((model / "model_card.json").read_text()).get("scoring", {}).get("method", "wd-svm")
+        calibrate.main(["--weights", str(model), "--splits-dir", str(args.splits_dir), "--method", method,
+                        f"--views={views}"])
     args.out.mkdir(parents=True, exist_ok=True)
     for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
         if (model / file).exists():
