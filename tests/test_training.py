@@ -349,3 +349,41 @@ def test_rotation_augmentation_turns_strokes_by_the_drawn_angle(degrees: float):
     assert abs(horizontal) == pytest.approx(abs(degrees), abs=0.3)
     assert abs(vertical) == pytest.approx(abs(degrees), abs=0.3)
     assert np.sign(horizontal) == -np.sign(vertical)  # one turn, not a shear (which tilts only the vertical)
+
+
+def test_calibration_with_views_fits_the_rule_on_scores_that_use_them():
+    """fit_scoring with view angles: the prior comes from leave-one-out scores computed with each
+    reference's views (left out with it), and the fitted config carries the angles into the card."""
+    from dataclasses import replace
+
+    from sigvault import scoring
+    from training.calibrate import fit_scoring, parse_angles
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 8))
+    writers = np.repeat([f"w{i}" for i in range(6)], 10)
+    forged = np.tile([False] * 7 + [True] * 3, 6)
+    noise = np.where(forged[:, None], 0.9, 0.4)
+    emb = centres[np.repeat(np.arange(6), 10)] + noise * rng.normal(size=(60, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    views = emb[:, None, :] + 0.05 * rng.normal(size=(60, 2, 8))
+    views /= np.linalg.norm(views, axis=2, keepdims=True)
+    cohort = rng.normal(size=(20, 8))
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    cfg, _ = fit_scoring(emb, writers, forged, method="wd-svm", cohort=cohort, seeds=2, view_angles=(-4.0, 4.0), views=views)
+    plain, _ = fit_scoring(emb, writers, forged, method="wd-svm", cohort=cohort, seeds=2)
+    assert cfg.view_angles == (-4.0, 4.0) and plain.view_angles == ()
+    # the prior is the mean of the leave-one-out scores with views, drawn as fit_scoring draws them
+    pick_rng, means = np.random.default_rng(0), []
+    base = scoring.ScoringConfig(method="wd-svm", view_angles=(-4.0, 4.0))
+    for w in sorted(set(writers.tolist())):
+        g = np.flatnonzero((writers == w) & ~forged)
+        for _ in range(2):
+            pick = pick_rng.choice(g, 5, replace=False)
+            means.append(scoring.loo_scores(emb[pick], base, cohort, views=views[pick]).mean())
+    assert cfg.prior_mean == round(float(np.mean(means)), 6)
+    assert cfg.prior_mean != plain.prior_mean
+    assert replace(cfg, view_angles=()) != plain  # the whole rule is refitted, not only labelled
+    assert parse_angles("-4,4") == (-4.0, 4.0) and parse_angles("") == ()
+    with pytest.raises(ValueError, match="without the views"):
+        fit_scoring(emb, writers, forged, method="wd-svm", cohort=cohort, seeds=2, view_angles=(-4.0,))
