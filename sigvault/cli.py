@@ -274,7 +274,9 @@ def reembed(ctx: typer.Context) -> None:
     """Recompute every reference's embedding with the current model, from the stored images.
 
     Needed after a model change (verify then says "run `sigvault reembed`"). Atomic: on any failure
-    nothing changes. Thresholds are recomputed; overrides are cleared and listed.
+    nothing changes. Thresholds are recomputed; overrides are cleared and listed. After a change of the
+    model's scoring alone (same network), refits every person's scorer at once; verify and audit would
+    otherwise refit each person on first use.
 
     \b
     Example:
@@ -283,7 +285,13 @@ def reembed(ctx: typer.Context) -> None:
     with _vault(ctx) as vault:
         result = vault.reembed()
     if result.n_references == 0:
-        typer.echo(f"nothing to do: every reference is already embedded by {result.model}")
+        if result.n_refitted:
+            typer.echo(
+                f"every reference is already embedded by {result.model}; refitted the scorers of "
+                f"{result.n_refitted} of {result.n_persons} persons to its scoring"
+            )
+        else:
+            typer.echo(f"nothing to do: every reference is already embedded by {result.model}")
         return
     typer.echo(f"re-embedded {result.n_references} references of {result.n_persons} persons with {result.model}")
     for person in result.overrides_cleared:

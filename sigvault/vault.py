@@ -215,6 +215,7 @@ class ReembedResult:
     n_persons: int
     previous_models: dict[str, int]
     overrides_cleared: tuple[str, ...]
+    n_refitted: int = 0  # persons whose scorer was refitted to the model's scoring (references unchanged)
 
 
 @dataclass(frozen=True)
@@ -897,8 +898,12 @@ class Vault:
         """Recompute every reference's embedding from its stored image with the loaded model, atomically.
 
         Images are embedded first; then one transaction replaces every vector and recomputes every
-        threshold. Overrides are cleared (they were set on the old model's score scale) and listed in the
-        result. The old models' index files are deleted and the index is rebuilt.
+        threshold (with the scoring's reference views, recomputed from the stored images inside that
+        transaction). Overrides are cleared (they were set on the old model's score scale) and listed in the
+        result. The old models' index files are deleted and the index is rebuilt. When every vector is the
+        loaded model's already, the persons whose scorer was fitted for another scoring (method, cohort or
+        views: the model's card changed, not its network) are refitted instead, in one transaction
+        (``n_refitted``).
 
         Raises:
             ImageError: a stored image cannot be used by this model (nothing changed).
@@ -907,9 +912,10 @@ class Vault:
         pairs: list[tuple[int, bytes]] = []
         with transaction(self.engine) as conn:
             previous = queries.model_counts(conn)
-            if set(previous) <= {embedder.model_id}:
-                n_persons = len(queries.all_persons(conn))
-                return ReembedResult(embedder.model_id, 0, n_persons, previous, ())
+            current = set(previous) <= {embedder.model_id}
+        if current:
+            return self._refit_stale(previous)
+        with transaction(self.engine) as conn:
             batch: list[tuple[int, np.ndarray]] = []
             for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
                 name = f"reference {ref_id} of {person_id!r} ({source_name or 'image'})"
@@ -936,6 +942,22 @@ class Vault:
                 delete_index_files(stale)
         self.rebuild_index()
         return ReembedResult(embedder.model_id, len(pairs), len(persons), previous, tuple(sorted(cleared)))
+
+    def _refit_stale(self, previous: dict[str, int]) -> ReembedResult:
+        """Every vector is the loaded model's: refit, in one transaction, each person whose stored scorer
+        was made for another scoring method, cohort or views (what :meth:`_person_refs` would otherwise do
+        on each person's first use, one at a time, inside a verify or an audit). Overrides keep their value."""
+        with transaction(self.engine, write=True) as conn:
+            persons = queries.all_persons(conn)
+            refitted = 0
+            for person in persons:
+                threshold = queries.get_threshold(conn, person.pk)
+                if threshold is None or self._rule_is_current(threshold):
+                    continue
+                vectors = queries.decode_vectors(queries.person_embeddings(conn, person.pk), self.embedder.dim)
+                self._refresh_threshold(conn, person, vectors)
+                refitted += 1
+        return ReembedResult(self.model_id, 0, len(persons), previous, (), refitted)
 
     def _embed_pairs(self, batch: list[tuple[int, np.ndarray]]) -> list[tuple[int, bytes]]:
         if not batch:

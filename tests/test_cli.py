@@ -18,13 +18,16 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import FakeEmbedder, ImageFactory
 from PIL import Image
 from typer.testing import CliRunner, Result
 
 import sigvault
+from sigvault import imaging
 from sigvault.cli import app
+from sigvault.scoring import ScoringConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = Path(sigvault.__file__).parent / "weights" / "model.onnx"
@@ -212,6 +215,15 @@ def test_reembed_command(cli: Invoke, images: ImageFactory) -> None:
     assert out.stdout == "re-embedded 2 references of 1 persons with fake-1\n"
     assert out.stderr == "warning: threshold override of 'alice' cleared (set for the previous model)\n"
     assert cli("verify", "alice", images.write("q.png", 1, 3)).exit_code == 0
+    # the same network with another scoring (its card changed): the scorers are refitted, nothing re-embedded
+    wd = FakeEmbedder(seed=1, scoring=ScoringConfig(method="wd-svm", view_angles=(-4.0, 4.0)))
+    wd.cohort = wd.embed(np.stack([imaging.load_canvas(images.write(f"c{i}.png", 7 + i), wd.spec) for i in range(4)]))
+    wd.cohort_id = "cohort-b"
+    cli.models["current"] = wd  # type: ignore[attr-defined]
+    assert cli("reembed").stdout == (
+        "every reference is already embedded by fake-1; refitted the scorers of 1 of 1 persons to its scoring\n"
+    )
+    assert cli("reembed").stdout == "nothing to do: every reference is already embedded by fake-1\n"
 
 
 def test_stale_schema_is_refused(cli: Invoke, images: ImageFactory, db_url: str) -> None:

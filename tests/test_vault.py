@@ -519,3 +519,31 @@ def test_a_model_that_adds_views_refits_each_person_on_first_use(settings, image
     assert after.threshold == pytest.approx(expected, abs=1e-9)
     assert after.threshold != pytest.approx(before.threshold, abs=1e-6)
     assert (stored["scorer"]["method"], stored["scorer"]["views"]) == ("wd-svm", [-4.0, 4.0])
+
+
+def test_reembed_refits_every_stale_scorer_at_once(settings, images: ImageFactory) -> None:
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    with Vault.open(settings, embedder=_wd_embedder(images)) as vault:
+        vault.enroll("alice", images.refs(1, 4))
+        vault.enroll("bob", images.refs(2, 3))
+        vault.set_threshold("bob", 0.25)
+    emb = _views_embedder(images)
+    with Vault.open(settings, embedder=emb) as vault:
+        result = vault.reembed()
+        again = vault.reembed()
+        alice, bob = vault.person("alice"), vault.person("bob")
+    assert (result.n_references, result.n_persons, result.n_refitted, result.overrides_cleared) == (0, 2, 2, ())
+    assert (again.n_references, again.n_refitted) == (0, 0)
+    ref_vecs, views = vectors(emb, images.refs(1, 4)), view_vectors(emb, images.refs(1, 4))
+    assert alice.threshold == pytest.approx(
+        scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort, views=views).value, abs=1e-9
+    )
+    assert (bob.threshold, bob.is_override) == (0.25, True)  # the user's override keeps its value
+    with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
+        rows = conn.execute(text("SELECT details FROM thresholds ORDER BY person_pk")).scalars().all()
+    import json as _json
+
+    stored = [_json.loads(r) if isinstance(r, str) else r for r in rows]
+    assert [d["scorer"]["views"] for d in stored] == [[-4.0, 4.0]] * 2
