@@ -912,8 +912,8 @@ class Vault:
         pairs: list[tuple[int, bytes]] = []
         with transaction(self.engine) as conn:
             previous = queries.model_counts(conn)
-            current = set(previous) <= {embedder.model_id}
-        if current:
+            up_to_date = set(previous) <= {embedder.model_id}
+        if up_to_date:
             return self._refit_stale(previous)
         with transaction(self.engine) as conn:
             batch: list[tuple[int, np.ndarray]] = []
