@@ -387,3 +387,37 @@ def test_calibration_with_views_fits_the_rule_on_scores_that_use_them():
     assert parse_angles("-4,4") == (-4.0, 4.0) and parse_angles("") == ()
     with pytest.raises(ValueError, match="without the views"):
         fit_scoring(emb, writers, forged, method="wd-svm", cohort=cohort, seeds=2, view_angles=(-4.0,))
+
+
+@pytest.mark.parametrize("stages", [[3, 4], []])
+def test_ship_fits_the_scoring_with_the_configs_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stages):
+    """training.ship passes [scoring] views to training.midlevel when it adds mid-level features, else to
+    training.calibrate on the fused model; training, export and fusion are stubbed (members trained)."""
+    from training import calibrate, ensemble, export, midlevel, ship
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.read_text().replace("stages = [3, 4]", f"stages = {stages}"))
+    runs, splits = tmp_path / "runs", tmp_path / "splits"
+    for sub in ("calibration", "train"):
+        (splits / sub).mkdir(parents=True)
+    for name in ("session10", "s7"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "trained.json").write_text("{}")
+    calls: list[tuple[str, list[str]]] = []
+
+    def fused(argv: list[str]) -> None:
+        calls.append(("ensemble", argv))
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "model_card.json").write_text(json.dumps({"scoring": {"method": "wd-svm"}}))
+
+    monkeypatch.setattr(export, "main", lambda argv: calls.append(("export", argv)))
+    monkeypatch.setattr(ensemble, "main", fused)
+    monkeypatch.setattr(midlevel, "main", lambda argv: calls.append(("midlevel", argv)))
+    monkeypatch.setattr(calibrate, "main", lambda argv: calls.append(("calibrate", argv)))
+    ship.main(["--config", str(cfg), "--runs", str(runs), "--out", str(tmp_path / "model"), "--splits-dir", str(splits)])
+    _, argv = calls[-1]
+    assert [c for c, _ in calls] == ["export", "export", "ensemble", "midlevel" if stages else "calibrate"]
+    assert argv[-1] == "--views=-4,4"
+    if not stages:
+        assert argv[:6] == ["--weights", str(runs / "fused"), "--splits-dir", str(splits), "--method", "wd-svm"]
