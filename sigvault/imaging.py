@@ -511,18 +511,19 @@ def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def preprocess_views(
-    grey: np.ndarray, spec: PreprocessSpec, angles: tuple[float, ...], *, name: str = "image"
+    grey: np.ndarray, spec: PreprocessSpec, angles: tuple[float, ...], *, name: str = "image", original: bool = True
 ) -> np.ndarray:
     """The canvas of a scan, then the canvases of the scan turned by each of ``angles`` (degrees):
     float32 (1 + len(angles), canvas_height, canvas_width); the first is exactly :func:`preprocess`'s.
+    ``original=False``: the turned canvases only (len(angles), ...), for a scan whose canvas is known.
 
     The turned copies are the "views" a reference is enrolled with (``ScoringConfig.view_angles``): extra
     examples of the person's hand as a skewed scan would show it. The scan is shrunk once, then turned
     (the shrink commutes with the turn up to resampling, and costs the most)."""
     work = _shrink(grey, spec.work_max_side)
-    out = [preprocess(work, spec, name=name)]
+    out = [preprocess(work, spec, name=name)] if original else []
     out += [preprocess(turn(work, a), spec, name=name) for a in angles]
-    return np.stack(out)
+    return np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)
 
 
 def load_canvas(

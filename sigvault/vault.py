@@ -1172,21 +1172,20 @@ class Vault:
                 f"{self.model_id}; run `sigvault reembed`"
             )
 
-    def _load(self, source: Source, name: str | None = None) -> _Loaded:
-        """Read an image once (its exact bytes are hashed and stored) and preprocess it."""
+    def _load(self, source: Source, name: str | None = None, *, views: bool = False) -> _Loaded:
+        """Read an image once (its exact bytes are hashed and stored) and preprocess it; with ``views`` (for
+        enrolment), also its turned canvases when the scoring has views."""
         if name is None:
             name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
         data = imaging.read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
-        return _Loaded(name, data, hashlib.sha256(data).hexdigest(), self._canvas(data, name))
+        sha256 = hashlib.sha256(data).hexdigest()
+        if views and self.embedder.scoring.views:
+            canvases = self._view_canvases(data, name)
+            return _Loaded(name, data, sha256, canvases[0], canvases[1:])
+        return _Loaded(name, data, sha256, self._canvas(data, name))
 
     def _load_reference(self, source: Source) -> _Loaded:
-        """:meth:`_load` for enrolment: with the canvases of the scoring's views, if it has any."""
-        if not self.embedder.scoring.views:
-            return self._load(source)
-        name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
-        data = imaging.read_bytes(source, name, self.limits)
-        canvases = self._view_canvases(data, name)
-        return _Loaded(name, data, hashlib.sha256(data).hexdigest(), canvases[0], canvases[1:])
+        return self._load(source, views=True)
 
     def _load_all(self, sources: Sequence[Source]) -> list[_Loaded]:
         """:meth:`_load_reference` of each source, in order, on two threads: decoding (Pillow), preprocessing
@@ -1203,10 +1202,11 @@ class Vault:
     def _canvas(self, data: bytes, name: str) -> np.ndarray:
         return imaging.load_canvas(data, self.embedder.spec, name=name, limits=self.limits)
 
-    def _view_canvases(self, data: bytes, name: str) -> np.ndarray:
-        """The canvas of an image and of its views: (1 + len(scoring.views), H, W)."""
+    def _view_canvases(self, data: bytes, name: str, *, original: bool = True) -> np.ndarray:
+        """The canvas of an image (unless not ``original``) and of its views: (1 + len(scoring.views), H, W)."""
         grey = imaging.read_image(data, name=name, limits=self.limits)
-        return imaging.preprocess_views(grey, self.embedder.spec, self.embedder.scoring.views, name=name)
+        spec, angles = self.embedder.spec, self.embedder.scoring.views
+        return imaging.preprocess_views(grey, spec, angles, name=name, original=original)
 
     def _embed_with_views(self, loaded: Sequence[_Loaded]) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings of loaded references (n, dim), and of their views (n, len(scoring.views), dim) or None
@@ -1230,7 +1230,7 @@ class Vault:
         canvases: list[np.ndarray] = []
         for r in refs:
             name = f"reference {r.id} ({r.source_name or 'image'})"
-            canvases.extend(self._view_canvases(images[r.id], name)[1:])
+            canvases.extend(self._view_canvases(images[r.id], name, original=False))
         return self._embed(canvases).reshape(len(refs), len(angles), -1)
 
     def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:

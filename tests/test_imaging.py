@@ -412,6 +412,8 @@ def test_views_are_the_scan_turned_then_preprocessed():
     assert _ink_angle(views[1]) == pytest.approx(-10.0, abs=0.5)
     assert _ink_angle(views[2]) == pytest.approx(10.0, abs=0.5)
     assert imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, ()).shape[0] == 1
+    turned_only = imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, (-10.0, 10.0), original=False)
+    np.testing.assert_array_equal(turned_only, views[1:])
 
 
 def test_turning_fills_the_corners_with_the_paper_grey():

@@ -144,17 +144,21 @@ def parse_angles(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give angles in degrees separated by commas, e.g. -4,4") from None
 
 
-def embed_views(emb_model, items, angles: tuple[float, ...]) -> np.ndarray:
-    """(n, len(angles), d): each genuine item's views (:func:`sigvault.imaging.preprocess_views`), zeros for
-    forgeries (never references)."""
+def embed_items(emb_model, items, angles: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Each item read once: its embedding (n, d), and with ``angles`` its views (n, len(angles), d) for the
+    genuine items (:func:`sigvault.imaging.preprocess_views`), zeros for forgeries (never references)."""
     from sigvault import imaging
 
-    out = np.zeros((len(items), len(angles), emb_model.dim), dtype=np.float32)
+    canvases, views = [], np.zeros((len(items), len(angles), emb_model.dim), dtype=np.float32)
     for i, it in enumerate(items):
-        if not it.forged:
-            grey = imaging.read_image(it.path.read_bytes(), name=str(it.path))
-            out[i] = emb_model.embed(imaging.preprocess_views(grey, emb_model.spec, angles, name=str(it.path))[1:])
-    return out
+        grey = imaging.read_image(it.path.read_bytes(), name=str(it.path))
+        if angles and not it.forged:
+            both = imaging.preprocess_views(grey, emb_model.spec, angles, name=str(it.path))
+            canvases.append(both[0])
+            views[i] = emb_model.embed(both[1:])
+        else:
+            canvases.append(imaging.preprocess(grey, emb_model.spec, name=str(it.path)))
+    return emb_model.embed(np.stack(canvases)), views
 
 
 COHORT_GENUINE = 2  # per training writer: genuine signatures in the cohort
@@ -236,16 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     emb_model = load_embedder(args.weights)
     _, items = scan_dataset(args.splits_dir / "calibration")
-    canvases = np.stack([imaging.load_canvas(it.path, emb_model.spec) for it in items])
-    emb = emb_model.embed(canvases)
+    emb, views = embed_items(emb_model, items, args.views)
     writers = np.array([it.writer for it in items])
     forged = np.array([it.forged for it in items])
     log.info("embedded %d calibration images of %d writers", len(items), len(set(writers.tolist())))
     cohort_entry = None
     kwargs: dict = {}
     if args.views:
-        kwargs = {"view_angles": args.views, "views": embed_views(emb_model, items, args.views)}
-        log.info("embedded their genuine signatures turned by %s degrees", list(args.views))
+        kwargs = {"view_angles": args.views, "views": views}
+        log.info("and their genuine signatures turned by %s degrees", list(args.views))
     if args.method == "wd-svm":
         _, train_items = scan_dataset(args.splits_dir / "train")
         tw = np.array([it.writer for it in train_items])
