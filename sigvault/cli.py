@@ -650,6 +650,15 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write report.json and plots here.", show_default=False)
     ] = None,
+    questioned: Annotated[
+        Path | None,
+        typer.Option(
+            "--questioned",
+            help="Score the questioned items from this folder: the same scans captured another way (another "
+            "scanner), same writer folders and file names. References still come from DATASET.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure the system on a folder of scans: error rates, thresholds, capture-bias probes.
@@ -657,6 +666,7 @@ def evaluate(
     \b
     Example:
       sigvault evaluate my-scans/ --references 5 --splits 5 --seed 0 --out report/
+      sigvault evaluate archive-scans/ --questioned cheque-scans/   # references and questioned from two scanners
     """
     from sigvault.embedder import load_embedder
     from sigvault.evaluation import render_text, run_evaluation
@@ -670,6 +680,7 @@ def evaluate(
         seed=seed,
         out_dir=out,
         limits=settings.image_limits(),
+        questioned_dir=questioned,
     )
     if as_json:
         _echo_json(report.to_json())

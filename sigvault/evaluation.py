@@ -140,11 +140,13 @@ class EvaluationReport:
     files: tuple[str, ...] = ()  # written with out_dir
     capture_bias: bool = False  # a probe is flagged
     shortcut: bool = False  # shortcut_warning flagged the swapped-reference figures
+    questioned: str | None = None  # the folder the questioned items were read from, when not ``dataset``
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object: the figures' means at top level (fractions), ``<key>_std`` beside them."""
         out: dict[str, Any] = {
             "dataset": self.dataset,
+            "questioned": self.questioned,
             "model": self.model_id,
             "references": self.references,
             "splits": self.splits,
@@ -235,12 +237,16 @@ def _read_all(
     embedder: Embedder,
     limits: imaging.ImageLimits,
     progress: Progress | None,
+    *,
+    views: bool = True,
+    stage: str = "reading",
 ) -> _Loaded:
     """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail. Genuine
-    images (the only possible references) are also embedded in their views when the scoring has some."""
+    images (the only possible references) are also embedded in their views when the scoring has some and
+    ``views`` (not for questioned-only items)."""
     out = _Loaded()
     seen: dict[str, str] = {}
-    angles = embedder.scoring.views
+    angles = embedder.scoring.views if views else ()
     batch: list[np.ndarray] = []  # canvases: each item's, followed by its views if it is genuine
     sizes: list[int] = []  # canvases in the batch per item
 
@@ -284,9 +290,64 @@ def _read_all(
             if len(batch) >= EMBED_BATCH:
                 flush()
         if progress is not None:
-            progress("reading", k + 1, len(items))
+            progress(stage, k + 1, len(items))
     flush()
     return out
+
+
+def _item_key(item: DatasetItem) -> tuple[str, bool, str]:
+    """What pairs a scan with its other capture: writer folder, genuine or forged, file name without extension
+    (another capture may be another format)."""
+    return item.writer, item.forged, item.path.stem
+
+
+def _pair_questioned(
+    loaded: _Loaded, root: Path, embedder: Embedder, limits: imaging.ImageLimits, progress: Progress | None
+) -> tuple[_Loaded, np.ndarray]:
+    """Read the questioned captures in ``root`` (the dataset's files captured another way, laid out alike) and
+    pair them with the dataset's usable items: returns the dataset's items that have a usable counterpart
+    (the others are skipped, with the reason) and the counterparts' embeddings, row for row.
+
+    Raises:
+        UsageError: ``root`` is not in the dataset layout, or two of its files would pair with one scan.
+    """
+    _, items = scan_dataset(root)
+    other = _read_all(items, embedder, limits, progress, views=False, stage="reading questioned")
+    index: dict[tuple[str, bool, str], int] = {}
+    for j, item in enumerate(other.items):
+        key = _item_key(item)
+        if key in index:
+            raise UsageError(
+                f"{item.path}: same writer, kind and file name as {other.items[index[key]].path}; "
+                "keep one capture of each scan in the questioned folder"
+            )
+        index[key] = j
+    keep, rows = [], []
+    skipped = list(other.skipped)
+    for i, item in enumerate(loaded.items):
+        j = index.pop(_item_key(item), -1)
+        if j < 0:
+            skipped.append(SkippedImage(
+                str(item.path), f"{item.path}: no usable capture of it in {root} (same writer, kind and file name)"
+            ))
+        else:
+            keep.append(i)
+            rows.append(j)
+    for j in sorted(index.values()):
+        path = other.items[j].path
+        skipped.append(SkippedImage(str(path), f"{path}: no usable scan of that name in the references' folder"))
+    paired = _Loaded(
+        items=[loaded.items[i] for i in keep],
+        stats=[loaded.stats[i] for i in keep],
+        canvas_keys=[loaded.canvas_keys[i] for i in keep],
+        emb=[loaded.emb[i] for i in keep],
+        views=[loaded.views[i] for i in keep],
+        view_keys=loaded.view_keys,
+        view_emb=loaded.view_emb,
+        skipped=loaded.skipped + skipped,
+    )
+    q_emb = np.vstack([other.emb[j] for j in rows]) if rows else np.zeros((0, embedder.dim), dtype=np.float32)
+    return paired, q_emb
 
 
 # ------------------------------------------------------------------------------------ vault enrolment
@@ -422,10 +483,13 @@ def swapped_by_writer(
     cfg: scoring.ScoringConfig,
     cohort: np.ndarray | None = None,
     views: np.ndarray | None = None,
+    questioned: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The shortcut test: per enrolled writer (sorted), its questioned items (its non-reference genuine
     signatures, its skilled forgeries) scored against the references of the NEXT enrolled writer: a list of
-    (genuine scores, skilled scores)."""
+    (genuine scores, skilled scores). ``questioned``: the items' embeddings as questioned (another capture,
+    :func:`protocol.run_split`); default ``emb``."""
+    asked = emb if questioned is None else questioned
     names = sorted(refs)
     if len(names) < 2:
         return []
@@ -437,8 +501,8 @@ def swapped_by_writer(
         rest = np.setdiff1d(np.flatnonzero(mine & ~forged), refs[w])
         skilled = np.flatnonzero(mine & forged)
         out.append((
-            other.scores(emb[rest]) if rest.size else np.zeros(0),
-            other.scores(emb[skilled]) if skilled.size else np.zeros(0),
+            other.scores(asked[rest]) if rest.size else np.zeros(0),
+            other.scores(asked[skilled]) if skilled.size else np.zeros(0),
         ))
     return out
 
@@ -487,6 +551,7 @@ def run_evaluation(
     out_dir: Path | str | None = None,
     progress: Progress | None = None,
     limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+    questioned_dir: Path | str | None = None,
 ) -> EvaluationReport:
     """Run ``sigvault evaluate`` on a dataset folder; see the module docstring for the protocol.
 
@@ -500,6 +565,10 @@ def run_evaluation(
             written there (created if needed).
         progress: called as ``progress(stage, done, total)``.
         limits: image size limits.
+        questioned_dir: if given, the questioned items are scored from this folder instead: the dataset's
+            scans captured another way (another scanner, resolution, format), in the same layout with the
+            same writer folders and file names (extensions may differ). References are still enrolled from
+            ``dataset_dir``; a scan without a usable counterpart is left out of both and listed as skipped.
 
     Raises:
         UsageError: bad arguments, no dataset, or too few usable writers (fewer than 2 with N + 1 genuine
@@ -512,6 +581,9 @@ def run_evaluation(
     root = Path(dataset_dir)
     writer_names, items = scan_dataset(root)
     loaded = _read_all(items, embedder, limits, progress)
+    q_emb = None
+    if questioned_dir is not None:
+        loaded, q_emb = _pair_questioned(loaded, Path(questioned_dir), embedder, limits, progress)
     n_used = len(loaded.items)
     writers = np.array([it.writer for it in loaded.items], dtype=object)
     forged = np.array([it.forged for it in loaded.items], dtype=bool)
@@ -545,14 +617,23 @@ def run_evaluation(
         refs = choose_references(writers, forged, references, rng)
         thresholds = enroll_references(refs, paths, cached, limits)
         trials = protocol.run_split(
-            emb, writers, forged, references, int(rng.integers(2**31)), cfg, references=refs, cohort=cohort, views=views
+            emb,
+            writers,
+            forged,
+            references,
+            int(rng.integers(2**31)),
+            cfg,
+            references=refs,
+            cohort=cohort,
+            views=views,
+            questioned=q_emb,
         )
         # The deployed rule uses the thresholds the vault stored at enrolment.
         vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)
         mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
         trials = replace(trials, threshold=vault_thr)
         figs = split_figures(trials, cfg)
-        per_writer = swapped_by_writer(emb, writers, forged, refs, cfg, cohort, views)
+        per_writer = swapped_by_writer(emb, writers, forged, refs, cfg, cohort, views, q_emb)
         figs["eer_skilled_swapped"] = _eer(*pooled_swapped(per_writer))
         figs["auc_skilled_swapped_writer"] = swapped_writer_auc(per_writer)
         for k in FIGURE_KEYS:
@@ -588,7 +669,8 @@ def run_evaluation(
             f"evaluated: {shown}"
         )
     if loaded.skipped:
-        warnings.append(f"{len(loaded.skipped)} image(s) skipped (unreadable, no ink or duplicate); see the list")
+        why = "unreadable, no ink, duplicate or unpaired" if questioned_dir is not None else "unreadable, no ink or duplicate"
+        warnings.append(f"{len(loaded.skipped)} image(s) skipped ({why}); see the list")
     if mismatched:
         warnings.append(
             f"internal check: {mismatched} threshold(s) stored by the vault differ from the protocol's; "
@@ -624,6 +706,7 @@ def run_evaluation(
         writers_not_evaluated=not_evaluated,
         capture_bias=capture is not None,
         shortcut=shortcut,
+        questioned=None if questioned_dir is None else str(questioned_dir),
     )
     if out_dir is not None:
         scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
@@ -745,6 +828,7 @@ def render_text(report: EvaluationReport) -> list[str]:
     c = report.counts
     lines = [
         f"sigvault evaluate  {report.dataset}",
+        *([f"questioned items read from {report.questioned} (references from the folder above)"] if report.questioned else []),
         f"model {report.model_id}; {report.references} references per writer, {report.splits} split(s), seed {report.seed}",
         f"{c.writers_evaluated} of {c.writers} writers evaluated; {c.images_used} of {c.images} images used "
         f"({c.genuine} genuine, {c.forged} forged, {c.skipped} skipped)",

@@ -41,6 +41,7 @@ def run_split(
     references: dict[str, np.ndarray] | None = None,
     cohort: np.ndarray | None = None,
     views: np.ndarray | None = None,
+    questioned: np.ndarray | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -52,7 +53,12 @@ def run_split(
         cohort: (m, d) the model's cohort, for ``wd-svm`` scoring (none of the writers measured is in it).
         views: (n, len(cfg.views), d) the items' turned views (``scoring.person_scorer``), when ``cfg.views``;
             only the references' rows are read.
+        questioned: (n, d) the embeddings the questioned items are scored with, row for row the same items as
+            ``emb`` captured another way (another scanner); default ``emb``. References come from ``emb``.
     """
+    asked = emb if questioned is None else questioned
+    if asked.shape != emb.shape:
+        raise ValueError(f"questioned embeddings {asked.shape} do not match the references' {emb.shape}")
     rng = np.random.default_rng(seed)
     names = sorted(set(writers.tolist()))
     refs_of: dict[str, np.ndarray] = {}
@@ -84,7 +90,7 @@ def run_split(
         idx = np.array([i for i, _ in items])
         out_w += [w] * len(items)
         out_k += [kind for _, kind in items]
-        out_s += scorer.scores(emb[idx]).tolist()
+        out_s += scorer.scores(asked[idx]).tolist()
         out_t += [thr] * len(items)
         out_i += idx.tolist()
     return Trials(np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i))

@@ -296,6 +296,17 @@ def test_evaluate_command(cli: Invoke, tmp_path: Path) -> None:
     assert (report["model"], report["references"], report["splits"]) == ("fake-0", 2, 1)
     text = cli("evaluate", dataset, "--references", "2", "--splits", "1")
     assert text.stdout.startswith(f"sigvault evaluate  {dataset}")
+    assert report["questioned"] is None
+    paired = cli("evaluate", dataset, "--references", "2", "--splits", "1", "--questioned", dataset, "--json")
+    assert paired.exit_code == 0, paired.stderr
+    assert json.loads(paired.stdout)["questioned"] == str(dataset)
+    assert json.loads(paired.stdout)["per_split"] == report["per_split"]
+    missing = cli("evaluate", dataset, "--questioned", tmp_path / "nowhere")
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == (
+        f"error: {tmp_path / 'nowhere'}: no such folder; give a folder laid out as <writer>/genuine/* and "
+        "<writer>/forged/*"
+    )
 
 
 # ------------------------------------------------------------------------------------------- bad input

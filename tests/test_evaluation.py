@@ -318,6 +318,73 @@ def test_without_forgeries_skilled_figures_are_null(tmp_path: Path) -> None:
     assert any("n/a" in line for line in evaluation.render_text(report))
 
 
+# ------------------------------------------------------------------------- questioned from another capture
+
+
+def _recapture(src: Path, dst: Path, *, fmt: str = "PNG", swap: bool = False) -> Path:
+    """The dataset's scans written again under ``dst`` (same writer folders and file stems) in ``fmt``; with
+    ``swap``, each writer's files hold the NEXT writer's scans of the same names (a capture that lies)."""
+    from PIL import Image
+
+    writers = sorted(p.name for p in src.iterdir())
+    for k, w in enumerate(writers):
+        source = writers[(k + 1) % len(writers)] if swap else w
+        for sub in ("genuine", "forged"):
+            (dst / w / sub).mkdir(parents=True, exist_ok=True)
+            for p in sorted((src / source / sub).iterdir()):
+                with Image.open(p) as im:
+                    im.convert("L").save(dst / w / sub / f"{p.stem}.{fmt.lower()}", format=fmt, quality=95)
+    return dst
+
+
+def test_questioned_folder_of_the_same_scans_gives_the_same_report(tmp_path: Path) -> None:
+    root = tiny_dataset(tmp_path / "data")
+    again = _recapture(root, tmp_path / "again")
+    plain = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7)
+    paired = evaluation.run_evaluation(
+        root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, questioned_dir=again
+    )
+    assert paired.questioned == str(again) and plain.questioned is None
+    assert paired.to_json()["per_split"] == plain.to_json()["per_split"]
+    assert paired.confusion == plain.confusion and paired.counts == plain.counts
+    text = evaluation.render_text(paired)
+    assert text[1] == f"questioned items read from {again} (references from the folder above)"
+    assert json.loads(json.dumps(paired.to_json()))["questioned"] == str(again)
+
+
+def test_questioned_items_come_from_the_other_folder(tmp_path: Path) -> None:
+    root = tiny_dataset(tmp_path / "data")
+    liar = _recapture(root, tmp_path / "liar", swap=True)
+    report = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, questioned_dir=liar)
+    plain = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7)
+    # Every "genuine" questioned item is now another writer's signature: none is accepted any more.
+    assert plain.confusion["genuine"]["accept"] > 0
+    assert report.confusion["genuine"]["accept"] == 0
+    assert report.figures["frr"].mean > plain.figures["frr"].mean
+
+
+def test_questioned_captures_pair_by_name_across_formats(tmp_path: Path) -> None:
+    root = tiny_dataset(tmp_path / "data", writers=3, genuine=4, forged=1)
+    jpeg = _recapture(root, tmp_path / "jpeg", fmt="JPEG")
+    (jpeg / "writer0" / "genuine" / "g3.jpeg").unlink()  # no counterpart: g3 is left out of both
+    (jpeg / "writer1" / "forged" / "extra.png").write_bytes(signature_png(9, 1))  # no scan of that name
+    report = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=2, splits=1, questioned_dir=jpeg)
+    reasons = {Path(s.path).name: s.reason for s in report.skipped}
+    assert sorted(reasons) == ["extra.png", "g3.png"]
+    assert reasons["g3.png"].endswith(f"no usable capture of it in {jpeg} (same writer, kind and file name)")
+    assert reasons["extra.png"].endswith("no usable scan of that name in the references' folder")
+    c = report.counts
+    assert (c.images, c.images_used, c.skipped, c.genuine, c.forged) == (15, 14, 2, 11, 3)
+    assert any("2 image(s) skipped (unreadable, no ink, duplicate or unpaired)" in w for w in report.warnings)
+
+    (jpeg / "writer2" / "genuine" / "g0.png").write_bytes((root / "writer2" / "genuine" / "g0.png").read_bytes())
+    with pytest.raises(UsageError, match=r"g0\.png: same writer, kind and file name as .*g0\.jpeg") as exc:
+        evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=2, splits=1, questioned_dir=jpeg)
+    assert exc.value.exit_code == 2
+    with pytest.raises(UsageError, match="no such folder"):
+        evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=2, splits=1, questioned_dir=tmp_path / "x")
+
+
 @pytest.mark.parametrize(
     ("make", "kwargs", "message"),
     [

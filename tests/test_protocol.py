@@ -91,3 +91,21 @@ def test_same_seed_same_split() -> None:
     np.testing.assert_array_equal(a.score, b.score)
     assert not np.array_equal(a.item, c.item)
     assert {k: int(np.sum(a.kind == k)) for k in protocol.KINDS} == {"genuine": 16, "skilled": 12, "random": 12}
+
+
+def test_questioned_items_are_scored_from_their_other_capture() -> None:
+    emb, who, forged = toy()
+    # Another capture of every item: A's forgeries now look exactly like A's genuine signatures (axis 0),
+    # everything else as before. References still come from ``emb``.
+    other = emb.copy()
+    other[12:14] = unit(0)
+    same = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=CFG)
+    t = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=CFG, questioned=other)
+    np.testing.assert_array_equal(t.item, same.item)
+    np.testing.assert_array_equal(t.threshold, same.threshold)  # thresholds come from the references alone
+    np.testing.assert_allclose(np.sort(t.scores("skilled")), [0, 0, 1, 1], atol=1e-6)
+    assert protocol.deployed_rates(t, CFG)["far_skilled"] == 0.5  # A's forgeries, now accepted
+    # questioned=emb is the default
+    np.testing.assert_array_equal(protocol.run_split(emb, who, forged, 2, 0, CFG, questioned=emb).score, same.score)
+    with pytest.raises(ValueError, match=r"questioned embeddings \(17, 6\) do not match the references. \(18, 6\)"):
+        protocol.run_split(emb, who, forged, 2, 0, CFG, questioned=other[1:])
