@@ -75,6 +75,49 @@ def test_synthetic_writers_are_extra_classes_with_their_own_forgeries(tmp_path: 
     assert cfg["data"]["synthetic_writers"] == 60 and tomllib.loads(CONFIG.read_text())["data"]["synthetic_writers"] == 0
 
 
+def test_coarse_captures_are_the_scans_shrunk_then_preprocessed(tmp_path: Path):
+    from PIL import Image, ImageDraw
+
+    from sigvault.imaging import PreprocessSpec, load_canvas, preprocess
+    from training.data import Sample, coarse_canvas, coarse_canvases, coarse_factors, concat, load_canvases
+
+    spec = PreprocessSpec(canvas_height=32, canvas_width=64)
+    samples = []
+    for k, width in enumerate((5, 1)):  # a broad pen, and a 1-px pen in pale ink that averaging washes out
+        im = Image.new("L", (600, 200), 235)
+        ImageDraw.Draw(im).line([(60, 150), (300, 40), (540, 140)], fill=30 if width > 1 else 200, width=width)
+        path = tmp_path / f"w{k}" / "genuine" / "a.png"
+        path.parent.mkdir(parents=True)
+        im.save(path)
+        samples.append(Sample(f"set/w{k}", False, path))
+    factors = coarse_factors(2, 0.25, 0.55)
+    np.testing.assert_array_equal(factors, coarse_factors(2, 0.25, 0.55))  # one seeded draw
+    assert ((factors >= 0.25) & (factors <= 0.55)).all()
+    data = load_canvases(samples, spec, tmp_path / "cache")
+    assert data.coarse is None
+    made = coarse_canvases(samples, data, spec, tmp_path / "cache", 0.25, 0.55)
+    np.testing.assert_array_equal(made.canvases, data.canvases)
+    # the broad pen: the scan shrunk by area averaging to its factor, then the product's preprocessing
+    grey = np.asarray(Image.open(samples[0].path))
+    h, w = round(200 * factors[0]), round(600 * factors[0])
+    small = np.asarray(Image.fromarray(grey).resize((w, h), Image.Resampling.BOX))
+    np.testing.assert_array_equal(made.coarse[0], preprocess(small, spec).astype(np.float16))
+    assert not np.array_equal(made.coarse[0], data.canvases[0])
+    # the pale 1-px pen has no ink left at that size: its own canvas stands in
+    assert coarse_canvas(np.asarray(Image.open(samples[1].path)), float(factors[1]), spec, "pale") is None
+    np.testing.assert_array_equal(made.coarse[1], load_canvas(samples[1].path, spec).astype(np.float16))
+    again = coarse_canvases(samples, data, spec, tmp_path / "cache", 0.25, 0.55)  # from the cache file
+    np.testing.assert_array_equal(again.coarse, made.coarse)
+    # subsets and concatenation keep the coarse canvases row for row
+    one = made.subset({"set/w0"})
+    np.testing.assert_array_equal(one.coarse, made.coarse[:1])
+    both = concat(one, CanvasSet(data.canvases[1:], data.writers[1:], data.forged[1:]))
+    np.testing.assert_array_equal(both.coarse, np.stack([made.coarse[0], data.canvases[1]]))
+    assert concat(data, data).coarse is None
+    cfg = tomllib.loads(CONFIG.read_text())
+    assert cfg["augment"]["coarse_p"] == 0.0 and cfg["data"]["coarse_factor"] == [0.25, 0.55]
+
+
 def test_splits_follow_a_changed_config_exactly(tmp_path: Path):
     """Rerunning training.splits after writers moved between groups leaves each folder holding exactly its
     group (a stale validation link would have measured a training writer)."""

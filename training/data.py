@@ -44,15 +44,18 @@ def scan_dataset(root: Path, dataset: str) -> list[Sample]:
 
 @dataclass
 class CanvasSet:
-    """Preprocessed canvases (n, H, W) float16 with their writer keys and forged flags."""
+    """Preprocessed canvases (n, H, W) float16 with their writer keys and forged flags; ``coarse``, when made
+    (:func:`coarse_canvases`), the same images as a coarser capture would give them, row for row."""
 
     canvases: np.ndarray
     writers: np.ndarray  # (n,) str
     forged: np.ndarray  # (n,) bool
+    coarse: np.ndarray | None = None  # (n, H, W) float16
 
     def subset(self, writers: set[str]) -> CanvasSet:
         keep = np.isin(self.writers, sorted(writers))
-        return CanvasSet(self.canvases[keep], self.writers[keep], self.forged[keep])
+        coarse = None if self.coarse is None else self.coarse[keep]
+        return CanvasSet(self.canvases[keep], self.writers[keep], self.forged[keep], coarse)
 
 
 def load_canvases(samples: list[Sample], spec: PreprocessSpec, cache_dir: Path) -> CanvasSet:
@@ -76,6 +79,67 @@ def load_canvases(samples: list[Sample], spec: PreprocessSpec, cache_dir: Path) 
     np.savez(tmp, canvases=arr, writers=writers, forged=forged)
     tmp.replace(cache)
     return CanvasSet(arr, writers, forged)
+
+
+COARSE_SEED = 1234  # the draw of each scan's coarse-capture factor
+
+
+def coarse_factors(n: int, low: float, high: float) -> np.ndarray:
+    """Each scan's shrink factor for its coarse capture: log-uniform in [low, high], a fixed seeded draw."""
+    rng = np.random.default_rng(COARSE_SEED)
+    return np.exp(rng.uniform(np.log(low), np.log(high), size=n))
+
+
+def coarse_canvas(grey: np.ndarray, factor: float, spec: PreprocessSpec, name: str) -> np.ndarray | None:
+    """The canvas of a scan captured ``factor`` times as coarsely (each side shrunk by area averaging, as a
+    sensor of larger pixels integrates the light), or None if the coarse scan holds no ink the
+    preprocessing accepts (a thin pen averaged away)."""
+    from PIL import Image
+
+    from sigvault.errors import NoInkError
+    from sigvault.imaging import preprocess
+
+    h, w = grey.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    small = np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BOX), dtype=np.uint8)
+    try:
+        return preprocess(small, spec, name=name)
+    except NoInkError:
+        return None
+
+
+def coarse_canvases(
+    samples: list[Sample], data: CanvasSet, spec: PreprocessSpec, cache_dir: Path, low: float, high: float
+) -> CanvasSet:
+    """``data`` (the canvases of ``samples``, row for row) with its ``coarse`` canvases: each scan shrunk by its
+    :func:`coarse_factors` factor then preprocessed, as a coarser scanner (or a smaller signature box) would
+    give it: enlarged into the canvas, softer and thicker strokes. Where the coarse scan has no usable ink the
+    scan's own canvas stands in. Cached like the canvases, keyed by the files, spec and factors."""
+    from sigvault.imaging import read_image
+
+    factors = coarse_factors(len(samples), low, high)
+    key = hashlib.sha256(
+        ("\n".join(f"{s.path}|{s.path.stat().st_size}" for s in samples) + spec.fingerprint() + f"|{low}|{high}|{COARSE_SEED}").encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"coarse-{key}.npz"
+    if cache.exists():
+        return CanvasSet(data.canvases, data.writers, data.forged, np.load(cache)["coarse"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arr = data.canvases.copy()
+    missing = 0
+    for i, (s, f) in enumerate(zip(samples, factors, strict=True)):
+        c = coarse_canvas(read_image(s.path), float(f), spec, str(s.path))
+        if c is None:
+            missing += 1
+        else:
+            arr[i] = c
+        if i % 500 == 0:
+            log.info("coarse captures %d/%d", i, len(samples))
+    log.info("coarse captures: %d of %d scans kept their own canvas (no ink left at their factor)", missing, len(samples))
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, coarse=arr)
+    tmp.replace(cache)
+    return CanvasSet(data.canvases, data.writers, data.forged, arr)
 
 
 SYNTH_SEED0 = 100_000  # synthetic training writers: seeds SYNTH_SEED0 .. SYNTH_SEED0 + n - 1 (the demo and tests use others)
@@ -122,10 +186,15 @@ def synthetic_canvases(n_writers: int, genuine: int, forged: int, spec: Preproce
 
 
 def concat(a: CanvasSet, b: CanvasSet) -> CanvasSet:
+    """``a`` then ``b``; a set without coarse canvases stands in with its own canvases if the other has them."""
+    coarse = None
+    if a.coarse is not None or b.coarse is not None:
+        coarse = np.concatenate([a.canvases if a.coarse is None else a.coarse, b.canvases if b.coarse is None else b.coarse])
     return CanvasSet(
         np.concatenate([a.canvases, b.canvases]),
         np.concatenate([a.writers, b.writers]),
         np.concatenate([a.forged, b.forged]),
+        coarse,
     )
 
 

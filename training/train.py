@@ -94,6 +94,11 @@ def load_splits(cfg: dict, config_path: Path):
     cache = Path(cfg["data"]["cache_dir"])
     samples = [s for d in cfg["data"]["datasets"] for s in scan_dataset(root, d)]
     data = load_canvases(samples, spec, cache)
+    if float(cfg.get("augment", {}).get("coarse_p", 0.0)) > 0:
+        from training.data import coarse_canvases
+
+        low, high = cfg["data"].get("coarse_factor", [0.25, 0.55])
+        data = coarse_canvases(samples, data, spec, cache, float(low), float(high))
     calib = set(cfg["data"]["calibration_writers"])
     val = set(cfg["data"]["validation_writers"])
     if calib & val:
@@ -228,6 +233,8 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
 
     t0 = time.time()
     canv = torch.from_numpy(tr.canvases.astype(np.float32))
+    coarse_p = float(a_cfg.get("coarse_p", 0.0))
+    coarse = None if not coarse_p or tr.coarse is None else torch.from_numpy(tr.coarse.astype(np.float32))
     loss_ema = None
     d_terms: tuple[float, float] | None = None  # running cosine and relational distillation terms
     while step < steps:
@@ -237,7 +244,10 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
             break
         model.train()
         idx, labels, forged = sampler.next()
-        x = augment(canv[idx].unsqueeze(1), a_cfg, gen)
+        x = canv[idx]
+        if coarse is not None:  # a share of the images as a coarser capture would give them (training.data)
+            x = torch.where((torch.rand(len(idx), generator=gen) < coarse_p)[:, None, None], coarse[idx], x)
+        x = augment(x.unsqueeze(1), a_cfg, gen)
         y = torch.from_numpy(labels)
         f = torch.from_numpy(forged)
         for g in opt.param_groups:
