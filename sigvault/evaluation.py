@@ -11,7 +11,10 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
    through :meth:`sigvault.vault.Vault.enroll` in a temporary store, exactly as ``sigvault enroll`` does;
    the thresholds the vault stores are the ones the deployed rule uses. Questioned items (the writer's other
    genuine signatures, all its skilled forgeries, and one genuine signature of every other writer) are
-   scored by :func:`protocol.run_split` with :mod:`sigvault.scoring`, the functions ``verify`` uses.
+   scored by :func:`protocol.run_split` with :mod:`sigvault.scoring`, the functions ``verify`` uses. With
+   ``--questioned DIR`` (``questioned_dir``), the questioned items are read from ``DIR`` instead: the same
+   scans captured another way, paired by writer folder, genuine/forged and file name (:func:`_pair_questioned`),
+   so that references from one scanner are measured against questioned items from another.
 3. **Figures**, mean ± std over splits: EER (skilled, random; one global threshold chosen after the fact,
    the figure comparable to the literature), AUC, FRR at 1 % FAR (skilled), and the deployed rule's FRR,
    FAR (skilled, random) and refer rate with each writer's own threshold.
