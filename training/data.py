@@ -58,12 +58,22 @@ class CanvasSet:
         return CanvasSet(self.canvases[keep], self.writers[keep], self.forged[keep], coarse)
 
 
+def _files_key(samples: list[Sample], spec: PreprocessSpec, extra: str = "") -> str:
+    """Cache key of canvases made from ``samples`` (paths and sizes) with ``spec``, and ``extra`` settings."""
+    files = "\n".join(f"{s.path}|{s.path.stat().st_size}" for s in samples)
+    return hashlib.sha256((files + spec.fingerprint() + extra).encode()).hexdigest()[:16]
+
+
+def _save_npz(cache: Path, **arrays: np.ndarray) -> None:
+    """Write a cache file whole or not at all (a temporary file renamed over it)."""
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+
+
 def load_canvases(samples: list[Sample], spec: PreprocessSpec, cache_dir: Path) -> CanvasSet:
     """Preprocess every sample (cached by file list + spec)."""
-    key = hashlib.sha256(
-        ("\n".join(f"{s.path}|{s.path.stat().st_size}" for s in samples) + spec.fingerprint()).encode()
-    ).hexdigest()[:16]
-    cache = cache_dir / f"canvases-{key}.npz"
+    cache = cache_dir / f"canvases-{_files_key(samples, spec)}.npz"
     if cache.exists():
         z = np.load(cache)
         return CanvasSet(z["canvases"], z["writers"], z["forged"])
@@ -75,9 +85,7 @@ def load_canvases(samples: list[Sample], spec: PreprocessSpec, cache_dir: Path) 
             log.info("preprocessed %d/%d", i, len(samples))
     writers = np.array([s.writer for s in samples])
     forged = np.array([s.forged for s in samples])
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, canvases=arr, writers=writers, forged=forged)
-    tmp.replace(cache)
+    _save_npz(cache, canvases=arr, writers=writers, forged=forged)
     return CanvasSet(arr, writers, forged)
 
 
@@ -118,10 +126,7 @@ def coarse_canvases(
     from sigvault.imaging import read_image
 
     factors = coarse_factors(len(samples), low, high)
-    key = hashlib.sha256(
-        ("\n".join(f"{s.path}|{s.path.stat().st_size}" for s in samples) + spec.fingerprint() + f"|{low}|{high}|{COARSE_SEED}").encode()
-    ).hexdigest()[:16]
-    cache = cache_dir / f"coarse-{key}.npz"
+    cache = cache_dir / f"coarse-{_files_key(samples, spec, f'|{low}|{high}|{COARSE_SEED}')}.npz"
     if cache.exists():
         return CanvasSet(data.canvases, data.writers, data.forged, np.load(cache)["coarse"])
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -136,9 +141,7 @@ def coarse_canvases(
         if i % 500 == 0:
             log.info("coarse captures %d/%d", i, len(samples))
     log.info("coarse captures: %d of %d scans kept their own canvas (no ink left at their factor)", missing, len(samples))
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, coarse=arr)
-    tmp.replace(cache)
+    _save_npz(cache, coarse=arr)
     return CanvasSet(data.canvases, data.writers, data.forged, arr)
 
 
@@ -179,9 +182,7 @@ def synthetic_canvases(n_writers: int, genuine: int, forged: int, spec: Preproce
         if k % 20 == 0:
             log.info("drew synthetic writer %d/%d", k, n_writers)
     out = CanvasSet(arr, np.array(writers), np.array(is_forged))
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, canvases=out.canvases, writers=out.writers, forged=out.forged)
-    tmp.replace(cache)
+    _save_npz(cache, canvases=out.canvases, writers=out.writers, forged=out.forged)
     return out
 
 
