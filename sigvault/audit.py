@@ -552,6 +552,8 @@ def decided_record(row: Row, v: Verification, policy: Policy | None, cfg: scorin
     if policy is not None:  # the same rule verify_many applied (recomputed: it is a pure function)
         band = policy.band_for(row.amount)
         decision = policy.decide(band, v.score, v.threshold, v.probability, cfg)
+        if v.capture_ratio is not None:
+            decision = scoring.capture_guard(decision, v.score, v.threshold, v.capture_ratio, cfg)
         applied = _policy_field(policy, band, v.threshold)
     return {
         **row.values,

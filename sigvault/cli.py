@@ -210,7 +210,18 @@ def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: Json
             ("references", "  ".join(f"{r.reference_id}: {r.similarity:.4f}" for r in result.references)),
             ("model", result.model),
             ("decision-id", f"{result.decision_id} (in the decision log)"),
+            *([("capture", _capture_note(result.capture_ratio))] if result.capture_ratio is not None else []),
         ]
+    )
+
+
+def _capture_note(ratio: float) -> str:
+    """What a capture mismatch (``scoring.capture_guard``) means, for the person reading ``verify``."""
+    how = "coarser than" if ratio > 1 else "finer than"
+    return (
+        f"the ink is enlarged {ratio:.2f}x as much as in the references: a scan {how} theirs (or a signature "
+        "of another size); a rejection near the threshold is referred, not made. Rescan at the references' "
+        "resolution, or enroll references from this kind of scan"
     )
 
 

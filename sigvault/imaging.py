@@ -445,8 +445,41 @@ def _clean_mask(
     return lut[labels[y0:y1, x0:x1]], box, True
 
 
+def _fit_scale(h: int, w: int, spec: PreprocessSpec) -> float:
+    """The factor that fits an (h, w) ink box inside the canvas's margins, keeping its aspect ratio."""
+    inner_h = spec.canvas_height * (1 - 2 * spec.margin)
+    inner_w = spec.canvas_width * (1 - 2 * spec.margin)
+    return min(inner_h / h, inner_w / w)
+
+
+def ink_scale(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> float:
+    """How much :func:`preprocess` enlarges (> 1) or reduces (< 1) this scan's ink to fit the canvas: canvas
+    pixels per scan pixel, exactly the scale :func:`preprocess_measured` returns, without making the canvas.
+
+    It measures the capture's resolution relative to the signature's size: the same signature scanned at
+    half the resolution has twice the scale. A scale well above 1 means the network sees the strokes
+    enlarged, soft and thick (``scoring.capture_guard`` uses it).
+
+    Raises:
+        NoInkError: the image holds no signature ink.
+    """
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"ink_scale expects uint8 (H, W), got {grey.dtype} {grey.shape}")
+    work = _shrink(grey, spec.work_max_side)
+    ink, n_ink, _, _ = _ink_mask(work, spec, name)
+    _, (y0, y1, x0, x1), _ = _clean_mask(ink, n_ink, spec, name)
+    return _fit_scale(y1 - y0, x1 - x0, spec) * work.shape[1] / grey.shape[1]
+
+
 def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> np.ndarray:
-    """Scan -> model canvas.
+    """Scan -> model canvas: :func:`preprocess_measured` without the scale."""
+    return preprocess_measured(grey, spec, name=name)[0]
+
+
+def preprocess_measured(
+    grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image"
+) -> tuple[np.ndarray, float]:
+    """Scan -> model canvas, and the ink's scale (:func:`ink_scale`: canvas pixels per scan pixel).
 
     Args:
         grey: uint8 (H, W), 0 = black ink, 255 = white paper (as returned by :func:`read_image`).
@@ -454,7 +487,8 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
         name: used in error messages.
 
     Returns:
-        float32 (spec.canvas_height, spec.canvas_width) in [0, 1]: ink bright, background exactly 0.
+        float32 (spec.canvas_height, spec.canvas_width) in [0, 1]: ink bright, background exactly 0; and the
+        scale the ink was resized by, relative to ``grey``.
 
     Raises:
         NoInkError: the image holds no signature ink.
@@ -465,6 +499,7 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
     if grey.ndim != 2 or grey.dtype != np.uint8:
         raise ValueError(f"preprocess expects uint8 (H, W), got {grey.dtype} {grey.shape}")
     work = _shrink(grey, spec.work_max_side)
+    work_width = work.shape[1]
     ink, n_ink, hist_ink, paper = _ink_mask(work, spec, name)
     mask, (y0, y1, x0, x1), dropped = _clean_mask(ink, n_ink, spec, name)
     work = work[y0:y1, x0:x1]  # everything below is inside the kept ink's bounding box
@@ -485,10 +520,8 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
     crop = cv2.LUT(cv2.bitwise_or(work, cv2.bitwise_not(mask)), lut)
 
     ch, cw = spec.canvas_height, spec.canvas_width
-    inner_h = ch * (1 - 2 * spec.margin)
-    inner_w = cw * (1 - 2 * spec.margin)
     h, w = crop.shape
-    scale = min(inner_h / h, inner_w / w)
+    scale = _fit_scale(h, w, spec)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = np.asarray(
         Image.fromarray(crop, mode="F").resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None),
@@ -497,7 +530,7 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
     canvas = np.zeros((ch, cw), dtype=np.float32)
     top, left = (ch - nh) // 2, (cw - nw) // 2
     canvas[top : top + nh, left : left + nw] = np.clip(resized, 0.0, 1.0)
-    return canvas
+    return canvas, scale * work_width / grey.shape[1]
 
 
 def turn(grey: np.ndarray, degrees: float) -> np.ndarray:

@@ -3,7 +3,8 @@
 For one seeded split: per writer, ``n_refs`` random genuine signatures are the references; the threshold is
 set from them alone (``scoring.person_threshold``, as ``enroll`` does); questioned items are the writer's
 other genuine signatures, all its skilled forgeries, and one genuine signature of every other writer
-(random forgeries). Each item is scored with ``scoring.person_scorer`` as ``verify`` does.
+(random forgeries). Each item is scored with ``scoring.person_scorer`` and decided with ``scoring.decide`` and
+``scoring.capture_guard`` as ``verify`` does.
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ class Trials:
     score: np.ndarray  # (n,) fused score
     threshold: np.ndarray  # (n,) the claimed writer's threshold
     item: np.ndarray  # (n,) index of the questioned item in the input arrays
+    capture: np.ndarray  # (n,) scoring.capture_ratio of the item against the claimed writer's references
 
     def scores(self, kind: str) -> np.ndarray:
         return self.score[self.kind == kind]
+
+    def decisions(self, cfg: scoring.ScoringConfig) -> np.ndarray:
+        """The deployed rule's decision of each item, as ``verify`` makes it."""
+        return np.array([
+            scoring.capture_guard(scoring.decide(s, t, cfg), s, t, c, cfg)
+            for s, t, c in zip(self.score, self.threshold, self.capture, strict=True)
+        ], dtype=object)
 
 
 def run_split(
@@ -42,6 +51,8 @@ def run_split(
     cohort: np.ndarray | None = None,
     views: np.ndarray | None = None,
     questioned: np.ndarray | None = None,
+    scales: np.ndarray | None = None,
+    questioned_scales: np.ndarray | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -55,10 +66,17 @@ def run_split(
             only the references' rows are read.
         questioned: (n, d) the embeddings the questioned items are scored with, row for row the same items as
             ``emb`` captured another way (another scanner); default ``emb``. References come from ``emb``.
+        scales: (n,) the items' ``imaging.ink_scale``; a writer's reference scale is the median of its
+            references' (as the vault stores it). Default: all 1, no capture mismatch.
+        questioned_scales: (n,) the scales of the ``questioned`` captures; default ``scales``.
     """
     asked = emb if questioned is None else questioned
     if asked.shape != emb.shape:
         raise ValueError(f"questioned embeddings {asked.shape} do not match the references' {emb.shape}")
+    ref_scales = np.ones(emb.shape[0]) if scales is None else np.asarray(scales, dtype=np.float64)
+    asked_scales = ref_scales if questioned_scales is None else np.asarray(questioned_scales, dtype=np.float64)
+    if ref_scales.shape != (emb.shape[0],) or asked_scales.shape != (emb.shape[0],):
+        raise ValueError(f"scales {ref_scales.shape} / {asked_scales.shape} do not match {emb.shape[0]} items")
     rng = np.random.default_rng(seed)
     names = sorted(set(writers.tolist()))
     refs_of: dict[str, np.ndarray] = {}
@@ -76,7 +94,7 @@ def run_split(
     enrolled = sorted(refs_of)
     # one genuine signature of every other writer, drawn once per split
     random_pick = {w: int(rng.choice(rest_of[w])) for w in enrolled if rest_of[w].size}
-    out_w, out_k, out_s, out_t, out_i = [], [], [], [], []
+    out_w, out_k, out_s, out_t, out_i, out_c = [], [], [], [], [], []
     for w in enrolled:
         r = emb[refs_of[w]]
         v = None if views is None else views[refs_of[w]]
@@ -93,7 +111,11 @@ def run_split(
         out_s += scorer.scores(asked[idx]).tolist()
         out_t += [thr] * len(items)
         out_i += idx.tolist()
-    return Trials(np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i))
+        ref_scale = float(np.median(ref_scales[refs_of[w]]))
+        out_c += [scoring.capture_ratio(float(q), ref_scale) for q in asked_scales[idx]]
+    return Trials(
+        np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i), np.array(out_c, dtype=np.float64)
+    )
 
 
 def deployed_rates(trials: Trials, cfg: scoring.ScoringConfig) -> dict[str, float]:
@@ -101,7 +123,7 @@ def deployed_rates(trials: Trials, cfg: scoring.ScoringConfig) -> dict[str, floa
 
     A referred item is neither accepted nor rejected: FRR counts genuine items rejected, FAR counts
     forgeries accepted, each over all items of that kind; refer_rate is over all items."""
-    dec = np.array([scoring.decide(s, t, cfg) for s, t in zip(trials.score, trials.threshold)])
+    dec = trials.decisions(cfg)
     g, sk, rd = (trials.kind == k for k in KINDS)
     return {
         "frr": float(np.mean(dec[g] == "reject")) if g.any() else float("nan"),

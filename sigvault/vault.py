@@ -89,6 +89,9 @@ class Verification:
     decision_id: int
     source: str
     model_decision: scoring.Decision | None = None  # the model's own decision when a decision rule applied
+    # scoring.capture_ratio of the scan against the references, when it is a capture mismatch
+    # (scoring.capture_mismatch: a rejection near the threshold was referred instead)
+    capture_ratio: float | None = None
 
     @classmethod
     def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
@@ -108,12 +111,14 @@ class Verification:
             decision_id=entry.id,
             source=source,
             model_decision=(entry.details or {}).get("model_decision"),
+            capture_ratio=((entry.details or {}).get("capture") or {}).get("ratio"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self) | {"references": [asdict(r) for r in self.references]}
-        if out["model_decision"] is None:
-            del out["model_decision"]
+        for key in ("model_decision", "capture_ratio"):
+            if out[key] is None:
+                del out[key]
         return out
 
 
@@ -239,6 +244,7 @@ class Prepared:
     sha256: str
     canvas: np.ndarray  # float32 (spec.canvas_height, spec.canvas_width)
     spec: imaging.PreprocessSpec
+    scale: float  # imaging.ink_scale of the scan (scoring.capture_guard)
 
 
 def prepare(
@@ -257,8 +263,8 @@ def prepare(
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
     data = imaging.read_bytes(source, name, limits)
-    canvas = imaging.load_canvas(data, spec, name=name, limits=limits)
-    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec)
+    canvas, scale = imaging.preprocess_measured(imaging.read_image(data, name=name, limits=limits), spec, name=name)
+    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, scale)
 
 
 #: A per-item decision rule: (score, threshold, calibrated probability) -> final decision.
@@ -289,6 +295,7 @@ class _Loaded:
     data: bytes
     sha256: str
     canvas: np.ndarray
+    scale: float  # imaging.ink_scale of the scan
     views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of the scan turned, for enrolment
 
 
@@ -301,6 +308,7 @@ class _PersonRefs:
     vectors: np.ndarray
     threshold: queries.ThresholdRow
     scorer: scoring.PersonScorer
+    capture_scale: float  # median imaging.ink_scale of the references (scoring.capture_guard)
 
 
 # ------------------------------------------------------------------------------------------- person ids
@@ -474,7 +482,9 @@ class Vault:
                             f"{enrolled[item.sha256]}); nothing was enrolled"
                         )
                 existing = queries.decode_vectors(blobs, embedder.dim)
-                views = None if new_views is None else np.concatenate([self._stored_views(conn, refs), new_views])
+                old_views, old_scales = self._stored_derived(conn, refs)
+                views = None if new_views is None or old_views is None else np.concatenate([old_views, new_views])
+                scales = np.concatenate([old_scales, [item.scale for item in loaded]])
                 fits = self._svm_fits()
                 warnings = self._outlier_warnings(
                     person_id, existing, vectors, [i.name for i in loaded], fits, views
@@ -495,7 +505,9 @@ class Vault:
                     )
                     for item, vec in zip(loaded, vectors, strict=True)
                 )
-                threshold = self._refresh_threshold(conn, row, np.vstack([existing, vectors]), views, fits=fits)
+                threshold = self._refresh_threshold(
+                    conn, row, np.vstack([existing, vectors]), views, scales, fits=fits
+                )
         except IntegrityError as exc:  # another process enrolled the same image at the same moment
             raise DuplicateReferenceError(
                 f"an image given is already enrolled for {person_id!r}; nothing was enrolled"
@@ -573,21 +585,23 @@ class Vault:
         person: queries.PersonRow,
         vectors: np.ndarray,
         views: np.ndarray | None = None,
+        scales: np.ndarray | None = None,
         *,
         keep_override: bool = True,
         fits: scoring.SvmFits | None = None,
     ) -> ThresholdChange:
-        """Recompute and store the person's scorer and threshold from all their references (``vectors``, in
-        id order, and their ``views``: recomputed from the stored images when the scoring has views and none
-        are given); an override, if set and ``keep_override``, keeps its value (the scorer is refitted all the
-        same)."""
+        """Recompute and store the person's scorer, threshold and capture scale from all their references
+        (``vectors``, in id order, their ``views`` and ink ``scales``: recomputed from the stored images when
+        not given); an override, if set and ``keep_override``, keeps its value (the scorer and the capture
+        scale are refitted all the same)."""
         cfg, cohort = self.embedder.scoring, self.embedder.cohort
-        if cfg.views and views is None:
-            views = self._stored_views(conn, queries.person_references(conn, person.pk)[0])
+        if scales is None or (cfg.views and views is None):
+            views, scales = self._stored_derived(conn, queries.person_references(conn, person.pk)[0])
         scorer = {
             **scoring.person_scorer(vectors, cfg, cohort, fits, views).to_json(),
             "cohort": self.embedder.cohort_id,
         }
+        capture_scale = float(np.median(scales))
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
             queries.put_threshold(
@@ -596,7 +610,7 @@ class Vault:
                 value=current.value,
                 method=current.method,
                 n_references=int(vectors.shape[0]),
-                details={**current.details, "scorer": scorer},
+                details={**current.details, "scorer": scorer, "capture_scale": capture_scale},
                 model_id=self.model_id,
                 is_override=True,
                 set_at=current.set_at,
@@ -609,15 +623,16 @@ class Vault:
             value=t.value,
             method=t.method,
             n_references=t.n_references,
-            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std, "scorer": scorer},
+            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std, "scorer": scorer, "capture_scale": capture_scale},
             model_id=self.model_id,
             is_override=False,
         )
         return ThresholdChange(person.person_id, t.value, t.method, False)
 
     def _rule_is_current(self, threshold: queries.ThresholdRow) -> bool:
-        """Was the stored scorer made by the loaded model's scoring method, cohort and views? (Rows written
-        before scorers were stored count as cosine, before views as without.)"""
+        """Was the stored scorer made by the loaded model's scoring method, cohort and views, and is the
+        references' capture scale stored? (Rows written before scorers were stored count as cosine, before
+        views as without; rows written before the capture guard are refitted.)"""
         stored = threshold.details.get("scorer") or {"method": "cosine"}
         cfg = self.embedder.scoring
         return bool(
@@ -625,6 +640,7 @@ class Vault:
             and stored.get("method") == cfg.method
             and stored.get("cohort") == self.embedder.cohort_id
             and [float(a) for a in stored.get("views", [])] == list(cfg.views)
+            and "capture_scale" in threshold.details
         )
 
     # -------------------------------------------------------------------------------------- verify
@@ -697,12 +713,16 @@ class Vault:
                 for i, loaded, refs, score, matches in judged:
                     threshold = refs.threshold.value
                     probability = scoring.probability(score, threshold, cfg)
-                    decision = scoring.decide(score, threshold, cfg)
+                    ratio = scoring.capture_ratio(loaded.scale, refs.capture_scale)
+                    decision = scoring.capture_guard(scoring.decide(score, threshold, cfg), score, threshold, ratio, cfg)
                     details = items[i].details
+                    if scoring.capture_mismatch(ratio, cfg):
+                        capture = {"scale": loaded.scale, "reference_scale": refs.capture_scale, "ratio": ratio}
+                        details = {**(details or {}), "capture": capture}
                     rule = items[i].decide
                     if rule is not None:
                         details = {**(details or {}), "model_decision": decision}
-                        decision = rule(score, threshold, probability)  # type: ignore[assignment]
+                        decision = scoring.capture_guard(rule(score, threshold, probability), score, threshold, ratio, cfg)
                     entries.append(
                         decision_log.NewEntry(
                             kind=kind,
@@ -752,14 +772,15 @@ class Vault:
                 threshold = queries.get_threshold(conn, row.pk)
                 assert threshold is not None
             else:
-                views = self._stored_views(conn, refs)
+                views, scales = self._stored_derived(conn, refs)
                 cohort = self.embedder.cohort
                 t = threshold if threshold.is_override else scoring.person_threshold(vectors, cfg, cohort, None, views)
                 scorer = scoring.person_scorer(vectors, cfg, cohort, None, views)
                 threshold = replace(threshold, value=t.value, method=t.method)
-                return _PersonRefs(person_id, refs, vectors, threshold, scorer)
+                return _PersonRefs(person_id, refs, vectors, threshold, scorer, float(np.median(scales)))
         stored = threshold.details.get("scorer") or {"method": "cosine"}
-        return _PersonRefs(person_id, refs, vectors, threshold, scoring.PersonScorer.from_json(stored, vectors, cfg))
+        scorer = scoring.PersonScorer.from_json(stored, vectors, cfg)
+        return _PersonRefs(person_id, refs, vectors, threshold, scorer, float(threshold.details["capture_scale"]))
 
     def _score(self, query: np.ndarray, refs: _PersonRefs) -> tuple[float, list[ReferenceMatch]]:
         """Fused score of a query against a person's references, and the per-reference similarities."""
@@ -862,6 +883,7 @@ class Vault:
                 details={
                     "replaced": {"value": refs.threshold.value, "method": refs.threshold.method},
                     "scorer": refs.threshold.details.get("scorer"),
+                    "capture_scale": refs.capture_scale,
                 },
                 model_id=self.model_id,
                 is_override=True,
@@ -1179,10 +1201,12 @@ class Vault:
             name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
         data = imaging.read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
         sha256 = hashlib.sha256(data).hexdigest()
-        if views and self.embedder.scoring.views:
-            canvases = self._view_canvases(data, name)
-            return _Loaded(name, data, sha256, canvases[0], canvases[1:])
-        return _Loaded(name, data, sha256, self._canvas(data, name))
+        grey = imaging.read_image(data, name=name, limits=self.limits)
+        spec, angles = self.embedder.spec, self.embedder.scoring.views
+        canvas, scale = imaging.preprocess_measured(grey, spec, name=name)
+        if views and angles:
+            return _Loaded(name, data, sha256, canvas, scale, imaging.preprocess_views(grey, spec, angles, name=name, original=False))
+        return _Loaded(name, data, sha256, canvas, scale)
 
     def _load_reference(self, source: Source) -> _Loaded:
         return self._load(source, views=True)
@@ -1202,12 +1226,6 @@ class Vault:
     def _canvas(self, data: bytes, name: str) -> np.ndarray:
         return imaging.load_canvas(data, self.embedder.spec, name=name, limits=self.limits)
 
-    def _view_canvases(self, data: bytes, name: str, *, original: bool = True) -> np.ndarray:
-        """The canvas of an image (unless not ``original``) and of its views: (1 + len(scoring.views), H, W)."""
-        grey = imaging.read_image(data, name=name, limits=self.limits)
-        spec, angles = self.embedder.spec, self.embedder.scoring.views
-        return imaging.preprocess_views(grey, spec, angles, name=name, original=original)
-
     def _embed_with_views(self, loaded: Sequence[_Loaded]) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings of loaded references (n, dim), and of their views (n, len(scoring.views), dim) or None
         when the scoring has none; one batched pass."""
@@ -1218,20 +1236,27 @@ class Vault:
         vecs = self._embed(canvases).reshape(len(loaded), k + 1, -1)
         return vecs[:, 0], vecs[:, 1:]
 
-    def _stored_views(self, conn: Connection, refs: Sequence[queries.ReferenceRow]) -> np.ndarray | None:
-        """The views of stored references (n, len(scoring.views), dim), recomputed from their stored images
-        (views are derived data, never stored); None when the scoring has no views."""
-        angles = self.embedder.scoring.views
-        if not angles:
-            return None
-        if not refs:
-            return np.zeros((0, len(angles), self.embedder.dim), dtype=np.float32)
-        images = queries.reference_images(conn, [r.id for r in refs])
+    def _stored_derived(
+        self, conn: Connection, refs: Sequence[queries.ReferenceRow]
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """What stored references' images give besides their embeddings (derived data, never stored per
+        reference): their views (n, len(scoring.views), dim), None when the scoring has no views, and their
+        ink scales (n,) (``imaging.ink_scale``)."""
+        spec, angles = self.embedder.spec, self.embedder.scoring.views
+        images = queries.reference_images(conn, [r.id for r in refs]) if refs else {}
         canvases: list[np.ndarray] = []
-        for r in refs:
+        scales = np.zeros(len(refs), dtype=np.float64)
+        for j, r in enumerate(refs):
             name = f"reference {r.id} ({r.source_name or 'image'})"
-            canvases.extend(self._view_canvases(images[r.id], name, original=False))
-        return self._embed(canvases).reshape(len(refs), len(angles), -1)
+            grey = imaging.read_image(images[r.id], name=name, limits=self.limits)
+            scales[j] = imaging.ink_scale(grey, spec, name=name)
+            if angles:
+                canvases.extend(imaging.preprocess_views(grey, spec, angles, name=name, original=False))
+        if not angles:
+            return None, scales
+        if not refs:
+            return np.zeros((0, len(angles), self.embedder.dim), dtype=np.float32), scales
+        return self._embed(canvases).reshape(len(refs), len(angles), -1), scales
 
     def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
         """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`EMBED_BATCH`."""

@@ -422,3 +422,17 @@ def test_turning_fills_the_corners_with_the_paper_grey():
     turned = imaging.turn(grey, 20.0)
     assert turned.shape[0] > 100 and turned.shape[1] > 300
     assert (turned[0, 0], turned[-1, -1], turned[0, -1], turned[-1, 0]) == (200, 200, 200, 200)
+
+
+def test_ink_scale_is_the_enlargement_into_the_canvas():
+    a = np.full((300, 800), 240, dtype=np.uint8)
+    a[100:140, 100:700] = 40  # ink 600 x 40 px: the canvas's inner width (256 * 0.92) limits it
+    canvas, scale = imaging.preprocess_measured(a)
+    assert np.array_equal(canvas, preprocess(a))
+    assert scale == imaging.ink_scale(a) == pytest.approx(256 * 0.92 / 600, rel=0.01)
+    big = np.kron(a, np.ones((3, 3), dtype=np.uint8))  # 2400 px wide: shrunk to 900 first, scale relative to it
+    assert imaging.ink_scale(big) == pytest.approx(scale / 3, rel=0.01)
+    half = np.asarray(Image.fromarray(a).resize((400, 150), Image.Resampling.BOX))  # half the resolution
+    assert imaging.ink_scale(half) == pytest.approx(2 * scale, rel=0.02)
+    with pytest.raises(NoInkError):
+        imaging.ink_scale(np.full((50, 50), 240, dtype=np.uint8))

@@ -109,3 +109,20 @@ def test_questioned_items_are_scored_from_their_other_capture() -> None:
     np.testing.assert_array_equal(protocol.run_split(emb, who, forged, 2, 0, CFG, questioned=emb).score, same.score)
     with pytest.raises(ValueError, match=r"questioned embeddings \(17, 6\) do not match the references. \(18, 6\)"):
         protocol.run_split(emb, who, forged, 2, 0, CFG, questioned=other[1:])
+
+
+def test_the_capture_guard_decides_as_verify_does() -> None:
+    emb, who, forged = toy()
+    scales = np.ones(len(who))
+    scales[(who == "B") & forged] = 2.0  # B's forgeries scanned coarser than everything else
+    wide = ScoringConfig(capture_reject_bands=30.0)  # B's forgeries score 0: 23.6 bands below B's threshold
+    t = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, scales=scales)
+    assert sorted(t.capture[t.writer == "B"].tolist()) == [1.0] * 4 + [2.0] * 2
+    assert protocol.deployed_rates(t, wide)["refer_rate"] == pytest.approx(4 / 16)  # A's 2 as before, B's 2
+    assert protocol.deployed_rates(t, CFG)["refer_rate"] == pytest.approx(2 / 16)  # 6 bands: still rejected
+    # a coarse questioned capture of everything: only ratios change, never scores
+    q = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, questioned_scales=np.full(len(who), 3.0))
+    np.testing.assert_array_equal(q.score, protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide).score)
+    assert set(q.capture.tolist()) == {3.0}
+    with pytest.raises(ValueError, match="scales"):
+        protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, scales=np.ones(3))

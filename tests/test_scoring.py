@@ -207,3 +207,26 @@ def test_view_angles_round_trip_through_the_card():
     assert d["view_angles"] == [-4.0, 4.0]
     assert ScoringConfig.from_dict(json.loads(json.dumps(d))) == WDV
     assert ScoringConfig.from_dict({"method": "wd-svm"}).view_angles == ()
+
+
+def test_capture_ratio_counts_reduced_ink_as_full_detail() -> None:
+    assert scoring.capture_ratio(2.6, 1.3) == 2.0
+    assert scoring.capture_ratio(0.8, 0.4) == 1.0  # both reduced into the canvas: no detail lost either side
+    assert scoring.capture_ratio(1.0, 2.5) == 0.4  # references coarser than the questioned scan
+    assert scoring.capture_ratio(1.7, 0.4) == 1.7
+
+
+def test_capture_guard_refers_only_rejections_of_mismatched_captures_near_the_threshold() -> None:
+    cfg = scoring.ScoringConfig(refer_band=0.1, capture_ratio_max=1.5, capture_reject_bands=6.0)
+    guard = scoring.capture_guard
+    assert guard("reject", 0.3, 0.5, 2.0, cfg) == "refer"  # 2 bands below, coarser scan
+    assert guard("reject", 0.3, 0.5, 0.5, cfg) == "refer"  # finer scan than the references
+    assert guard("reject", -0.2, 0.5, 2.0, cfg) == "reject"  # 7 bands below: another hand whatever the scan
+    assert guard("reject", -0.1, 0.5, 2.0, cfg) == "refer"  # exactly 6 bands below
+    assert guard("reject", 0.3, 0.5, 1.5, cfg) == "reject"  # not beyond the limit
+    assert guard("reject", 0.3, 0.5, 1 / 1.5, cfg) == "reject"
+    assert guard("accept", 0.9, 0.5, 3.0, cfg) == "accept"  # acceptances never change
+    assert guard("refer", 0.5, 0.5, 3.0, cfg) == "refer"
+    off = scoring.ScoringConfig(refer_band=0.1, capture_ratio_max=0.0)
+    assert not scoring.capture_mismatch(10.0, off) and guard("reject", 0.3, 0.5, 10.0, off) == "reject"
+    assert scoring.ScoringConfig.from_dict({"method": "cosine"}).capture_ratio_max == 1.5  # older cards: on

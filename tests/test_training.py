@@ -356,6 +356,8 @@ def test_perturbed_copies_keep_the_layout_and_apply_each_capture_change(tmp_path
         assert files == [f"{w}/{s}/{n}.png" for w in ("w1", "w2") for s in ("forged", "genuine") for n in ("s1", "s2")]
     out = {k: np.asarray(Image.open(tmp_path / "out" / f"scans-{k}" / "w1" / "genuine" / "s1.png")) for k in KINDS}
     assert out["dpi150"].shape == (20, 30) and out["dpi150"][10, 15] == 40 and out["dpi150"][0, 0] == 240
+    # a quarter of the resolution: the 4-px stroke (rows 18-21) falls half into rows 4 and 5 (16-19, 20-23)
+    assert out["dpi75"].shape == (10, 15) and out["dpi75"][4, 7] == 140 == out["dpi75"][5, 7] and out["dpi75"][0, 0] == 240
     assert out["faint"][20, 30] == 140 and out["faint"][0, 0] == 240  # contrast with the paper halved
     assert out["rotate"].shape[0] > 40 and out["rotate"].shape[1] > 60  # expanded, white corners
     assert out["rotate"][0, 0] == 255

@@ -547,3 +547,69 @@ def test_reembed_refits_every_stale_scorer_at_once(settings, images: ImageFactor
 
     stored = [_json.loads(r) if isinstance(r, str) else r for r in rows]
     assert [d["scorer"]["views"] for d in stored] == [[-4.0, 4.0]] * 2
+
+
+# --------------------------------------------------------------------------------------- capture guard
+
+
+def _coarse(path: Path, out: Path, factor: float) -> Path:
+    """The scan at ``path`` as a coarser scanner gives it: shrunk by ``factor`` with a box filter."""
+    from PIL import Image
+
+    im = Image.open(path)
+    im.resize((round(im.width * factor), round(im.height * factor)), Image.Resampling.BOX).save(out)
+    return out
+
+
+def _scale(path: Path, embedder: FakeEmbedder) -> float:
+    return imaging.ink_scale(imaging.read_image(path.read_bytes()), embedder.spec)
+
+
+def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
+    vault: Vault, images: ImageFactory, embedder: FakeEmbedder, tmp_path: Path
+) -> None:
+    refs = images.refs(1, 3)
+    vault.enroll("alice", refs)
+    ref_scale = float(np.median([_scale(p, embedder) for p in refs]))
+    coarse = _coarse(images.write("q.png", 1, 7), tmp_path / "coarse.png", 0.12)
+    ratio = scoring.capture_ratio(_scale(coarse, embedder), ref_scale)
+    assert ref_scale < 1 and ratio == _scale(coarse, embedder) > 1.5  # references reduced into the canvas, the scan enlarged
+    band = embedder.scoring.refer_band
+    score = vault.verify("alice", coarse).score
+
+    vault.set_threshold("alice", score + 2 * band)  # the model alone would reject it (2 bands below)
+    near = vault.verify("alice", coarse)
+    assert (near.decision, near.capture_ratio) == ("refer", pytest.approx(ratio, abs=1e-12))
+    (entry,) = [e for e in vault.log_entries() if e.id == near.decision_id]
+    assert entry.details["capture"] == {
+        "scale": pytest.approx(_scale(coarse, embedder), abs=1e-12),
+        "reference_scale": pytest.approx(ref_scale, abs=1e-12),
+        "ratio": pytest.approx(ratio, abs=1e-12),
+    }
+    assert near.to_dict()["capture_ratio"] == pytest.approx(ratio, abs=1e-12)
+
+    same = images.write("q2.png", 1, 8)  # the references' capture: the model's rejection stands
+    s2 = vault.verify("alice", same).score
+    vault.set_threshold("alice", s2 + 2 * band)
+    fine = vault.verify("alice", same)
+    assert (fine.decision, fine.capture_ratio) == ("reject", None)
+    assert "capture_ratio" not in fine.to_dict()
+
+
+def test_threshold_rows_without_a_capture_scale_are_refitted_on_first_use(
+    vault: Vault, images: ImageFactory, embedder: FakeEmbedder
+) -> None:
+    import json as _json
+
+    refs = images.refs(1, 3)
+    vault.enroll("alice", refs)
+    with vault.engine.begin() as conn:  # a row as written before the capture guard existed
+        raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
+        details = _json.loads(raw) if isinstance(raw, str) else raw
+        del details["capture_scale"]
+        conn.execute(text("UPDATE thresholds SET details = :d"), {"d": _json.dumps(details)})
+    vault.verify("alice", images.write("q.png", 1, 7))
+    with vault.engine.connect() as conn:
+        raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
+    details = _json.loads(raw) if isinstance(raw, str) else raw
+    assert details["capture_scale"] == pytest.approx(float(np.median([_scale(p, embedder) for p in refs])), abs=1e-12)

@@ -9,6 +9,7 @@ layout, so `sigvault evaluate` measures the system on it with the same protocol 
 original; the difference is what that change of capture costs. Kinds (fixed parameters, seeded):
 
 - ``dpi150``: scanned at half the resolution (downscaled to 50 % with a box filter);
+- ``dpi75``: scanned at a quarter of the resolution (25 %, box filter): a fax or a thumbnail archive;
 - ``jpeg40``: saved as JPEG at quality 40 (a mobile capture or a cheap archive);
 - ``blur``: slightly out of focus (Gaussian blur, radius 1.2 px);
 - ``faint``: a light pen or an over-exposed scan (the ink's contrast with the paper halved);
@@ -39,6 +40,11 @@ def dpi150(im: Image.Image, _: int) -> Image.Image:
     return g.resize((max(1, g.width // 2), max(1, g.height // 2)), Image.Resampling.BOX)
 
 
+def dpi75(im: Image.Image, _: int) -> Image.Image:
+    g = _grey(im)
+    return g.resize((max(1, g.width // 4), max(1, g.height // 4)), Image.Resampling.BOX)
+
+
 def jpeg40(im: Image.Image, _: int) -> Image.Image:
     buf = io.BytesIO()
     _grey(im).save(buf, format="JPEG", quality=40)
@@ -67,7 +73,7 @@ def noise(im: Image.Image, index: int) -> Image.Image:
 
 
 KINDS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
-    "dpi150": dpi150, "jpeg40": jpeg40, "blur": blur, "faint": faint, "rotate": rotate, "noise": noise,
+    "dpi150": dpi150, "dpi75": dpi75, "jpeg40": jpeg40, "blur": blur, "faint": faint, "rotate": rotate, "noise": noise,
 }
 
 
