@@ -104,6 +104,7 @@ REPORT_HTML = "report.html"
 OUTPUT_FIELDS = (
     "decision",
     "model_decision",
+    "capture_ratio",
     "score",
     "probability",
     "threshold",
@@ -121,6 +122,7 @@ OUTPUT_FIELDS = (
 CSV_OUTPUT_FIELDS = (
     "decision",
     "model_decision",
+    "capture_ratio",
     "score",
     "probability",
     "threshold",
@@ -559,6 +561,7 @@ def decided_record(row: Row, v: Verification, policy: Policy | None, cfg: scorin
         **row.values,
         "decision": decision,
         "model_decision": model_decision,
+        "capture_ratio": v.capture_ratio,
         "score": v.score,
         "probability": v.probability,
         "threshold": v.threshold,
@@ -582,6 +585,7 @@ def error_record(row: Row, source: str, kind: str, message: str, model: str, pol
         **row.values,
         "decision": "error",
         "model_decision": None,
+        "capture_ratio": None,
         "score": None,
         "probability": None,
         "threshold": None,

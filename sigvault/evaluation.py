@@ -144,6 +144,10 @@ class EvaluationReport:
     capture_bias: bool = False  # a probe is flagged
     shortcut: bool = False  # shortcut_warning flagged the swapped-reference figures
     questioned: str | None = None  # the folder the questioned items were read from, when not ``dataset``
+    # kind -> questioned items (summed over splits) captured at another scale than their references
+    # (scoring.capture_mismatch), and of those, the rejections the capture guard referred instead
+    capture_mismatch: dict[str, int] = field(default_factory=dict)
+    capture_referred: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object: the figures' means at top level (fractions), ``<key>_std`` beside them."""
@@ -161,6 +165,8 @@ class EvaluationReport:
         out["per_split"] = {key: [_num(v) for v in fig.values] for key, fig in self.figures.items()}
         out["counts"] = asdict(self.counts)
         out["confusion"] = self.confusion
+        out["capture_mismatch"] = self.capture_mismatch
+        out["capture_referred"] = self.capture_referred
         out["capture_bias"] = self.capture_bias
         out["shortcut"] = self.shortcut
         out["probe_auc_warn"] = probes.AUC_WARN
@@ -617,6 +623,8 @@ def run_evaluation(
     per_split: dict[str, list[float]] = {k: [] for k in FIGURE_KEYS}
     confusion = {k: dict.fromkeys(DECISIONS, 0) for k in protocol.KINDS}
     trial_counts = {k: 0 for k in protocol.KINDS}
+    capture_mismatch = {k: 0 for k in protocol.KINDS}
+    capture_referred = {k: 0 for k in protocol.KINDS}
     pooled: dict[str, list[np.ndarray]] = {k: [] for k in protocol.KINDS}
     mismatched = 0
     for s in range(splits):
@@ -650,9 +658,13 @@ def run_evaluation(
         for kind, row in _decisions(trials, cfg).items():
             for d, n in row.items():
                 confusion[kind][d] += n
+        mismatch = np.array([scoring.capture_mismatch(c, cfg) for c in trials.capture], dtype=bool)
+        turned = (trials.decisions(cfg, guard=False) == "reject") & (trials.decisions(cfg) == "refer")
         for kind in protocol.KINDS:
             sc = trials.scores(kind)
             trial_counts[kind] += int(sc.size)
+            capture_mismatch[kind] += int(np.sum(mismatch & (trials.kind == kind)))
+            capture_referred[kind] += int(np.sum(turned & (trials.kind == kind)))
             pooled[kind].append(sc)
         if progress is not None:
             progress("splits", s + 1, splits)
@@ -676,6 +688,14 @@ def run_evaluation(
         warnings.append(
             f"{len(not_evaluated)} writer(s) have {references} or fewer usable genuine signatures and were not "
             f"evaluated: {shown}"
+        )
+    if trial_counts["genuine"] and capture_mismatch["genuine"] > 0.1 * trial_counts["genuine"]:
+        share = 100 * capture_mismatch["genuine"] / trial_counts["genuine"]
+        warnings.append(
+            f"{share:.0f} % of the genuine questioned items are scanned at another scale than their references "
+            f"(ink enlarged more than {cfg.capture_ratio_max:g} times as much, or less): the network rejects such "
+            "captures too often, so their rejections near the threshold are referred (the refer rate rises); "
+            "enroll references captured like the questioned items"
         )
     if loaded.skipped:
         why = "unreadable, no ink, duplicate or unpaired" if questioned_dir is not None else "unreadable, no ink or duplicate"
@@ -716,6 +736,8 @@ def run_evaluation(
         capture_bias=capture is not None,
         shortcut=shortcut,
         questioned=None if questioned_dir is None else str(questioned_dir),
+        capture_mismatch=capture_mismatch,
+        capture_referred=capture_referred,
     )
     if out_dir is not None:
         scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
@@ -850,6 +872,13 @@ def render_text(report: EvaluationReport) -> list[str]:
     lines += ["", "deployed decisions (all splits)   accept   refer  reject"]
     for kind, row in report.confusion.items():
         lines.append(f"  {kind:<31} {row['accept']:7d} {row['refer']:7d} {row['reject']:7d}")
+    if any(report.capture_mismatch.values()):
+        lines.append(
+            "capture mismatches (another scale than the references): "
+            + ", ".join(f"{k} {n}" for k, n in report.capture_mismatch.items())
+            + "; rejections referred instead: "
+            + ", ".join(f"{k} {n}" for k, n in report.capture_referred.items())
+        )
     if report.probes:
         lines += [
             "",

@@ -32,12 +32,13 @@ class Trials:
     def scores(self, kind: str) -> np.ndarray:
         return self.score[self.kind == kind]
 
-    def decisions(self, cfg: scoring.ScoringConfig) -> np.ndarray:
-        """The deployed rule's decision of each item, as ``verify`` makes it."""
-        return np.array([
-            scoring.capture_guard(scoring.decide(s, t, cfg), s, t, c, cfg)
-            for s, t, c in zip(self.score, self.threshold, self.capture, strict=True)
-        ], dtype=object)
+    def decisions(self, cfg: scoring.ScoringConfig, *, guard: bool = True) -> np.ndarray:
+        """The deployed rule's decision of each item, as ``verify`` makes it (without ``guard``: before the
+        capture guard, the network's decision alone)."""
+        out = [scoring.decide(s, t, cfg) for s, t in zip(self.score, self.threshold, strict=True)]
+        if guard:
+            out = [scoring.capture_guard(d, s, t, c, cfg) for d, s, t, c in zip(out, self.score, self.threshold, self.capture, strict=True)]  # type: ignore[misc]
+        return np.array(out, dtype=object)
 
 
 def run_split(

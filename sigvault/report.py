@@ -263,6 +263,9 @@ def _card(
         meta.append(f"policy band {_e(policy.get('band'))}")
     if record.get("model_decision") not in (None, decision):
         meta.append(f"model alone: {_e(record.get('model_decision'))}")
+    if record.get("capture_ratio") is not None:  # scoring.capture_guard: a rejection near the threshold referred
+        ratio = float(record["capture_ratio"])
+        meta.append(f"scanned {'coarser' if ratio > 1 else 'finer'} than the references (ink scale x{ratio:.2f})")
     lines = [
         f'<div><span class="badge {_e(decision)}">{_e(decision)}</span> <span class="meta">#{rank}</span></div>',
         f'<div class="id">{_e(record["item_id"])}</div>',

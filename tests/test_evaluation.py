@@ -321,9 +321,10 @@ def test_without_forgeries_skilled_figures_are_null(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- questioned from another capture
 
 
-def _recapture(src: Path, dst: Path, *, fmt: str = "PNG", swap: bool = False) -> Path:
+def _recapture(src: Path, dst: Path, *, fmt: str = "PNG", swap: bool = False, factor: float = 1.0) -> Path:
     """The dataset's scans written again under ``dst`` (same writer folders and file stems) in ``fmt``; with
-    ``swap``, each writer's files hold the NEXT writer's scans of the same names (a capture that lies)."""
+    ``swap``, each writer's files hold the NEXT writer's scans of the same names (a capture that lies); with
+    ``factor``, shrunk by it (box filter: a coarser scanner)."""
     from PIL import Image
 
     writers = sorted(p.name for p in src.iterdir())
@@ -333,8 +334,30 @@ def _recapture(src: Path, dst: Path, *, fmt: str = "PNG", swap: bool = False) ->
             (dst / w / sub).mkdir(parents=True, exist_ok=True)
             for p in sorted((src / source / sub).iterdir()):
                 with Image.open(p) as im:
-                    im.convert("L").save(dst / w / sub / f"{p.stem}.{fmt.lower()}", format=fmt, quality=95)
+                    im = im.convert("L")
+                    if factor != 1.0:
+                        im = im.resize((round(im.width * factor), round(im.height * factor)), Image.Resampling.BOX)
+                    im.save(dst / w / sub / f"{p.stem}.{fmt.lower()}", format=fmt, quality=95)
     return dst
+
+
+def test_coarse_questioned_captures_are_counted_and_their_rejections_referred(tmp_path: Path) -> None:
+    root = tiny_dataset(tmp_path / "data")
+    coarse = _recapture(root, tmp_path / "coarse", factor=0.12)  # ink enlarged about 8 times more than the refs'
+    guarded = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, questioned_dir=coarse)
+    off = FakeEmbedder(scoring=ScoringConfig(capture_ratio_max=0.0))
+    plain = evaluation.run_evaluation(root, embedder=off, references=3, splits=2, seed=7, questioned_dir=coarse)
+    assert guarded.capture_mismatch == {"genuine": 16, "skilled": 16, "random": 24}  # every item, 2 splits
+    assert plain.capture_mismatch == {"genuine": 0, "skilled": 0, "random": 0}
+    assert guarded.to_json()["per_split"]["eer_skilled"] == plain.to_json()["per_split"]["eer_skilled"]  # scores alike
+    for kind, referred in guarded.capture_referred.items():  # exactly the rejections the guard turned
+        g, p = guarded.confusion[kind], plain.confusion[kind]
+        assert (g["accept"], g["refer"] - p["refer"], p["reject"] - g["reject"]) == (p["accept"], referred, referred)
+    assert sum(guarded.capture_referred.values()) > 0
+    assert any(w.startswith("100 % of the genuine questioned items are scanned at another scale") for w in guarded.warnings)
+    assert json.loads(json.dumps(guarded.to_json()))["capture_mismatch"] == guarded.capture_mismatch
+    assert any(line.startswith("capture mismatches (another scale than the references): genuine 16,")
+               for line in evaluation.render_text(guarded))
 
 
 def test_questioned_folder_of_the_same_scans_gives_the_same_report(tmp_path: Path) -> None:
