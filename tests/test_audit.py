@@ -803,3 +803,31 @@ def test_a_decision_rule_is_logged_as_the_final_decision(sq_vault, tmp_path: Pat
     assert (entry.decision, entry.details) == ("refer", {"k": 1, "model_decision": "accept"})
     assert sq_vault.log_head() == ruled.decision_id
     assert set(sq_vault.reference_images([1, 2, 99])) == {1, 2}
+
+
+def test_a_coarse_item_is_referred_under_a_policy_too(sq_vault, tmp_path: Path) -> None:
+    """The capture guard applies after an amount policy, in the results, the log and the report alike."""
+    images = ImageFactory(tmp_path / "images")
+    images.directory.mkdir(parents=True)
+    sq_vault.enroll("p0", images.refs(0, 3))
+    with Image.open(images.write("q.png", 0, 7)) as im:  # a coarse scan: ink enlarged about 8 times more
+        im.resize((72, 24), Image.Resampling.BOX).save(tmp_path / "images" / "coarse.png")
+    score = sq_vault.verify("p0", tmp_path / "images" / "coarse.png").score
+    band = sq_vault.embedder.scoring.refer_band
+    sq_vault.set_threshold("p0", score - 2 * band)  # the model alone accepts it...
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("item_id,person,image,amount\nBIG,p0,images/coarse.png,50000\n")
+    policy_path = tmp_path / "policy.toml"  # ...a big amount's margin makes it a rejection 2 bands below
+    policy_path.write_text(f'name = "strict"\n[[band]]\nname = "big"\nthreshold_margin = {4 * band}\n')
+    run_audit(sq_vault, manifest, tmp_path / "out", policy=policy_path)
+    (r,) = read_jsonl(tmp_path / "out" / "results.jsonl")
+    policy = load_policy(policy_path)
+    cfg = sq_vault.embedder.scoring
+    assert policy.decide(policy.bands[0], r["score"], r["threshold"], r["probability"], cfg) == "reject"
+    assert (r["decision"], r["model_decision"]) == ("refer", "accept") and r["capture_ratio"] > 1.5
+    (entry,) = audit_entries(sq_vault, json.loads((tmp_path / "out" / "summary.json").read_text())["audit_id"])
+    assert (entry.decision, entry.details["capture"]["ratio"]) == ("refer", r["capture_ratio"])
+    with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as fh:
+        (row,) = csv.DictReader(fh)
+    assert float(row["capture_ratio"]) == pytest.approx(r["capture_ratio"], rel=1e-9)
+    assert "scanned coarser than the references" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
