@@ -253,7 +253,8 @@ def _read_all(
 ) -> _Loaded:
     """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail. Genuine
     images (the only possible references) are also embedded in their views when the scoring has some and
-    ``views`` (not for questioned-only items)."""
+    ``views``. Without ``views`` (questioned-only items, another capture) the capture statistics of the
+    probes, which describe the dataset, are not computed either (``stats`` stays empty)."""
     out = _Loaded()
     seen: dict[str, str] = {}
     angles = embedder.scoring.views if views else ()
@@ -290,10 +291,11 @@ def _read_all(
             out.skipped.append(SkippedImage(name, str(exc)))
         else:
             seen[digest] = name
-            kind, dpi = probes.header_info(data)
             out.items.append(item)
             out.scales.append(scale)
-            out.stats.append(probes.image_stats(grey, file_kind=kind, dpi=dpi))
+            if views:
+                kind, dpi = probes.header_info(data)
+                out.stats.append(probes.image_stats(grey, file_kind=kind, dpi=dpi))
             out.canvas_keys.append(_canvas_key(canvases[0]))
             out.view_keys.extend(_canvas_key(c) for c in canvases[1:])
             batch.extend(canvases)
