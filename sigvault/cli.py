@@ -364,6 +364,11 @@ def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonFlag = False
     set_at = f", set {detail.threshold_set_at:%Y-%m-%d %H:%M} UTC" if detail.threshold_set_at else ""
     typer.echo(f"person     {detail.person} (enrolled {detail.created_at:%Y-%m-%d %H:%M} UTC)")
     typer.echo(f"threshold  {detail.threshold:.4f} ({how}{set_at})" if detail.threshold is not None else "threshold  -")
+    if detail.capture_scale is not None:
+        typer.echo(
+            f"capture    ink enlarged {detail.capture_scale:.2f}x into the canvas (references' median); a questioned "
+            "scan far coarser or finer is referred rather than rejected near the threshold"
+        )
     typer.echo(f"references {len(detail.references)}")
     for r in detail.references:
         typer.echo(f"  {r.reference_id}\t{r.created_at:%Y-%m-%d %H:%M}\t{r.sha256[:16]}\t{r.source or ''}\t{r.model}")

@@ -190,6 +190,7 @@ class PersonDetail:
     threshold_method: str | None
     is_override: bool
     threshold_set_at: datetime | None
+    capture_scale: float | None = None  # the references' median ink scale (scoring.capture_guard); None: not yet stored
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -858,6 +859,7 @@ class Vault:
             threshold_method=threshold.method if threshold else None,
             is_override=bool(threshold and threshold.is_override),
             threshold_set_at=threshold.set_at if threshold else None,
+            capture_scale=threshold.details.get("capture_scale") if threshold else None,
         )
 
     def set_threshold(self, person: str, value: float | None) -> ThresholdChange:
