@@ -35,9 +35,10 @@ class Trials:
     def decisions(self, cfg: scoring.ScoringConfig, *, guard: bool = True) -> np.ndarray:
         """The deployed rule's decision of each item, as ``verify`` makes it (without ``guard``: before the
         capture guard, the network's decision alone)."""
-        out = [scoring.decide(s, t, cfg) for s, t in zip(self.score, self.threshold, strict=True)]
-        if guard:
-            out = [scoring.capture_guard(d, s, t, c, cfg) for d, s, t, c in zip(out, self.score, self.threshold, self.capture, strict=True)]  # type: ignore[misc]
+        out: list[str] = []
+        for s, t, c in zip(self.score, self.threshold, self.capture, strict=True):
+            decision: str = scoring.decide(s, t, cfg)
+            out.append(scoring.capture_guard(decision, s, t, c, cfg) if guard else decision)
         return np.array(out, dtype=object)
 
 
