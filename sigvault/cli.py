@@ -210,19 +210,21 @@ def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: Json
             ("references", "  ".join(f"{r.reference_id}: {r.similarity:.4f}" for r in result.references)),
             ("model", result.model),
             ("decision-id", f"{result.decision_id} (in the decision log)"),
-            *([("capture", _capture_note(result.capture_ratio))] if result.capture_ratio is not None else []),
+            *([("capture", _capture_note(result.capture_ratio, "the references"))] if result.capture_ratio is not None else []),
         ]
     )
 
 
-def _capture_note(ratio: float) -> str:
-    """What a capture mismatch (``scoring.capture_guard``) means, for the person reading ``verify``."""
-    how = "coarser than" if ratio > 1 else "finer than"
-    return (
-        f"the ink is enlarged {ratio:.2f}x as much as in the references: a scan {how} theirs (or a signature "
-        "of another size); a rejection near the threshold is referred, not made. Rescan at the references' "
-        "resolution, or enroll references from this kind of scan"
-    )
+def _capture_note(ratio: float, against: str) -> str:
+    """What a capture mismatch (``scoring.capture_guard``) means, for the person reading ``verify`` (``against``
+    "the references") or ``compare`` ("the first")."""
+    how = "coarser" if ratio > 1 else "finer"
+    if against == "the references":
+        outcome = "a rejection near the threshold is referred, not made. Rescan at the references' resolution, or " \
+            "enroll references from this kind of scan"
+    else:
+        outcome = '"different writers" near the threshold is reported as "uncertain". Scan both alike'
+    return f"the ink is enlarged {ratio:.2f}x as much as in {against}: a {how} scan (or a signature of another size); {outcome}"
 
 
 @app.command()
@@ -245,6 +247,7 @@ def compare(ctx: typer.Context, image_a: ImageArg, image_b: ImageArg, as_json: J
             ("probability", f"{result.probability:.3f} that one person wrote both"),
             ("similarity", f"{result.similarity:.4f}"),
             ("model", result.model),
+            *([("capture", _capture_note(result.capture_ratio, "the first"))] if result.capture_ratio is not None else []),
         ]
     )
 
@@ -366,7 +369,7 @@ def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonFlag = False
     typer.echo(f"threshold  {detail.threshold:.4f} ({how}{set_at})" if detail.threshold is not None else "threshold  -")
     if detail.capture_scale is not None:
         typer.echo(
-            f"capture    ink enlarged {detail.capture_scale:.2f}x into the canvas (references' median); a questioned "
+            f"capture    ink scaled {detail.capture_scale:.2f}x into the canvas (references' median); a questioned "
             "scan far coarser or finer is referred rather than rejected near the threshold"
         )
     typer.echo(f"references {len(detail.references)}")

@@ -153,9 +153,15 @@ class Comparison:
     probability: float  # that the two share a writer
     label: str  # "same writer" | "uncertain" | "different writers"
     model: str
+    # scoring.capture_ratio of b against a, when the two are captured at too different scales
+    # (scoring.capture_guard: "different writers" near the threshold becomes "uncertain")
+    capture_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["capture_ratio"] is None:
+            del out["capture_ratio"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -797,14 +803,18 @@ class Vault:
         va, vb = self._embed([la.canvas, lb.canvas])
         cfg = self.embedder.scoring
         similarity = float(scoring.similarities(va, vb[np.newaxis, :])[0])
-        label = COMPARE_LABELS[scoring.decide(similarity, cfg.compare_threshold, cfg)]
+        ratio = scoring.capture_ratio(lb.scale, la.scale)
+        decision = scoring.capture_guard(
+            scoring.decide(similarity, cfg.compare_threshold, cfg), similarity, cfg.compare_threshold, ratio, cfg
+        )
         return Comparison(
             a=la.name,
             b=lb.name,
             similarity=similarity,
             probability=float(scoring.compare_probability(similarity, cfg)),
-            label=label,
+            label=COMPARE_LABELS[decision],
             model=self.model_id,
+            capture_ratio=ratio if scoring.capture_mismatch(ratio, cfg) else None,
         )
 
     def identify(self, source: Source, top: int = 5) -> list[Candidate]:

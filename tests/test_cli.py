@@ -154,7 +154,7 @@ def test_people_commands(cli: Invoke, images: ImageFactory) -> None:
     assert shown[1].startswith("threshold  0.7500 (override, set ")
     scale = np.median([imaging.ink_scale(imaging.read_image(p.read_bytes()), FakeEmbedder().spec) for p in images.refs(1, 2)])
     assert shown[2] == (
-        f"capture    ink enlarged {scale:.2f}x into the canvas (references' median); a questioned scan far coarser or "
+        f"capture    ink scaled {scale:.2f}x into the canvas (references' median); a questioned scan far coarser or "
         "finer is referred rather than rejected near the threshold"
     )
     assert shown[3] == "references 2"

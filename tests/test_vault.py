@@ -613,3 +613,23 @@ def test_threshold_rows_without_a_capture_scale_are_refitted_on_first_use(
         raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
     details = _json.loads(raw) if isinstance(raw, str) else raw
     assert details["capture_scale"] == pytest.approx(float(np.median([_scale(p, embedder) for p in refs])), abs=1e-12)
+
+
+def test_compare_does_not_call_captures_of_different_scales_different_writers(
+    settings, images: ImageFactory, tmp_path: Path  # noqa: ANN001
+) -> None:
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    wide = FakeEmbedder(scoring=scoring.ScoringConfig(capture_reject_bands=40.0))  # 40 x 0.03: far enough here
+    a, other = images.write("a.png", 1, 1), images.write("c.png", 2, 1)
+    coarse = _coarse(other, tmp_path / "coarse.png", 0.12)
+    with Vault.open(settings, embedder=wide) as vault:
+        assert vault.compare(a, other).label == "different writers"
+        result = vault.compare(a, coarse)
+        same_scale = vault.compare(a, images.write("b.png", 1, 2))
+    ratio = scoring.capture_ratio(_scale(coarse, wide), _scale(a, wide))
+    gap = wide.scoring.compare_threshold - result.similarity
+    assert wide.scoring.refer_band < gap <= 40 * wide.scoring.refer_band  # would be "different writers"
+    assert (result.label, result.capture_ratio) == ("uncertain", pytest.approx(ratio, abs=1e-12))
+    assert "capture_ratio" not in same_scale.to_dict() and "capture_ratio" in result.to_dict()
