@@ -681,6 +681,8 @@ class AuditSummary:
     first_started: str
     started: str
     finished: str
+    # rows whose scan is captured at another scale than the person's references (scoring.capture_mismatch)
+    capture_mismatch: int = 0
 
     @property
     def failed_rows(self) -> int:
@@ -710,11 +712,13 @@ class _Tally:
     kinds: Counter[str] = field(default_factory=Counter)
     heap: list[tuple[float, float, int, dict[str, Any]]] = field(default_factory=list)
     rows: int = 0
+    capture_mismatch: int = 0
 
     def add(self, index: int, record: dict[str, Any]) -> None:
         self.rows += 1
         decision = record["decision"]
         self.counts[decision] += 1
+        self.capture_mismatch += record.get("capture_ratio") is not None
         if decision == "error":
             self.kinds[record["error_kind"]] += 1
         if decision == "accept" or self.cap <= 0:
@@ -901,6 +905,7 @@ def run_audit(
             if pol is None
             else {"name": pol.name, "sha256": pol.sha256, "bands": [b.to_dict() for b in pol.bands]},
             "needing_review": needing_review,
+            "capture_mismatch": tally.capture_mismatch,
             "cap": report_cap,
             "refer_band": cfg.refer_band,
         }
@@ -935,6 +940,7 @@ def run_audit(
             first_started=state.first_started,
             started=started,
             finished=_now(),
+            capture_mismatch=tally.capture_mismatch,
         )
         _atomic_write(
             out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()

@@ -215,7 +215,14 @@ def render_report(
         )
         + "</div>"
         f'<p class="sub">{_e(scope)} Visible now: <b id="shown">{len(queue)}</b>.</p>'
-        f'<p class="sub">model {_e(summary["model"])} · {policy_text}</p>'
+        + (
+            f'<p class="sub">{summary["capture_mismatch"]:,} item(s) scanned at another scale than their '
+            "references (coarser or finer): their rejections near the threshold are referred; see the capture "
+            "note on each.</p>"
+            if summary.get("capture_mismatch")
+            else ""
+        )
+        + f'<p class="sub">model {_e(summary["model"])} · {policy_text}</p>'
         f'<div class="filters" role="group" aria-label="Filter by decision">{"".join(buttons)}</div>'
         "</header>\n<main>\n"
         + ("\n".join(cards) if cards else '<p class="empty">Nothing to review.</p>')

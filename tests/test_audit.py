@@ -542,6 +542,7 @@ def test_audit_jsonl_manifest_and_policy(sq_vault, tmp_path: Path) -> None:
     assert stricter > 0  # the policy changed some decisions
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["policy"]["sha256"] == policy.sha256 and saved["policy"]["text"] == policy.text
+    assert saved["capture_mismatch"] == 0 and all(r["capture_ratio"] is None for r in records)  # one capture
     assert saved["counts"]["refer"] == sum(r["decision"] == "refer" for r in records) > 0
     entries = audit_entries(sq_vault, summary.audit_id)
     assert entries and all(e.details["policy"]["sha256"] == policy.sha256 for e in entries)
@@ -830,4 +831,6 @@ def test_a_coarse_item_is_referred_under_a_policy_too(sq_vault, tmp_path: Path) 
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as fh:
         (row,) = csv.DictReader(fh)
     assert float(row["capture_ratio"]) == pytest.approx(r["capture_ratio"], rel=1e-9)
-    assert "scanned coarser than the references" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "scanned coarser than the references" in page and "1 item(s) scanned at another scale" in page
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["capture_mismatch"] == 1
