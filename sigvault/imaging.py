@@ -445,11 +445,32 @@ def _clean_mask(
     return lut[labels[y0:y1, x0:x1]], box, True
 
 
-def _fit_scale(h: int, w: int, spec: PreprocessSpec) -> float:
-    """The factor that fits an (h, w) ink box inside the canvas's margins, keeping its aspect ratio."""
+@dataclass(frozen=True)
+class _Ink:
+    """The ink of a scan as :func:`preprocess` finds it, before it is normalised and fitted into the canvas."""
+
+    work: np.ndarray  # the scan shrunk to spec.work_max_side
+    mask: np.ndarray  # uint8, 255 = kept ink, inside ``box`` of ``work``
+    box: tuple[int, int, int, int]  # y0, y1, x0, x1 in ``work``
+    hist_ink: np.ndarray  # grey histogram of the ink (before speck and border removal when ``dropped``)
+    paper: float  # the paper's grey level
+    dropped: bool  # components were removed from the ink mask
+    fit: float  # the factor that fits the box inside the canvas's margins (working pixels)
+    scale: float  # the same, relative to the original scan: canvas pixels per scan pixel (ink_scale)
+
+
+def _locate_ink(grey: np.ndarray, spec: PreprocessSpec, name: str, caller: str) -> _Ink:
+    """Shrink the scan, find its ink, drop specks and borders, and measure how much the ink box is scaled."""
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"{caller} expects uint8 (H, W), got {grey.dtype} {grey.shape}")
+    work = _shrink(grey, spec.work_max_side)
+    ink, n_ink, hist_ink, paper = _ink_mask(work, spec, name)
+    mask, box, dropped = _clean_mask(ink, n_ink, spec, name)
+    y0, y1, x0, x1 = box
     inner_h = spec.canvas_height * (1 - 2 * spec.margin)
     inner_w = spec.canvas_width * (1 - 2 * spec.margin)
-    return min(inner_h / h, inner_w / w)
+    fit = min(inner_h / (y1 - y0), inner_w / (x1 - x0))
+    return _Ink(work, mask, box, hist_ink, paper, dropped, fit, fit * work.shape[1] / grey.shape[1])
 
 
 def ink_scale(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> float:
@@ -463,12 +484,7 @@ def ink_scale(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: st
     Raises:
         NoInkError: the image holds no signature ink.
     """
-    if grey.ndim != 2 or grey.dtype != np.uint8:
-        raise ValueError(f"ink_scale expects uint8 (H, W), got {grey.dtype} {grey.shape}")
-    work = _shrink(grey, spec.work_max_side)
-    ink, n_ink, _, _ = _ink_mask(work, spec, name)
-    _, (y0, y1, x0, x1), _ = _clean_mask(ink, n_ink, spec, name)
-    return _fit_scale(y1 - y0, x1 - x0, spec) * work.shape[1] / grey.shape[1]
+    return _locate_ink(grey, spec, name, "ink_scale").scale
 
 
 def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> np.ndarray:
@@ -496,14 +512,11 @@ def preprocess_measured(
     import cv2
     from PIL import Image
 
-    if grey.ndim != 2 or grey.dtype != np.uint8:
-        raise ValueError(f"preprocess expects uint8 (H, W), got {grey.dtype} {grey.shape}")
-    work = _shrink(grey, spec.work_max_side)
-    work_width = work.shape[1]
-    ink, n_ink, hist_ink, paper = _ink_mask(work, spec, name)
-    mask, (y0, y1, x0, x1), dropped = _clean_mask(ink, n_ink, spec, name)
-    work = work[y0:y1, x0:x1]  # everything below is inside the kept ink's bounding box
-    if dropped:
+    found = _locate_ink(grey, spec, name, "preprocess")
+    mask, hist_ink, paper = found.mask, found.hist_ink, found.paper
+    y0, y1, x0, x1 = found.box
+    work = found.work[y0:y1, x0:x1]  # everything below is inside the kept ink's bounding box
+    if found.dropped:
         hist_ink = _hist(work, mask)
 
     # Ink strength relative to the paper, max(paper - grey, 0), normalised so its median over the ink is fixed.
@@ -521,8 +534,7 @@ def preprocess_measured(
 
     ch, cw = spec.canvas_height, spec.canvas_width
     h, w = crop.shape
-    scale = _fit_scale(h, w, spec)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = max(1, round(h * found.fit)), max(1, round(w * found.fit))
     resized = np.asarray(
         Image.fromarray(crop, mode="F").resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None),
         dtype=np.float32,
@@ -530,7 +542,7 @@ def preprocess_measured(
     canvas = np.zeros((ch, cw), dtype=np.float32)
     top, left = (ch - nh) // 2, (cw - nw) // 2
     canvas[top : top + nh, left : left + nw] = np.clip(resized, 0.0, 1.0)
-    return canvas, scale * work_width / grey.shape[1]
+    return canvas, found.scale
 
 
 def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
