@@ -210,20 +210,22 @@ def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: Json
             ("references", "  ".join(f"{r.reference_id}: {r.similarity:.4f}" for r in result.references)),
             ("model", result.model),
             ("decision-id", f"{result.decision_id} (in the decision log)"),
-            *([("capture", _capture_note(result.capture_ratio, "the references"))] if result.capture_ratio is not None else []),
+            *([("capture", _capture_note(result.capture_ratio, "the references", _VERIFY_CAPTURE))] if result.capture_ratio is not None else []),
         ]
     )
 
 
-def _capture_note(ratio: float, against: str) -> str:
-    """What a capture mismatch (``scoring.capture_guard``) means, for the person reading ``verify`` (``against``
-    "the references") or ``compare`` ("the first")."""
+_VERIFY_CAPTURE = (
+    "a rejection near the threshold is referred, not made. Rescan at the references' resolution, or enroll "
+    "references from this kind of scan"
+)
+_COMPARE_CAPTURE = '"different writers" near the threshold is reported as "uncertain". Scan both alike'
+
+
+def _capture_note(ratio: float, against: str, outcome: str) -> str:
+    """What a capture mismatch (``scoring.capture_guard``) means, for the person reading ``verify`` or ``compare``:
+    the ink's scale against ``against``, then what the guard did (``outcome``)."""
     how = "coarser" if ratio > 1 else "finer"
-    if against == "the references":
-        outcome = "a rejection near the threshold is referred, not made. Rescan at the references' resolution, or " \
-            "enroll references from this kind of scan"
-    else:
-        outcome = '"different writers" near the threshold is reported as "uncertain". Scan both alike'
     return f"the ink is enlarged {ratio:.2f}x as much as in {against}: a {how} scan (or a signature of another size); {outcome}"
 
 
@@ -247,7 +249,7 @@ def compare(ctx: typer.Context, image_a: ImageArg, image_b: ImageArg, as_json: J
             ("probability", f"{result.probability:.3f} that one person wrote both"),
             ("similarity", f"{result.similarity:.4f}"),
             ("model", result.model),
-            *([("capture", _capture_note(result.capture_ratio, "the first"))] if result.capture_ratio is not None else []),
+            *([("capture", _capture_note(result.capture_ratio, "the first", _COMPARE_CAPTURE))] if result.capture_ratio is not None else []),
         ]
     )
 

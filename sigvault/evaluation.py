@@ -547,8 +547,8 @@ def split_figures(trials: protocol.Trials, cfg: scoring.ScoringConfig) -> dict[s
     return out
 
 
-def _decisions(trials: protocol.Trials, cfg: scoring.ScoringConfig) -> dict[str, dict[str, int]]:
-    dec = trials.decisions(cfg)
+def _decisions(trials: protocol.Trials, dec: np.ndarray) -> dict[str, dict[str, int]]:
+    """kind -> decision -> count, from the items' decisions ``dec`` (``trials.decisions``)."""
     return {k: {d: int(np.sum((trials.kind == k) & (dec == d))) for d in DECISIONS} for k in protocol.KINDS}
 
 
@@ -657,11 +657,12 @@ def run_evaluation(
         figs["auc_skilled_swapped_writer"] = swapped_writer_auc(per_writer)
         for k in FIGURE_KEYS:
             per_split[k].append(figs[k])
-        for kind, row in _decisions(trials, cfg).items():
+        decided = trials.decisions(cfg)
+        for kind, row in _decisions(trials, decided).items():
             for d, n in row.items():
                 confusion[kind][d] += n
         mismatch = np.array([scoring.capture_mismatch(c, cfg) for c in trials.capture], dtype=bool)
-        turned = (trials.decisions(cfg, guard=False) == "reject") & (trials.decisions(cfg) == "refer")
+        turned = (trials.decisions(cfg, guard=False) == "reject") & (decided == "refer")
         for kind in protocol.KINDS:
             sc = trials.scores(kind)
             trial_counts[kind] += int(sc.size)
