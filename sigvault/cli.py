@@ -225,8 +225,11 @@ _COMPARE_CAPTURE = '"different writers" near the threshold is reported as "uncer
 def _capture_note(ratio: float, against: str, outcome: str) -> str:
     """What a capture mismatch (``scoring.capture_guard``) means, for the person reading ``verify`` or ``compare``:
     the ink's scale against ``against``, then what the guard did (``outcome``)."""
-    how = "coarser" if ratio > 1 else "finer"
-    return f"the ink is enlarged {ratio:.2f}x as much as in {against}: a {how} scan (or a signature of another size); {outcome}"
+    how, strokes = ("coarser", "thinner") if ratio > 1 else ("finer", "thicker")
+    return (
+        f"the ink is enlarged {ratio:.2f}x as much as in {against} and its strokes are {strokes} in scan pixels: "
+        f"a {how} scan; {outcome}"
+    )
 
 
 @app.command()
@@ -370,9 +373,10 @@ def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonFlag = False
     typer.echo(f"person     {detail.person} (enrolled {detail.created_at:%Y-%m-%d %H:%M} UTC)")
     typer.echo(f"threshold  {detail.threshold:.4f} ({how}{set_at})" if detail.threshold is not None else "threshold  -")
     if detail.capture_scale is not None:
+        strokes = f", strokes {detail.capture_stroke:.1f} px wide" if detail.capture_stroke is not None else ""
         typer.echo(
-            f"capture    ink scaled {detail.capture_scale:.2f}x into the canvas (references' median); a questioned "
-            "scan far coarser or finer is referred rather than rejected near the threshold"
+            f"capture    ink scaled {detail.capture_scale:.2f}x into the canvas{strokes} (references' medians); a "
+            "questioned scan far coarser or finer is referred rather than rejected near the threshold"
         )
     typer.echo(f"references {len(detail.references)}")
     for r in detail.references:

@@ -231,7 +231,7 @@ class _Loaded:
     stats: list[probes.ImageStats] = field(default_factory=list)
     canvas_keys: list[bytes] = field(default_factory=list)
     emb: list[np.ndarray] = field(default_factory=list)
-    scales: list[float] = field(default_factory=list)  # per item, imaging.ink_scale (scoring.capture_guard)
+    captures: list[imaging.Capture] = field(default_factory=list)  # per item (scoring.capture_guard)
     views: list[np.ndarray] = field(default_factory=list)  # per item (len(scoring.views), dim); zeros if forged
     view_keys: list[bytes] = field(default_factory=list)  # the genuine items' view canvases, hashed...
     view_emb: list[np.ndarray] = field(default_factory=list)  # ...and their embeddings, for the vault's cache
@@ -283,7 +283,7 @@ def _read_all(
                     f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
                 )
             grey = imaging.read_image(data, name=name, limits=limits)
-            canvas, scale = imaging.preprocess_measured(grey, embedder.spec, name=name)
+            canvas, capture = imaging.preprocess_measured(grey, embedder.spec, name=name)
             canvases = [canvas]
             if angles and not item.forged:
                 canvases += list(imaging.preprocess_views(grey, embedder.spec, angles, name=name, original=False))
@@ -292,7 +292,7 @@ def _read_all(
         else:
             seen[digest] = name
             out.items.append(item)
-            out.scales.append(scale)
+            out.captures.append(capture)
             if views:
                 kind, dpi = probes.header_info(data)
                 out.stats.append(probes.image_stats(grey, file_kind=kind, dpi=dpi))
@@ -316,10 +316,10 @@ def _item_key(item: DatasetItem) -> tuple[str, bool, str]:
 
 def _pair_questioned(
     loaded: _Loaded, root: Path, embedder: Embedder, limits: imaging.ImageLimits, progress: Progress | None
-) -> tuple[_Loaded, np.ndarray, np.ndarray]:
+) -> tuple[_Loaded, np.ndarray, list[imaging.Capture]]:
     """Read the questioned captures in ``root`` (the dataset's files captured another way, laid out alike) and
     pair them with the dataset's usable items: returns the dataset's items that have a usable counterpart
-    (the others are skipped, with the reason) and the counterparts' embeddings and ink scales, row for row.
+    (the others are skipped, with the reason) and the counterparts' embeddings and captures, row for row.
 
     Raises:
         UsageError: ``root`` is not in the dataset layout, or two of its files would pair with one scan.
@@ -354,14 +354,14 @@ def _pair_questioned(
         stats=[loaded.stats[i] for i in keep],
         canvas_keys=[loaded.canvas_keys[i] for i in keep],
         emb=[loaded.emb[i] for i in keep],
-        scales=[loaded.scales[i] for i in keep],
+        captures=[loaded.captures[i] for i in keep],
         views=[loaded.views[i] for i in keep],
         view_keys=loaded.view_keys,
         view_emb=loaded.view_emb,
         skipped=loaded.skipped + skipped,
     )
     q_emb = np.vstack([other.emb[j] for j in rows]) if rows else np.zeros((0, embedder.dim), dtype=np.float32)
-    return paired, q_emb, np.array([other.scales[j] for j in rows], dtype=np.float64)
+    return paired, q_emb, [other.captures[j] for j in rows]
 
 
 # ------------------------------------------------------------------------------------ vault enrolment
@@ -595,11 +595,10 @@ def run_evaluation(
     root = Path(dataset_dir)
     writer_names, items = scan_dataset(root)
     loaded = _read_all(items, embedder, limits, progress)
-    q_emb = q_scales = None
+    q_emb, q_captures = None, None
     if questioned_dir is not None:
-        loaded, q_emb, q_scales = _pair_questioned(loaded, Path(questioned_dir), embedder, limits, progress)
+        loaded, q_emb, q_captures = _pair_questioned(loaded, Path(questioned_dir), embedder, limits, progress)
     n_used = len(loaded.items)
-    scales = np.array(loaded.scales, dtype=np.float64)
     writers = np.array([it.writer for it in loaded.items], dtype=object)
     forged = np.array([it.forged for it in loaded.items], dtype=bool)
     paths = [it.path for it in loaded.items]
@@ -644,8 +643,8 @@ def run_evaluation(
             cohort=cohort,
             views=views,
             questioned=q_emb,
-            scales=scales,
-            questioned_scales=q_scales,
+            captures=loaded.captures,
+            questioned_captures=q_captures,
         )
         # The deployed rule uses the thresholds the vault stored at enrolment.
         vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)

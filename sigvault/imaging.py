@@ -23,6 +23,7 @@ import json
 import os
 import stat
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -446,6 +447,29 @@ def _clean_mask(
 
 
 @dataclass(frozen=True)
+class Capture:
+    """How a scan captured its signature, as the preprocessing measures it (``scoring.capture_guard`` compares
+    a questioned scan's with its references').
+
+    ``scale``: canvas pixels per scan pixel, how much the ink box is enlarged (> 1) or reduced (< 1) to fit the
+    canvas. Twice as large for the same signature scanned at half the resolution, and also larger for a
+    smaller signature at the same resolution.
+    ``stroke``: the width of the strokes' cores in scan pixels (twice the area of the ink darker than the
+    crop's own Otsu threshold over the length of its outline, with no blur). Half as large at half the
+    resolution, but unchanged by the signature's size: it tells a coarser capture from a smaller hand."""
+
+    scale: float
+    stroke: float
+
+    @staticmethod
+    def median(captures: Sequence[Capture]) -> Capture:
+        """The median scale and the median stroke width of several scans (a person's references)."""
+        if not captures:
+            raise ValueError("no captures")
+        return Capture(float(np.median([c.scale for c in captures])), float(np.median([c.stroke for c in captures])))
+
+
+@dataclass(frozen=True)
 class _Ink:
     """The ink of a scan as :func:`preprocess` finds it, before it is normalised and fitted into the canvas."""
 
@@ -456,7 +480,25 @@ class _Ink:
     paper: float  # the paper's grey level
     dropped: bool  # components were removed from the ink mask
     fit: float  # the factor that fits the box inside the canvas's margins (working pixels)
-    scale: float  # the same, relative to the original scan: canvas pixels per scan pixel (ink_scale)
+    capture: Capture  # the fit relative to the original scan, and the strokes' width in its pixels
+
+
+def _stroke_width(crop: np.ndarray, mask: np.ndarray) -> float:
+    """Width in pixels of the strokes' cores in ``crop`` (uint8, the ink's bounding box of the working image)
+    whose kept ink is ``mask`` (255 = ink): the pixels of the mask no lighter than the crop's Otsu threshold
+    (no blur: the mask itself comes from a blurred copy, whose halo would put every thin pen at the blur's
+    width), twice their count over the number of pixel edges between them and the rest (the outline of a
+    stroke of width w and length L has 2L such edges, its area is wL)."""
+    import cv2
+
+    t = _otsu_from_hist(_hist(crop))
+    core = cv2.bitwise_and(mask, cv2.threshold(crop, t, 255, cv2.THRESH_BINARY_INV)[1]) > 0
+    area = int(np.count_nonzero(core))
+    if area == 0:  # the ink is no darker than the crop's threshold (a faint scan): its mask's outline
+        core, area = mask > 0, int(np.count_nonzero(mask))
+    padded = np.pad(core, 1)
+    edges = int(np.count_nonzero(padded[:, 1:] != padded[:, :-1])) + int(np.count_nonzero(padded[1:] != padded[:-1]))
+    return 2.0 * area / max(edges, 1)
 
 
 def _locate_ink(grey: np.ndarray, spec: PreprocessSpec, name: str, caller: str) -> _Ink:
@@ -470,21 +512,23 @@ def _locate_ink(grey: np.ndarray, spec: PreprocessSpec, name: str, caller: str) 
     inner_h = spec.canvas_height * (1 - 2 * spec.margin)
     inner_w = spec.canvas_width * (1 - 2 * spec.margin)
     fit = min(inner_h / (y1 - y0), inner_w / (x1 - x0))
-    return _Ink(work, mask, box, hist_ink, paper, dropped, fit, fit * work.shape[1] / grey.shape[1])
+    shrunk = work.shape[1] / grey.shape[1]  # working pixels per scan pixel
+    stroke = _stroke_width(work[y0:y1, x0:x1], mask) / shrunk
+    return _Ink(work, mask, box, hist_ink, paper, dropped, fit, Capture(fit * shrunk, stroke))
 
 
-def ink_scale(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> float:
-    """How much :func:`preprocess` enlarges (> 1) or reduces (< 1) this scan's ink to fit the canvas: canvas
-    pixels per scan pixel, exactly the scale :func:`preprocess_measured` returns, without making the canvas.
+def measure_capture(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> Capture:
+    """How this scan captured its signature (:class:`Capture`: the ink's scale into the canvas and the strokes'
+    width in scan pixels), exactly what :func:`preprocess_measured` returns, without making the canvas.
 
-    It measures the capture's resolution relative to the signature's size: the same signature scanned at
-    half the resolution has twice the scale. A scale well above 1 means the network sees the strokes
-    enlarged, soft and thick (``scoring.capture_guard`` uses it).
+    The same signature scanned at half the resolution has twice the scale and half the stroke width; a
+    smaller signature at the same resolution has a larger scale and the same strokes. A scale well above 1
+    means the network sees the strokes enlarged, soft and thick (``scoring.capture_guard`` uses both).
 
     Raises:
         NoInkError: the image holds no signature ink.
     """
-    return _locate_ink(grey, spec, name, "ink_scale").scale
+    return _locate_ink(grey, spec, name, "measure_capture").capture
 
 
 def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> np.ndarray:
@@ -494,8 +538,8 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
 
 def preprocess_measured(
     grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image"
-) -> tuple[np.ndarray, float]:
-    """Scan -> model canvas, and the ink's scale (:func:`ink_scale`: canvas pixels per scan pixel).
+) -> tuple[np.ndarray, Capture]:
+    """Scan -> model canvas, and how the scan captured its ink (:func:`measure_capture`).
 
     Args:
         grey: uint8 (H, W), 0 = black ink, 255 = white paper (as returned by :func:`read_image`).
@@ -504,7 +548,8 @@ def preprocess_measured(
 
     Returns:
         float32 (spec.canvas_height, spec.canvas_width) in [0, 1]: ink bright, background exactly 0; and the
-        scale the ink was resized by, relative to ``grey``.
+        :class:`Capture` of ``grey`` (the scale the ink was resized by, relative to ``grey``, and its strokes'
+        width).
 
     Raises:
         NoInkError: the image holds no signature ink.
@@ -542,7 +587,7 @@ def preprocess_measured(
     canvas = np.zeros((ch, cw), dtype=np.float32)
     top, left = (ch - nh) // 2, (cw - nw) // 2
     canvas[top : top + nh, left : left + nw] = np.clip(resized, 0.0, 1.0)
-    return canvas, found.scale
+    return canvas, found.capture
 
 
 def turn(grey: np.ndarray, degrees: float) -> np.ndarray:

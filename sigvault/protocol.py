@@ -9,11 +9,13 @@ other genuine signatures, all its skilled forgeries, and one genuine signature o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sigvault import scoring
+from sigvault.imaging import Capture
 
 KINDS = ("genuine", "skilled", "random")
 
@@ -53,8 +55,8 @@ def run_split(
     cohort: np.ndarray | None = None,
     views: np.ndarray | None = None,
     questioned: np.ndarray | None = None,
-    scales: np.ndarray | None = None,
-    questioned_scales: np.ndarray | None = None,
+    captures: Sequence[Capture] | None = None,
+    questioned_captures: Sequence[Capture] | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -68,17 +70,17 @@ def run_split(
             only the references' rows are read.
         questioned: (n, d) the embeddings the questioned items are scored with, row for row the same items as
             ``emb`` captured another way (another scanner); default ``emb``. References come from ``emb``.
-        scales: (n,) the items' ``imaging.ink_scale``; a writer's reference scale is the median of its
-            references' (as the vault stores it). Default: all 1, no capture mismatch.
-        questioned_scales: (n,) the scales of the ``questioned`` captures; default ``scales``.
+        captures: (n,) the items' ``imaging.Capture``; a writer's references' is their median (as the vault
+            stores it). Default: all scale 1 and stroke 1, no capture mismatch.
+        questioned_captures: (n,) the captures of the ``questioned`` scans; default ``captures``.
     """
     asked = emb if questioned is None else questioned
     if asked.shape != emb.shape:
         raise ValueError(f"questioned embeddings {asked.shape} do not match the references' {emb.shape}")
-    ref_scales = np.ones(emb.shape[0]) if scales is None else np.asarray(scales, dtype=np.float64)
-    asked_scales = ref_scales if questioned_scales is None else np.asarray(questioned_scales, dtype=np.float64)
-    if ref_scales.shape != (emb.shape[0],) or asked_scales.shape != (emb.shape[0],):
-        raise ValueError(f"scales {ref_scales.shape} / {asked_scales.shape} do not match {emb.shape[0]} items")
+    ref_captures = [Capture(1.0, 1.0)] * emb.shape[0] if captures is None else list(captures)
+    asked_captures = ref_captures if questioned_captures is None else list(questioned_captures)
+    if len(ref_captures) != emb.shape[0] or len(asked_captures) != emb.shape[0]:
+        raise ValueError(f"captures {len(ref_captures)} / {len(asked_captures)} do not match {emb.shape[0]} items")
     rng = np.random.default_rng(seed)
     names = sorted(set(writers.tolist()))
     refs_of: dict[str, np.ndarray] = {}
@@ -113,8 +115,8 @@ def run_split(
         out_s += scorer.scores(asked[idx]).tolist()
         out_t += [thr] * len(items)
         out_i += idx.tolist()
-        ref_scale = float(np.median(ref_scales[refs_of[w]]))
-        out_c += [scoring.capture_ratio(float(q), ref_scale) for q in asked_scales[idx]]
+        ref_capture = Capture.median([ref_captures[i] for i in refs_of[w]])
+        out_c += [scoring.capture_ratio(asked_captures[i], ref_capture, cfg) for i in idx]
     return Trials(
         np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i), np.array(out_c, dtype=np.float64)
     )

@@ -26,9 +26,12 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sigvault.imaging import Capture
 
 Decision = Literal["accept", "reject", "refer"]
 
@@ -56,6 +59,10 @@ class ScoringConfig:
     # refer bands below the threshold is referred instead; capture_ratio_max = 0 turns the guard off
     capture_ratio_max: float = 1.5
     capture_reject_bands: float = 6.0
+    # ... and only when the strokes confirm it (capture_ratio): thinner in scan pixels by more than this factor
+    # for a coarser scan (thicker for a finer one); a signature only written smaller keeps its strokes.
+    # 0 = the ink scale alone (session 18's guard)
+    capture_stroke_min: float = 1.1
 
     def to_dict(self) -> dict[str, float | int | list[float]]:
         out: dict[str, float | int | list[float]] = asdict(self)
@@ -308,11 +315,22 @@ def decide(score: float, threshold: float, cfg: ScoringConfig) -> Decision:
     return "refer"
 
 
-def capture_ratio(questioned_scale: float, reference_scale: float) -> float:
-    """How much more the questioned scan's ink is enlarged into the canvas than the references' (their median
-    :func:`sigvault.imaging.ink_scale`): > 1 a coarser capture (or a smaller signature), < 1 a finer one.
+def capture_ratio(questioned: Capture, reference: Capture, cfg: ScoringConfig) -> float:
+    """How much more the questioned scan's ink is enlarged into the canvas than the references' (``reference``
+    is their median :class:`sigvault.imaging.Capture`): > 1 a coarser capture, < 1 a finer one; exactly 1 when
+    the strokes do not confirm it.
+
+    A larger scale alone also means a smaller signature at the same resolution (a forger's hand, another
+    person's): the ratio counts only when the strokes' width in scan pixels moves the other way by more than
+    ``cfg.capture_stroke_min`` (thinner strokes in a coarser scan, thicker in a finer one; 0: not checked).
     Scales below 1 count as 1: ink reduced to fit the canvas keeps all the detail the canvas can show."""
-    return max(questioned_scale, 1.0) / max(reference_scale, 1.0)
+    ratio = max(questioned.scale, 1.0) / max(reference.scale, 1.0)
+    confirm = cfg.capture_stroke_min
+    if confirm > 0:
+        thinner = max(reference.stroke, 1e-6) / max(questioned.stroke, 1e-6)  # > 1: the questioned strokes are thinner
+        if not ((ratio > 1 and thinner > confirm) or (ratio < 1 and thinner < 1 / confirm)):
+            return 1.0
+    return ratio
 
 
 def capture_mismatch(ratio: float, cfg: ScoringConfig) -> bool:

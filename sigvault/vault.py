@@ -197,6 +197,7 @@ class PersonDetail:
     is_override: bool
     threshold_set_at: datetime | None
     capture_scale: float | None = None  # the references' median ink scale (scoring.capture_guard); None: not yet stored
+    capture_stroke: float | None = None  # the references' median stroke width in scan pixels (imaging.Capture)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -251,7 +252,7 @@ class Prepared:
     sha256: str
     canvas: np.ndarray  # float32 (spec.canvas_height, spec.canvas_width)
     spec: imaging.PreprocessSpec
-    scale: float  # imaging.ink_scale of the scan (scoring.capture_guard)
+    capture: imaging.Capture  # how the scan captured its ink (scoring.capture_guard)
 
 
 def prepare(
@@ -270,8 +271,8 @@ def prepare(
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
     data = imaging.read_bytes(source, name, limits)
-    canvas, scale = imaging.preprocess_measured(imaging.read_image(data, name=name, limits=limits), spec, name=name)
-    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, scale)
+    canvas, capture = imaging.preprocess_measured(imaging.read_image(data, name=name, limits=limits), spec, name=name)
+    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, capture)
 
 
 #: A per-item decision rule: (score, threshold, calibrated probability) -> final decision.
@@ -302,7 +303,7 @@ class _Loaded:
     data: bytes
     sha256: str
     canvas: np.ndarray
-    scale: float  # imaging.ink_scale of the scan
+    capture: imaging.Capture  # how the scan captured its ink (imaging.measure_capture)
     views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of the scan turned, for enrolment
 
 
@@ -315,7 +316,7 @@ class _PersonRefs:
     vectors: np.ndarray
     threshold: queries.ThresholdRow
     scorer: scoring.PersonScorer
-    capture_scale: float  # median imaging.ink_scale of the references (scoring.capture_guard)
+    capture: imaging.Capture  # the references' median capture (scoring.capture_guard)
 
 
 # ------------------------------------------------------------------------------------------- person ids
@@ -489,9 +490,9 @@ class Vault:
                             f"{enrolled[item.sha256]}); nothing was enrolled"
                         )
                 existing = queries.decode_vectors(blobs, embedder.dim)
-                old_views, old_scales = self._stored_derived(conn, refs)
+                old_views, old_captures = self._stored_derived(conn, refs)
                 views = None if new_views is None or old_views is None else np.concatenate([old_views, new_views])
-                scales = np.concatenate([old_scales, [item.scale for item in loaded]])
+                captures = old_captures + [item.capture for item in loaded]
                 fits = self._svm_fits()
                 warnings = self._outlier_warnings(
                     person_id, existing, vectors, [i.name for i in loaded], fits, views
@@ -513,7 +514,7 @@ class Vault:
                     for item, vec in zip(loaded, vectors, strict=True)
                 )
                 threshold = self._refresh_threshold(
-                    conn, row, np.vstack([existing, vectors]), views, scales, fits=fits
+                    conn, row, np.vstack([existing, vectors]), views, captures, fits=fits
                 )
         except IntegrityError as exc:  # another process enrolled the same image at the same moment
             raise DuplicateReferenceError(
@@ -592,23 +593,24 @@ class Vault:
         person: queries.PersonRow,
         vectors: np.ndarray,
         views: np.ndarray | None = None,
-        scales: np.ndarray | None = None,
+        captures: list[imaging.Capture] | None = None,
         *,
         keep_override: bool = True,
         fits: scoring.SvmFits | None = None,
     ) -> ThresholdChange:
-        """Recompute and store the person's scorer, threshold and capture scale from all their references
-        (``vectors``, in id order, their ``views`` and ink ``scales``: recomputed from the stored images when
+        """Recompute and store the person's scorer, threshold and capture from all their references
+        (``vectors``, in id order, their ``views`` and ``captures``: recomputed from the stored images when
         not given); an override, if set and ``keep_override``, keeps its value (the scorer and the capture
-        scale are refitted all the same)."""
+        are refitted all the same)."""
         cfg, cohort = self.embedder.scoring, self.embedder.cohort
-        if scales is None or (cfg.views and views is None):
-            views, scales = self._stored_derived(conn, queries.person_references(conn, person.pk)[0])
+        if captures is None or (cfg.views and views is None):
+            views, captures = self._stored_derived(conn, queries.person_references(conn, person.pk)[0])
         scorer = {
             **scoring.person_scorer(vectors, cfg, cohort, fits, views).to_json(),
             "cohort": self.embedder.cohort_id,
         }
-        capture_scale = float(np.median(scales))
+        median = imaging.Capture.median(captures)
+        capture = {"capture_scale": median.scale, "capture_stroke": median.stroke}
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
             queries.put_threshold(
@@ -617,7 +619,7 @@ class Vault:
                 value=current.value,
                 method=current.method,
                 n_references=int(vectors.shape[0]),
-                details={**current.details, "scorer": scorer, "capture_scale": capture_scale},
+                details={**current.details, "scorer": scorer, **capture},
                 model_id=self.model_id,
                 is_override=True,
                 set_at=current.set_at,
@@ -630,7 +632,7 @@ class Vault:
             value=t.value,
             method=t.method,
             n_references=t.n_references,
-            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std, "scorer": scorer, "capture_scale": capture_scale},
+            details={"loo_mean": t.loo_mean, "loo_std": t.loo_std, "scorer": scorer, **capture},
             model_id=self.model_id,
             is_override=False,
         )
@@ -638,8 +640,8 @@ class Vault:
 
     def _rule_is_current(self, threshold: queries.ThresholdRow) -> bool:
         """Was the stored scorer made by the loaded model's scoring method, cohort and views, and is the
-        references' capture scale stored? (Rows written before scorers were stored count as cosine, before
-        views as without; rows written before the capture guard are refitted.)"""
+        references' capture stored? (Rows written before scorers were stored count as cosine, before views as
+        without; rows written before the capture guard, or before it measured strokes, are refitted.)"""
         stored = threshold.details.get("scorer") or {"method": "cosine"}
         cfg = self.embedder.scoring
         return bool(
@@ -648,6 +650,7 @@ class Vault:
             and stored.get("cohort") == self.embedder.cohort_id
             and [float(a) for a in stored.get("views", [])] == list(cfg.views)
             and "capture_scale" in threshold.details
+            and "capture_stroke" in threshold.details
         )
 
     # -------------------------------------------------------------------------------------- verify
@@ -720,11 +723,17 @@ class Vault:
                 for i, loaded, refs, score, matches in judged:
                     threshold = refs.threshold.value
                     probability = scoring.probability(score, threshold, cfg)
-                    ratio = scoring.capture_ratio(loaded.scale, refs.capture_scale)
+                    ratio = scoring.capture_ratio(loaded.capture, refs.capture, cfg)
                     decision = scoring.capture_guard(scoring.decide(score, threshold, cfg), score, threshold, ratio, cfg)
                     details = items[i].details
                     if scoring.capture_mismatch(ratio, cfg):
-                        capture = {"scale": loaded.scale, "reference_scale": refs.capture_scale, "ratio": ratio}
+                        capture = {
+                            "scale": loaded.capture.scale,
+                            "reference_scale": refs.capture.scale,
+                            "stroke": loaded.capture.stroke,
+                            "reference_stroke": refs.capture.stroke,
+                            "ratio": ratio,
+                        }
                         details = {**(details or {}), "capture": capture}
                     rule = items[i].decide
                     if rule is not None:
@@ -779,15 +788,16 @@ class Vault:
                 threshold = queries.get_threshold(conn, row.pk)
                 assert threshold is not None
             else:
-                views, scales = self._stored_derived(conn, refs)
+                views, captures = self._stored_derived(conn, refs)
                 cohort = self.embedder.cohort
                 t = threshold if threshold.is_override else scoring.person_threshold(vectors, cfg, cohort, None, views)
                 scorer = scoring.person_scorer(vectors, cfg, cohort, None, views)
                 threshold = replace(threshold, value=t.value, method=t.method)
-                return _PersonRefs(person_id, refs, vectors, threshold, scorer, float(np.median(scales)))
+                return _PersonRefs(person_id, refs, vectors, threshold, scorer, imaging.Capture.median(captures))
         stored = threshold.details.get("scorer") or {"method": "cosine"}
         scorer = scoring.PersonScorer.from_json(stored, vectors, cfg)
-        return _PersonRefs(person_id, refs, vectors, threshold, scorer, float(threshold.details["capture_scale"]))
+        capture = imaging.Capture(float(threshold.details["capture_scale"]), float(threshold.details["capture_stroke"]))
+        return _PersonRefs(person_id, refs, vectors, threshold, scorer, capture)
 
     def _score(self, query: np.ndarray, refs: _PersonRefs) -> tuple[float, list[ReferenceMatch]]:
         """Fused score of a query against a person's references, and the per-reference similarities."""
@@ -803,7 +813,7 @@ class Vault:
         va, vb = self._embed([la.canvas, lb.canvas])
         cfg = self.embedder.scoring
         similarity = float(scoring.similarities(va, vb[np.newaxis, :])[0])
-        ratio = scoring.capture_ratio(lb.scale, la.scale)
+        ratio = scoring.capture_ratio(lb.capture, la.capture, cfg)
         decision = scoring.capture_guard(
             scoring.decide(similarity, cfg.compare_threshold, cfg), similarity, cfg.compare_threshold, ratio, cfg
         )
@@ -870,6 +880,7 @@ class Vault:
             is_override=bool(threshold and threshold.is_override),
             threshold_set_at=threshold.set_at if threshold else None,
             capture_scale=threshold.details.get("capture_scale") if threshold else None,
+            capture_stroke=threshold.details.get("capture_stroke") if threshold else None,
         )
 
     def set_threshold(self, person: str, value: float | None) -> ThresholdChange:
@@ -895,7 +906,8 @@ class Vault:
                 details={
                     "replaced": {"value": refs.threshold.value, "method": refs.threshold.method},
                     "scorer": refs.threshold.details.get("scorer"),
-                    "capture_scale": refs.capture_scale,
+                    "capture_scale": refs.capture.scale,
+                    "capture_stroke": refs.capture.stroke,
                 },
                 model_id=self.model_id,
                 is_override=True,
@@ -1215,10 +1227,10 @@ class Vault:
         sha256 = hashlib.sha256(data).hexdigest()
         grey = imaging.read_image(data, name=name, limits=self.limits)
         spec, angles = self.embedder.spec, self.embedder.scoring.views
-        canvas, scale = imaging.preprocess_measured(grey, spec, name=name)
+        canvas, capture = imaging.preprocess_measured(grey, spec, name=name)
         if views and angles:
-            return _Loaded(name, data, sha256, canvas, scale, imaging.preprocess_views(grey, spec, angles, name=name, original=False))
-        return _Loaded(name, data, sha256, canvas, scale)
+            return _Loaded(name, data, sha256, canvas, capture, imaging.preprocess_views(grey, spec, angles, name=name, original=False))
+        return _Loaded(name, data, sha256, canvas, capture)
 
     def _load_reference(self, source: Source) -> _Loaded:
         return self._load(source, views=True)
@@ -1250,25 +1262,25 @@ class Vault:
 
     def _stored_derived(
         self, conn: Connection, refs: Sequence[queries.ReferenceRow]
-    ) -> tuple[np.ndarray | None, np.ndarray]:
+    ) -> tuple[np.ndarray | None, list[imaging.Capture]]:
         """What stored references' images give besides their embeddings (derived data, never stored per
         reference): their views (n, len(scoring.views), dim), None when the scoring has no views, and their
-        ink scales (n,) (``imaging.ink_scale``)."""
+        captures (``imaging.measure_capture``)."""
         spec, angles = self.embedder.spec, self.embedder.scoring.views
         images = queries.reference_images(conn, [r.id for r in refs]) if refs else {}
         canvases: list[np.ndarray] = []
-        scales = np.zeros(len(refs), dtype=np.float64)
-        for j, r in enumerate(refs):
+        captures: list[imaging.Capture] = []
+        for r in refs:
             name = f"reference {r.id} ({r.source_name or 'image'})"
             grey = imaging.read_image(images[r.id], name=name, limits=self.limits)
-            scales[j] = imaging.ink_scale(grey, spec, name=name)
+            captures.append(imaging.measure_capture(grey, spec, name=name))
             if angles:
                 canvases.extend(imaging.preprocess_views(grey, spec, angles, name=name, original=False))
         if not angles:
-            return None, scales
+            return None, captures
         if not refs:
-            return np.zeros((0, len(angles), self.embedder.dim), dtype=np.float32), scales
-        return self._embed(canvases).reshape(len(refs), len(angles), -1), scales
+            return np.zeros((0, len(angles), self.embedder.dim), dtype=np.float32), captures
+        return self._embed(canvases).reshape(len(refs), len(angles), -1), captures
 
     def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
         """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`EMBED_BATCH`."""

@@ -152,10 +152,12 @@ def test_people_commands(cli: Invoke, images: ImageFactory) -> None:
     assert cli("people", "threshold", "alice", "0.75").stdout == "threshold of 'alice' is 0.7500 (override)\n"
     shown = cli("people", "show", "alice").stdout.splitlines()
     assert shown[1].startswith("threshold  0.7500 (override, set ")
-    scale = np.median([imaging.ink_scale(imaging.read_image(p.read_bytes()), FakeEmbedder().spec) for p in images.refs(1, 2)])
+    ref = imaging.Capture.median(
+        [imaging.measure_capture(imaging.read_image(p.read_bytes()), FakeEmbedder().spec) for p in images.refs(1, 2)]
+    )
     assert shown[2] == (
-        f"capture    ink scaled {scale:.2f}x into the canvas (references' median); a questioned scan far coarser or "
-        "finer is referred rather than rejected near the threshold"
+        f"capture    ink scaled {ref.scale:.2f}x into the canvas, strokes {ref.stroke:.1f} px wide (references' "
+        "medians); a questioned scan far coarser or finer is referred rather than rejected near the threshold"
     )
     assert shown[3] == "references 2"
     assert shown[4].startswith("  1\t") and shown[4].endswith("\tp1-ref1.png\tfake-0")

@@ -424,15 +424,40 @@ def test_turning_fills_the_corners_with_the_paper_grey():
     assert (turned[0, 0], turned[-1, -1], turned[0, -1], turned[-1, 0]) == (200, 200, 200, 200)
 
 
-def test_ink_scale_is_the_enlargement_into_the_canvas():
+def test_capture_scale_is_the_enlargement_into_the_canvas():
     a = np.full((300, 800), 240, dtype=np.uint8)
     a[100:140, 100:700] = 40  # ink 600 x 40 px: the canvas's inner width (256 * 0.92) limits it
-    canvas, scale = imaging.preprocess_measured(a)
+    canvas, capture = imaging.preprocess_measured(a)
     assert np.array_equal(canvas, preprocess(a))
-    assert scale == imaging.ink_scale(a) == pytest.approx(256 * 0.92 / 600, rel=0.01)
-    big = np.kron(a, np.ones((3, 3), dtype=np.uint8))  # 2400 px wide: shrunk to 900 first, scale relative to it
-    assert imaging.ink_scale(big) == pytest.approx(scale / 3, rel=0.01)
+    assert capture == imaging.measure_capture(a)
+    assert capture.scale == pytest.approx(256 * 0.92 / 600, rel=0.01)
+    assert capture.stroke == 2 * 600 * 40 / (2 * 600 + 2 * 40)  # twice the area over the outline's pixel edges
+    big = np.kron(a, np.ones((3, 3), dtype=np.uint8))  # 2400 px wide: shrunk to 900 first, measured relative to it
+    assert imaging.measure_capture(big).scale == pytest.approx(capture.scale / 3, rel=0.01)
+    assert imaging.measure_capture(big).stroke == pytest.approx(3 * capture.stroke, rel=0.03)  # resampled edges
     half = np.asarray(Image.fromarray(a).resize((400, 150), Image.Resampling.BOX))  # half the resolution
-    assert imaging.ink_scale(half) == pytest.approx(2 * scale, rel=0.02)
+    assert imaging.measure_capture(half).scale == pytest.approx(2 * capture.scale, rel=0.02)
+    assert imaging.measure_capture(half).stroke == 2 * 300 * 20 / (2 * 300 + 2 * 20)
     with pytest.raises(NoInkError):
-        imaging.ink_scale(np.full((50, 50), 240, dtype=np.uint8))
+        imaging.measure_capture(np.full((50, 50), 240, dtype=np.uint8))
+
+
+def _pen_line(size: tuple[int, int], width: int) -> np.ndarray:
+    im = Image.new("L", size, 235)
+    w, h = size
+    ImageDraw.Draw(im).line([(0.1 * w, 0.7 * h), (0.4 * w, 0.2 * h), (0.6 * w, 0.8 * h), (0.9 * w, 0.3 * h)], fill=30, width=width)
+    return np.asarray(im)
+
+
+def test_capture_stroke_tells_a_coarser_scan_from_a_smaller_signature():
+    scan = _pen_line((600, 200), 6)
+    base = imaging.measure_capture(scan)
+    assert 4 < base.stroke < 6  # a 6-px pen: a slanted stroke's outline is a staircase, longer than the stroke
+    coarse = imaging.measure_capture(np.asarray(Image.fromarray(scan).resize((300, 100), Image.Resampling.BOX)))
+    smaller = imaging.measure_capture(_pen_line((300, 100), 6))  # the same pen, half the size
+    assert coarse.scale == pytest.approx(2 * base.scale, rel=0.02) and smaller.scale == pytest.approx(2 * base.scale, rel=0.02)
+    assert base.stroke / coarse.stroke == pytest.approx(2, rel=0.1)  # half the resolution: strokes half as wide
+    assert base.stroke / smaller.stroke == pytest.approx(1, abs=0.05)  # same scanner, same pen
+    assert imaging.Capture.median([base, coarse, smaller]) == imaging.Capture(
+        float(np.median([base.scale, coarse.scale, smaller.scale])), float(np.median([base.stroke, coarse.stroke, smaller.stroke]))
+    )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sigvault import protocol
+from sigvault.imaging import Capture
 from sigvault.scoring import ScoringConfig
 
 CFG = ScoringConfig()  # prior mean .80, std .08, strength 4, k 2, refer band .03
@@ -113,16 +114,23 @@ def test_questioned_items_are_scored_from_their_other_capture() -> None:
 
 def test_the_capture_guard_decides_as_verify_does() -> None:
     emb, who, forged = toy()
-    scales = np.ones(len(who))
-    scales[(who == "B") & forged] = 2.0  # B's forgeries scanned coarser than everything else
+    fine, coarse = Capture(1.0, 4.0), Capture(2.0, 2.0)
+    captures = [coarse if w == "B" and f else fine for w, f in zip(who, forged, strict=True)]
+    # B's forgeries scanned coarser than everything else (twice the scale, strokes half as wide)
     wide = ScoringConfig(capture_reject_bands=30.0)  # B's forgeries score 0: 23.6 bands below B's threshold
-    t = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, scales=scales)
+    t = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, captures=captures)
     assert sorted(t.capture[t.writer == "B"].tolist()) == [1.0] * 4 + [2.0] * 2
     assert protocol.deployed_rates(t, wide)["refer_rate"] == pytest.approx(4 / 16)  # A's 2 as before, B's 2
     assert protocol.deployed_rates(t, CFG)["refer_rate"] == pytest.approx(2 / 16)  # 6 bands: still rejected
-    # a coarse questioned capture of everything: only ratios change, never scores
-    q = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, questioned_scales=np.full(len(who), 3.0))
+    # B's forgeries only written smaller (twice the scale, the same strokes): not another capture
+    smaller = [Capture(2.0, 4.0) if w == "B" and f else fine for w, f in zip(who, forged, strict=True)]
+    u = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, captures=smaller)
+    assert set(u.capture.tolist()) == {1.0}
+    # a coarse questioned capture of everything (the default references: scale 1, stroke 1): only ratios
+    # change, never scores
+    asked = [Capture(3.0, 1 / 3)] * len(who)
+    q = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, questioned_captures=asked)
     np.testing.assert_array_equal(q.score, protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide).score)
     assert set(q.capture.tolist()) == {3.0}
-    with pytest.raises(ValueError, match="scales"):
-        protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, scales=np.ones(3))
+    with pytest.raises(ValueError, match="captures 3 / 3 do not match 18 items"):
+        protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, captures=[fine] * 3)

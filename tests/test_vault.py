@@ -561,8 +561,8 @@ def _coarse(path: Path, out: Path, factor: float) -> Path:
     return out
 
 
-def _scale(path: Path, embedder: FakeEmbedder) -> float:
-    return imaging.ink_scale(imaging.read_image(path.read_bytes()), embedder.spec)
+def _capture(path: Path, embedder: FakeEmbedder) -> imaging.Capture:
+    return imaging.measure_capture(imaging.read_image(path.read_bytes()), embedder.spec)
 
 
 def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
@@ -570,10 +570,12 @@ def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
 ) -> None:
     refs = images.refs(1, 3)
     vault.enroll("alice", refs)
-    ref_scale = float(np.median([_scale(p, embedder) for p in refs]))
+    ref = imaging.Capture.median([_capture(p, embedder) for p in refs])
     coarse = _coarse(images.write("q.png", 1, 7), tmp_path / "coarse.png", 0.12)
-    ratio = scoring.capture_ratio(_scale(coarse, embedder), ref_scale)
-    assert ref_scale < 1 and ratio == _scale(coarse, embedder) > 1.5  # references reduced into the canvas, the scan enlarged
+    asked = _capture(coarse, embedder)
+    ratio = scoring.capture_ratio(asked, ref, embedder.scoring)
+    assert ref.scale < 1 and ratio == asked.scale > 1.5  # references reduced into the canvas, the scan enlarged
+    assert ref.stroke / asked.stroke > 4  # ... and its strokes thinner in scan pixels: another capture
     band = embedder.scoring.refer_band
     score = vault.verify("alice", coarse).score
 
@@ -582,8 +584,10 @@ def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
     assert (near.decision, near.capture_ratio) == ("refer", pytest.approx(ratio, abs=1e-12))
     (entry,) = [e for e in vault.log_entries() if e.id == near.decision_id]
     assert entry.details["capture"] == {
-        "scale": pytest.approx(_scale(coarse, embedder), abs=1e-12),
-        "reference_scale": pytest.approx(ref_scale, abs=1e-12),
+        "scale": pytest.approx(asked.scale, abs=1e-12),
+        "reference_scale": pytest.approx(ref.scale, abs=1e-12),
+        "stroke": pytest.approx(asked.stroke, abs=1e-12),
+        "reference_stroke": pytest.approx(ref.stroke, abs=1e-12),
         "ratio": pytest.approx(ratio, abs=1e-12),
     }
     assert near.to_dict()["capture_ratio"] == pytest.approx(ratio, abs=1e-12)
@@ -595,24 +599,39 @@ def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
     assert (fine.decision, fine.capture_ratio) == ("reject", None)
     assert "capture_ratio" not in fine.to_dict()
 
+    # the same hand written a third of the size with the same pen, on the same scanner: enlarged as much as
+    # the coarse scan, but its strokes are as wide as the references'; the model's rejection stands
+    small = images.write("small.png", 1, 9, size=(200, 67))
+    assert _capture(small, embedder).scale / ref.scale > 1.5
+    assert ref.stroke / _capture(small, embedder).stroke == pytest.approx(1, abs=0.1)
+    s3 = vault.verify("alice", small).score
+    vault.set_threshold("alice", s3 + 2 * band)
+    written_small = vault.verify("alice", small)
+    assert (written_small.decision, written_small.capture_ratio) == ("reject", None)
 
-def test_threshold_rows_without_a_capture_scale_are_refitted_on_first_use(
-    vault: Vault, images: ImageFactory, embedder: FakeEmbedder
+
+@pytest.mark.parametrize("missing", ["capture_scale", "capture_stroke"])
+def test_threshold_rows_without_a_capture_are_refitted_on_first_use(
+    vault: Vault, images: ImageFactory, embedder: FakeEmbedder, missing: str
 ) -> None:
     import json as _json
 
     refs = images.refs(1, 3)
     vault.enroll("alice", refs)
-    with vault.engine.begin() as conn:  # a row as written before the capture guard existed
+    with vault.engine.begin() as conn:  # a row as written before the capture guard (or its strokes) existed
         raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
         details = _json.loads(raw) if isinstance(raw, str) else raw
-        del details["capture_scale"]
+        del details[missing]
         conn.execute(text("UPDATE thresholds SET details = :d"), {"d": _json.dumps(details)})
     vault.verify("alice", images.write("q.png", 1, 7))
     with vault.engine.connect() as conn:
         raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
     details = _json.loads(raw) if isinstance(raw, str) else raw
-    assert details["capture_scale"] == pytest.approx(float(np.median([_scale(p, embedder) for p in refs])), abs=1e-12)
+    ref = imaging.Capture.median([_capture(p, embedder) for p in refs])
+    assert (details["capture_scale"], details["capture_stroke"]) == (
+        pytest.approx(ref.scale, abs=1e-12),
+        pytest.approx(ref.stroke, abs=1e-12),
+    )
 
 
 def test_compare_does_not_call_captures_of_different_scales_different_writers(
@@ -628,7 +647,7 @@ def test_compare_does_not_call_captures_of_different_scales_different_writers(
         assert vault.compare(a, other).label == "different writers"
         result = vault.compare(a, coarse)
         same_scale = vault.compare(a, images.write("b.png", 1, 2))
-    ratio = scoring.capture_ratio(_scale(coarse, wide), _scale(a, wide))
+    ratio = scoring.capture_ratio(_capture(coarse, wide), _capture(a, wide), wide.scoring)
     gap = wide.scoring.compare_threshold - result.similarity
     assert wide.scoring.refer_band < gap <= 40 * wide.scoring.refer_band  # would be "different writers"
     assert (result.label, result.capture_ratio) == ("uncertain", pytest.approx(ratio, abs=1e-12))
