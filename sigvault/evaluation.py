@@ -283,10 +283,12 @@ def _read_all(
                     f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
                 )
             grey = imaging.read_image(data, name=name, limits=limits)
-            canvas, capture = imaging.preprocess_measured(grey, embedder.spec, name=name)
-            canvases = [canvas]
             if angles and not item.forged:
-                canvases += list(imaging.preprocess_views(grey, embedder.spec, angles, name=name, original=False))
+                views_of, capture = imaging.preprocess_views(grey, embedder.spec, angles, name=name)
+                canvases = list(views_of)
+            else:
+                canvas, capture = imaging.preprocess_measured(grey, embedder.spec, name=name)
+                canvases = [canvas]
         except ImageError as exc:
             out.skipped.append(SkippedImage(name, str(exc)))
         else:

@@ -602,18 +602,26 @@ def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
 
 def preprocess_views(
     grey: np.ndarray, spec: PreprocessSpec, angles: tuple[float, ...], *, name: str = "image", original: bool = True
-) -> np.ndarray:
+) -> tuple[np.ndarray, Capture]:
     """The canvas of a scan, then the canvases of the scan turned by each of ``angles`` (degrees):
     float32 (1 + len(angles), canvas_height, canvas_width); the first is exactly :func:`preprocess`'s.
-    ``original=False``: the turned canvases only (len(angles), ...), for a scan whose canvas is known.
+    ``original=False``: the turned canvases only (len(angles), ...). Also the scan's :class:`Capture`, exactly
+    :func:`measure_capture`'s.
 
     The turned copies are the "views" a reference is enrolled with (``ScoringConfig.view_angles``): extra
-    examples of the person's hand as a skewed scan would show it. The scan is shrunk once, then turned
-    (the shrink commutes with the turn up to resampling, and costs the most)."""
+    examples of the person's hand as a skewed scan would show it. The scan is shrunk once, then measured and
+    turned (the shrink commutes with the turn up to resampling, and costs the most)."""
     work = _shrink(grey, spec.work_max_side)
-    out = [preprocess(work, spec, name=name)] if original else []
+    if original:
+        canvas, measured = preprocess_measured(work, spec, name=name)
+        out = [canvas]
+    else:
+        measured, out = _locate_ink(work, spec, name, "preprocess_views").capture, []
     out += [preprocess(turn(work, a), spec, name=name) for a in angles]
-    return np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)
+    shrunk = work.shape[1] / grey.shape[1]  # measured on ``work``: as _locate_ink scales it for ``grey``
+    capture = Capture(measured.scale * shrunk, measured.stroke / shrunk)
+    canvases = np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)
+    return canvases, capture
 
 
 def load_canvas(

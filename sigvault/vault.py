@@ -1227,9 +1227,10 @@ class Vault:
         sha256 = hashlib.sha256(data).hexdigest()
         grey = imaging.read_image(data, name=name, limits=self.limits)
         spec, angles = self.embedder.spec, self.embedder.scoring.views
+        if views and angles:  # the scan is shrunk once for its canvas, its capture and its views
+            canvases, capture = imaging.preprocess_views(grey, spec, angles, name=name)
+            return _Loaded(name, data, sha256, canvases[0], capture, canvases[1:])
         canvas, capture = imaging.preprocess_measured(grey, spec, name=name)
-        if views and angles:
-            return _Loaded(name, data, sha256, canvas, capture, imaging.preprocess_views(grey, spec, angles, name=name, original=False))
         return _Loaded(name, data, sha256, canvas, capture)
 
     def _load_reference(self, source: Source) -> _Loaded:
@@ -1273,9 +1274,12 @@ class Vault:
         for r in refs:
             name = f"reference {r.id} ({r.source_name or 'image'})"
             grey = imaging.read_image(images[r.id], name=name, limits=self.limits)
-            captures.append(imaging.measure_capture(grey, spec, name=name))
-            if angles:
-                canvases.extend(imaging.preprocess_views(grey, spec, angles, name=name, original=False))
+            if angles:  # one shrink of the scan for both
+                turned, capture = imaging.preprocess_views(grey, spec, angles, name=name, original=False)
+                canvases.extend(turned)
+            else:
+                capture = imaging.measure_capture(grey, spec, name=name)
+            captures.append(capture)
         if not angles:
             return None, captures
         if not refs:

@@ -100,7 +100,7 @@ def test_shipped_model_on_synthetic_writers(model):
         ims = [w.genuine(i) for i in range(4)] + [w.genuine(9), w.forgery(0), SyntheticWriter(1000 + k).genuine(0)]
         greys = [np.asarray(im.convert("L")) for im in ims]
         e = model.embed(np.stack([imaging.preprocess(g) for g in greys])).astype(np.float64)
-        views = np.stack([model.embed(imaging.preprocess_views(g, model.spec, model.scoring.views)[1:]) for g in greys[:4]])
+        views = np.stack([model.embed(imaging.preprocess_views(g, model.spec, model.scoring.views)[0][1:]) for g in greys[:4]])
         s = scoring.person_scorer(e[:4], model.scoring, cohort, views=views.astype(np.float64)).scores(e[4:])
         above_imitation += int(s[0] > s[1])
         above_other += int(s[0] > s[2])

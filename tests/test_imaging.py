@@ -405,15 +405,21 @@ def test_views_are_the_scan_turned_then_preprocessed():
     im = Image.new("L", (900, 300), 230)
     ImageDraw.Draw(im).line([(100, 150), (800, 150)], fill=30, width=5)
     grey = np.asarray(im)
-    views = imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, (-10.0, 10.0))
+    views, capture = imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, (-10.0, 10.0))
+    assert capture == imaging.measure_capture(grey)
     assert views.shape == (3, imaging.DEFAULT_SPEC.canvas_height, imaging.DEFAULT_SPEC.canvas_width)
     np.testing.assert_array_equal(views[0], imaging.preprocess(grey))
     assert _ink_angle(views[0]) == pytest.approx(0.0, abs=0.1)
     assert _ink_angle(views[1]) == pytest.approx(-10.0, abs=0.5)
     assert _ink_angle(views[2]) == pytest.approx(10.0, abs=0.5)
-    assert imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, ()).shape[0] == 1
+    assert imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, ())[0].shape[0] == 1
     turned_only = imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, (-10.0, 10.0), original=False)
-    np.testing.assert_array_equal(turned_only, views[1:])
+    np.testing.assert_array_equal(turned_only[0], views[1:])
+    assert turned_only[1] == capture
+    # a scan larger than the working size is shrunk once for everything; its capture is still the scan's own
+    big = np.asarray(im.resize((2700, 900), Image.Resampling.BILINEAR))
+    for original in (True, False):
+        assert imaging.preprocess_views(big, imaging.DEFAULT_SPEC, (4.0,), original=original)[1] == imaging.measure_capture(big)
 
 
 def test_turning_fills_the_corners_with_the_paper_grey():

@@ -452,7 +452,7 @@ def view_vectors(embedder: FakeEmbedder, paths: list[Path]) -> np.ndarray:
     out = []
     for p in paths:
         grey = imaging.read_image(p)
-        canvases = imaging.preprocess_views(grey, embedder.spec, embedder.scoring.view_angles)
+        canvases, _ = imaging.preprocess_views(grey, embedder.spec, embedder.scoring.view_angles)
         out.append(embedder.embed(canvases[1:]))
     return np.stack(out)
 

@@ -153,7 +153,7 @@ def embed_items(emb_model, items, angles: tuple[float, ...] = ()) -> tuple[np.nd
     for i, it in enumerate(items):
         grey = imaging.read_image(it.path.read_bytes(), name=str(it.path))
         if angles and not it.forged:
-            both = imaging.preprocess_views(grey, emb_model.spec, angles, name=str(it.path))
+            both = imaging.preprocess_views(grey, emb_model.spec, angles, name=str(it.path))[0]
             canvases.append(both[0])
             views[i] = emb_model.embed(both[1:])
         else:
