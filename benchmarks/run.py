@@ -98,10 +98,18 @@ def bench_model(figures: dict) -> None:
         t = time.perf_counter()
         imaging._shrink(g, spec.work_max_side)
         t_shrink.append(time.perf_counter() - t)
+    inks = [imaging._locate_ink(g, spec, "scan", "benchmark") for g in greys]
+    t_stroke = []
+    for ink in inks * 3:
+        y0, y1, x0, x1 = ink.box
+        t = time.perf_counter()
+        imaging._stroke_width(ink.work[y0:y1, x0:x1], ink.mask)
+        t_stroke.append(time.perf_counter() - t)
     canvases = np.stack([imaging.preprocess(g, spec) for g in greys])
     print(f"decode 1800x800 PNG: p50 {1000 * statistics.median(t_read) / len(scans):.2f} ms per image")
     print(f"preprocess 1800x800 scan: {ms(t_pre)}")
     print(f"  of which the shrink to {spec.work_max_side} px (PIL BOX, the largest stage): {ms(t_shrink)}")
+    print(f"  of which the strokes' width (imaging.Capture.stroke, for the capture guard): {ms(t_stroke)}")
     figures["preprocess_ms_p50"] = 1000 * statistics.median(t_pre)
     for name, e in (("1 thread", emb1), ("2 threads", emb2)):
         e.embed(canvases[:1])
