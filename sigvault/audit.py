@@ -681,7 +681,7 @@ class AuditSummary:
     first_started: str
     started: str
     finished: str
-    # rows whose scan is captured at another scale than the person's references (scoring.capture_mismatch)
+    # rows whose scan is captured at another resolution than the person's references (scoring.capture_mismatch)
     capture_mismatch: int = 0
 
     @property

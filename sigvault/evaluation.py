@@ -144,7 +144,7 @@ class EvaluationReport:
     capture_bias: bool = False  # a probe is flagged
     shortcut: bool = False  # shortcut_warning flagged the swapped-reference figures
     questioned: str | None = None  # the folder the questioned items were read from, when not ``dataset``
-    # kind -> questioned items (summed over splits) captured at another scale than their references
+    # kind -> questioned items (summed over splits) captured at another resolution than their references
     # (scoring.capture_mismatch), and of those, the rejections the capture guard referred instead
     capture_mismatch: dict[str, int] = field(default_factory=dict)
     capture_referred: dict[str, int] = field(default_factory=dict)
@@ -696,8 +696,9 @@ def run_evaluation(
     if trial_counts["genuine"] and capture_mismatch["genuine"] > 0.1 * trial_counts["genuine"]:
         share = 100 * capture_mismatch["genuine"] / trial_counts["genuine"]
         warnings.append(
-            f"{share:.0f} % of the genuine questioned items are scanned at another scale than their references "
-            f"(ink enlarged more than {cfg.capture_ratio_max:g} times as much, or less): the network rejects such "
+            f"{share:.0f} % of the genuine questioned items are scanned at another resolution than their references "
+            f"(ink enlarged more than {cfg.capture_ratio_max:g} times as much, or less, with its strokes thinner, or "
+            f"thicker, by more than {cfg.capture_stroke_min:g} times): the network rejects such "
             "captures too often, so their rejections near the threshold are referred (the refer rate rises); "
             "enroll references captured like the questioned items"
         )
@@ -878,7 +879,7 @@ def render_text(report: EvaluationReport) -> list[str]:
         lines.append(f"  {kind:<31} {row['accept']:7d} {row['refer']:7d} {row['reject']:7d}")
     if any(report.capture_mismatch.values()):
         lines.append(
-            "capture mismatches (another scale than the references): "
+            "capture mismatches (another resolution than the references): "
             + ", ".join(f"{k} {n}" for k, n in report.capture_mismatch.items())
             + "; rejections referred instead: "
             + ", ".join(f"{k} {n}" for k, n in report.capture_referred.items())

@@ -216,7 +216,7 @@ def render_report(
         + "</div>"
         f'<p class="sub">{_e(scope)} Visible now: <b id="shown">{len(queue)}</b>.</p>'
         + (
-            f'<p class="sub">{summary["capture_mismatch"]:,} item(s) scanned at another scale than their '
+            f'<p class="sub">{summary["capture_mismatch"]:,} item(s) scanned at another resolution than their '
             "references (coarser or finer): their rejections near the threshold are referred; see the capture "
             "note on each.</p>"
             if summary.get("capture_mismatch")

@@ -832,5 +832,5 @@ def test_a_coarse_item_is_referred_under_a_policy_too(sq_vault, tmp_path: Path) 
         (row,) = csv.DictReader(fh)
     assert float(row["capture_ratio"]) == pytest.approx(r["capture_ratio"], rel=1e-9)
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "scanned coarser than the references" in page and "1 item(s) scanned at another scale" in page
+    assert "scanned coarser than the references" in page and "1 item(s) scanned at another resolution" in page
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["capture_mismatch"] == 1

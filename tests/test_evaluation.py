@@ -354,9 +354,9 @@ def test_coarse_questioned_captures_are_counted_and_their_rejections_referred(tm
         g, p = guarded.confusion[kind], plain.confusion[kind]
         assert (g["accept"], g["refer"] - p["refer"], p["reject"] - g["reject"]) == (p["accept"], referred, referred)
     assert sum(guarded.capture_referred.values()) > 0
-    assert any(w.startswith("100 % of the genuine questioned items are scanned at another scale") for w in guarded.warnings)
+    assert any(w.startswith("100 % of the genuine questioned items are scanned at another resolution") for w in guarded.warnings)
     assert json.loads(json.dumps(guarded.to_json()))["capture_mismatch"] == guarded.capture_mismatch
-    assert any(line.startswith("capture mismatches (another scale than the references): genuine 16,")
+    assert any(line.startswith("capture mismatches (another resolution than the references): genuine 16,")
                for line in evaluation.render_text(guarded))
 
 
