@@ -521,6 +521,39 @@ def test_a_model_that_adds_views_refits_each_person_on_first_use(settings, image
     assert (stored["scorer"]["method"], stored["scorer"]["views"]) == ("wd-svm", [-4.0, 4.0])
 
 
+def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
+    settings, images: ImageFactory, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    from sigvault.db import queries
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    with Vault.open(settings, embedder=_wd_embedder(images)) as vault:  # model fake-0, no views
+        vault.enroll("alice", images.refs(1, 4))
+        vault.enroll("bob", images.refs(2, 3))
+    new = FakeEmbedder(
+        seed=1, scoring=scoring.ScoringConfig(method="wd-svm", prior_mean=0.6, prior_std=0.5, k=1.0, view_angles=(-4.0, 4.0))
+    )
+    new.cohort = vectors(new, [images.write(f"cohort-{p}-{i}.png", p, i) for p in range(20, 26) for i in range(3)])
+    new.cohort_id = "cohort-b"
+    reads: list[list[int]] = []
+    original = queries.reference_images
+    monkeypatch.setattr(queries, "reference_images", lambda conn, ids: reads.append(list(ids)) or original(conn, ids))
+    with Vault.open(settings, embedder=new) as vault:
+        result = vault.reembed()
+        alice, bob = vault.person("alice"), vault.person("bob")
+    assert (result.model, result.n_references, result.n_persons) == ("fake-1", 7, 2)
+    assert reads == []  # views and captures come from the one read pass: the write transaction reads no image
+    for detail, refs in ((alice, images.refs(1, 4)), (bob, images.refs(2, 3))):
+        expected = scoring.person_threshold(vectors(new, refs), new.scoring, new.cohort, views=view_vectors(new, refs))
+        assert detail.threshold == pytest.approx(expected.value, abs=1e-9)
+        ref = imaging.Capture.median([_capture(p, new) for p in refs])
+        assert (detail.capture_scale, detail.capture_stroke) == (
+            pytest.approx(ref.scale, abs=1e-12),
+            pytest.approx(ref.stroke, abs=1e-12),
+        )
+
+
 def test_reembed_refits_every_stale_scorer_at_once(settings, images: ImageFactory) -> None:
     from sigvault.vault import upgrade_database
 
