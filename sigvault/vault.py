@@ -455,8 +455,8 @@ class Vault:
 
         Every image is read, checked and embedded first; if any fails nothing is written and the error
         names the file. An image whose bytes are already enrolled for the person is refused. A new
-        reference that the person's other references would reject is kept but reported in ``warnings``.
-        The person's threshold is recomputed in the same transaction unless an override is set. SQL is
+        reference that the person's other references would reject is kept but reported in ``warnings``, and
+        so is one captured at another resolution than the others (``scoring.capture_mismatch``). The person's threshold is recomputed in the same transaction unless an override is set. SQL is
         committed first, then the index is updated.
 
         Raises:
@@ -497,6 +497,7 @@ class Vault:
                 warnings = self._outlier_warnings(
                     person_id, existing, vectors, [i.name for i in loaded], fits, views
                 )
+                warnings += self._capture_warnings(person_id, captures, [i.name for i in loaded])
                 added = tuple(
                     EnrolledReference(
                         queries.insert_reference(
@@ -584,6 +585,25 @@ class Vault:
                 warnings.append(
                     f"{name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
                     f"{threshold.value:.3f}); check it was signed by this person"
+                )
+        return warnings
+
+    def _capture_warnings(self, person_id: str, captures: Sequence[imaging.Capture], names: Sequence[str]) -> list[str]:
+        """Warn about each new reference (the last ``len(names)`` of ``captures``) captured at another resolution
+        than the person's other references: the guard compares questioned scans with their median."""
+        cfg = self.embedder.scoring
+        warnings = []
+        first = len(captures) - len(names)
+        for j, name in enumerate(names):
+            others = [c for k, c in enumerate(captures) if k != first + j]
+            if not others:
+                continue
+            ratio = scoring.capture_ratio(captures[first + j], imaging.Capture.median(others), cfg)
+            if scoring.capture_mismatch(ratio, cfg):
+                how = "coarser (ink enlarged more, strokes thinner)" if ratio > 1 else "finer (ink enlarged less, strokes thicker)"
+                warnings.append(
+                    f"{name}: scanned {how} than the other references of {person_id!r} (x{ratio:.2f}); enrol references "
+                    "captured alike, and like the questioned scans will be"
                 )
         return warnings
 

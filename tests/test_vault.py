@@ -643,6 +643,26 @@ def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
     assert (written_small.decision, written_small.capture_ratio) == ("reject", None)
 
 
+def test_enrolment_warns_of_a_reference_captured_unlike_the_others(
+    vault: Vault, images: ImageFactory, embedder: FakeEmbedder, tmp_path: Path
+) -> None:
+    refs = images.refs(1, 3)
+    coarse = _coarse(images.write("ref-fax.png", 1, 4), tmp_path / "ref-fax.png", 0.12)
+    result = vault.enroll("alice", [*refs, coarse])
+    ratio = scoring.capture_ratio(
+        _capture(coarse, embedder), imaging.Capture.median([_capture(p, embedder) for p in refs]), embedder.scoring
+    )
+    assert ratio > 1.5
+    capture_notes = [w for w in result.warnings if "scanned" in w]
+    assert capture_notes == [
+        f"{coarse}: scanned coarser (ink enlarged more, strokes thinner) than the other references of 'alice' "
+        f"(x{ratio:.2f}); enrol references captured alike, and like the questioned scans will be"
+    ]
+    assert len(vault.person("alice").references) == 4  # kept, as an outlier is
+    more = vault.enroll("alice", [images.write("ref-5.png", 1, 5)])
+    assert not [w for w in more.warnings if "scanned" in w]  # like the median of the others
+
+
 @pytest.mark.parametrize("missing", ["capture_scale", "capture_stroke"])
 def test_threshold_rows_without_a_capture_are_refitted_on_first_use(
     vault: Vault, images: ImageFactory, embedder: FakeEmbedder, missing: str
