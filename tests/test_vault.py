@@ -554,6 +554,20 @@ def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
         )
 
 
+def test_reembed_spools_the_views_to_a_temporary_file_exactly() -> None:
+    from sigvault.vault import _ViewSpool
+
+    rng = np.random.default_rng(0)
+    rows = {7: rng.standard_normal((2, 5)).astype(np.float32), 3: rng.standard_normal((2, 5)).astype(np.float32)}
+    with _ViewSpool(2, 5) as spool:
+        for ref_id, views in rows.items():
+            spool.add(ref_id, views)
+        np.testing.assert_array_equal(spool.get([3, 7]), np.stack([rows[3], rows[7]]))
+        np.testing.assert_array_equal(spool.get([7]), rows[7][np.newaxis])
+        spooled = spool._file
+    assert spooled.closed
+
+
 def test_reembed_refits_every_stale_scorer_at_once(settings, images: ImageFactory) -> None:
     from sigvault.vault import upgrade_database
 
