@@ -109,7 +109,7 @@ def bench_model(figures: dict) -> None:
     print(f"decode 1800x800 PNG: p50 {1000 * statistics.median(t_read) / len(scans):.2f} ms per image")
     print(f"preprocess 1800x800 scan: {ms(t_pre)}")
     print(f"  of which the shrink to {spec.work_max_side} px (PIL BOX, the largest stage): {ms(t_shrink)}")
-    print(f"  of which the strokes' width (imaging.Capture.stroke, for the capture guard): {ms(t_stroke)}")
+    print(f"  of which the strokes' width (imaging.InkCapture.stroke, for the capture guard): {ms(t_stroke)}")
     figures["preprocess_ms_p50"] = 1000 * statistics.median(t_pre)
     for name, e in (("1 thread", emb1), ("2 threads", emb2)):
         e.embed(canvases[:1])

@@ -148,6 +148,9 @@ class EvaluationReport:
     # (scoring.capture_mismatch), and of those, the rejections the capture guard referred instead
     capture_mismatch: dict[str, int] = field(default_factory=dict)
     capture_referred: dict[str, int] = field(default_factory=dict)
+    # with a questioned folder: how its captures differ from the dataset's, scan by scan (the same scan in both
+    # folders), medians: {"scale": questioned ink scale / dataset's, "stroke": questioned stroke width / dataset's}
+    questioned_capture: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object: the figures' means at top level (fractions), ``<key>_std`` beside them."""
@@ -167,6 +170,8 @@ class EvaluationReport:
         out["confusion"] = self.confusion
         out["capture_mismatch"] = self.capture_mismatch
         out["capture_referred"] = self.capture_referred
+        if self.questioned_capture is not None:
+            out["questioned_capture"] = self.questioned_capture
         out["capture_bias"] = self.capture_bias
         out["shortcut"] = self.shortcut
         out["probe_auc_warn"] = probes.AUC_WARN
@@ -231,7 +236,7 @@ class _Loaded:
     stats: list[probes.ImageStats] = field(default_factory=list)
     canvas_keys: list[bytes] = field(default_factory=list)
     emb: list[np.ndarray] = field(default_factory=list)
-    captures: list[imaging.Capture] = field(default_factory=list)  # per item (scoring.capture_guard)
+    captures: list[imaging.InkCapture] = field(default_factory=list)  # per item (scoring.capture_guard)
     views: list[np.ndarray] = field(default_factory=list)  # per item (len(scoring.views), dim); zeros if forged
     view_keys: list[bytes] = field(default_factory=list)  # the genuine items' view canvases, hashed...
     view_emb: list[np.ndarray] = field(default_factory=list)  # ...and their embeddings, for the vault's cache
@@ -316,9 +321,21 @@ def _item_key(item: DatasetItem) -> tuple[str, bool, str]:
     return item.writer, item.forged, item.path.stem
 
 
+def _capture_change(dataset: Sequence[imaging.InkCapture], questioned: Sequence[imaging.InkCapture]) -> dict[str, float]:
+    """How the questioned folder's captures differ from the dataset's, each scan against its own other capture:
+    the medians of the ratios of their ink scales and of their stroke widths (nan when no scan is paired)."""
+    if not dataset:
+        return {"scale": float("nan"), "stroke": float("nan")}
+    pairs = list(zip(dataset, questioned, strict=True))
+    return {
+        "scale": float(np.median([q.scale / d.scale for d, q in pairs])),
+        "stroke": float(np.median([q.stroke / d.stroke for d, q in pairs])),
+    }
+
+
 def _pair_questioned(
     loaded: _Loaded, root: Path, embedder: Embedder, limits: imaging.ImageLimits, progress: Progress | None
-) -> tuple[_Loaded, np.ndarray, list[imaging.Capture]]:
+) -> tuple[_Loaded, np.ndarray, list[imaging.InkCapture]]:
     """Read the questioned captures in ``root`` (the dataset's files captured another way, laid out alike) and
     pair them with the dataset's usable items: returns the dataset's items that have a usable counterpart
     (the others are skipped, with the reason) and the counterparts' embeddings and captures, row for row.
@@ -743,6 +760,7 @@ def run_evaluation(
         questioned=None if questioned_dir is None else str(questioned_dir),
         capture_mismatch=capture_mismatch,
         capture_referred=capture_referred,
+        questioned_capture=None if q_captures is None else _capture_change(loaded.captures, q_captures),
     )
     if out_dir is not None:
         scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
@@ -877,6 +895,12 @@ def render_text(report: EvaluationReport) -> list[str]:
     lines += ["", "deployed decisions (all splits)   accept   refer  reject"]
     for kind, row in report.confusion.items():
         lines.append(f"  {kind:<31} {row['accept']:7d} {row['refer']:7d} {row['reject']:7d}")
+    if report.questioned_capture is not None:
+        change = report.questioned_capture
+        lines.append(
+            f"questioned captures against the dataset's, scan by scan (medians): ink enlarged x{change['scale']:.2f} "
+            f"as much, strokes x{change['stroke']:.2f} as wide"
+        )
     if any(report.capture_mismatch.values()):
         lines.append(
             "capture mismatches (another resolution than the references): "

@@ -447,7 +447,7 @@ def _clean_mask(
 
 
 @dataclass(frozen=True)
-class Capture:
+class InkCapture:
     """How a scan captured its signature, as the preprocessing measures it (``scoring.capture_guard`` compares
     a questioned scan's with its references').
 
@@ -462,11 +462,11 @@ class Capture:
     stroke: float
 
     @staticmethod
-    def median(captures: Sequence[Capture]) -> Capture:
+    def median(captures: Sequence[InkCapture]) -> InkCapture:
         """The median scale and the median stroke width of several scans (a person's references)."""
         if not captures:
             raise ValueError("no captures")
-        return Capture(float(np.median([c.scale for c in captures])), float(np.median([c.stroke for c in captures])))
+        return InkCapture(float(np.median([c.scale for c in captures])), float(np.median([c.stroke for c in captures])))
 
 
 @dataclass(frozen=True)
@@ -480,7 +480,7 @@ class _Ink:
     paper: float  # the paper's grey level
     dropped: bool  # components were removed from the ink mask
     fit: float  # the factor that fits the box inside the canvas's margins (working pixels)
-    capture: Capture  # the fit relative to the original scan, and the strokes' width in its pixels
+    capture: InkCapture  # the fit relative to the original scan, and the strokes' width in its pixels
 
 
 def _stroke_width(crop: np.ndarray, mask: np.ndarray) -> float:
@@ -514,11 +514,11 @@ def _locate_ink(grey: np.ndarray, spec: PreprocessSpec, name: str, caller: str) 
     fit = min(inner_h / (y1 - y0), inner_w / (x1 - x0))
     shrunk = work.shape[1] / grey.shape[1]  # working pixels per scan pixel
     stroke = _stroke_width(work[y0:y1, x0:x1], mask) / shrunk
-    return _Ink(work, mask, box, hist_ink, paper, dropped, fit, Capture(fit * shrunk, stroke))
+    return _Ink(work, mask, box, hist_ink, paper, dropped, fit, InkCapture(fit * shrunk, stroke))
 
 
-def measure_capture(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> Capture:
-    """How this scan captured its signature (:class:`Capture`: the ink's scale into the canvas and the strokes'
+def measure_capture(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image") -> InkCapture:
+    """How this scan captured its signature (:class:`InkCapture`: the ink's scale into the canvas and the strokes'
     width in scan pixels), exactly what :func:`preprocess_measured` returns, without making the canvas.
 
     The same signature scanned at half the resolution has twice the scale and half the stroke width; a
@@ -538,7 +538,7 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: s
 
 def preprocess_measured(
     grey: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC, *, name: str = "image"
-) -> tuple[np.ndarray, Capture]:
+) -> tuple[np.ndarray, InkCapture]:
     """Scan -> model canvas, and how the scan captured its ink (:func:`measure_capture`).
 
     Args:
@@ -548,7 +548,7 @@ def preprocess_measured(
 
     Returns:
         float32 (spec.canvas_height, spec.canvas_width) in [0, 1]: ink bright, background exactly 0; and the
-        :class:`Capture` of ``grey`` (the scale the ink was resized by, relative to ``grey``, and its strokes'
+        :class:`InkCapture` of ``grey`` (the scale the ink was resized by, relative to ``grey``, and its strokes'
         width).
 
     Raises:
@@ -602,10 +602,10 @@ def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
 
 def preprocess_views(
     grey: np.ndarray, spec: PreprocessSpec, angles: tuple[float, ...], *, name: str = "image", original: bool = True
-) -> tuple[np.ndarray, Capture]:
+) -> tuple[np.ndarray, InkCapture]:
     """The canvas of a scan, then the canvases of the scan turned by each of ``angles`` (degrees):
     float32 (1 + len(angles), canvas_height, canvas_width); the first is exactly :func:`preprocess`'s.
-    ``original=False``: the turned canvases only (len(angles), ...). Also the scan's :class:`Capture`, exactly
+    ``original=False``: the turned canvases only (len(angles), ...). Also the scan's :class:`InkCapture`, exactly
     :func:`measure_capture`'s.
 
     The turned copies are the "views" a reference is enrolled with (``ScoringConfig.view_angles``): extra
@@ -619,7 +619,7 @@ def preprocess_views(
         measured, out = _locate_ink(work, spec, name, "preprocess_views").capture, []
     out += [preprocess(turn(work, a), spec, name=name) for a in angles]
     shrunk = work.shape[1] / grey.shape[1]  # measured on ``work``: as _locate_ink scales it for ``grey``
-    capture = Capture(measured.scale * shrunk, measured.stroke / shrunk)
+    capture = InkCapture(measured.scale * shrunk, measured.stroke / shrunk)
     canvases = np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)
     return canvases, capture
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sigvault import scoring
-from sigvault.imaging import Capture
+from sigvault.imaging import InkCapture
 
 KINDS = ("genuine", "skilled", "random")
 
@@ -55,8 +55,8 @@ def run_split(
     cohort: np.ndarray | None = None,
     views: np.ndarray | None = None,
     questioned: np.ndarray | None = None,
-    captures: Sequence[Capture] | None = None,
-    questioned_captures: Sequence[Capture] | None = None,
+    captures: Sequence[InkCapture] | None = None,
+    questioned_captures: Sequence[InkCapture] | None = None,
 ) -> Trials:
     """Score one split.
 
@@ -70,14 +70,14 @@ def run_split(
             only the references' rows are read.
         questioned: (n, d) the embeddings the questioned items are scored with, row for row the same items as
             ``emb`` captured another way (another scanner); default ``emb``. References come from ``emb``.
-        captures: (n,) the items' ``imaging.Capture``; a writer's references' is their median (as the vault
+        captures: (n,) the items' ``imaging.InkCapture``; a writer's references' is their median (as the vault
             stores it). Default: all scale 1 and stroke 1, no capture mismatch.
         questioned_captures: (n,) the captures of the ``questioned`` scans; default ``captures``.
     """
     asked = emb if questioned is None else questioned
     if asked.shape != emb.shape:
         raise ValueError(f"questioned embeddings {asked.shape} do not match the references' {emb.shape}")
-    ref_captures = [Capture(1.0, 1.0)] * emb.shape[0] if captures is None else list(captures)
+    ref_captures = [InkCapture(1.0, 1.0)] * emb.shape[0] if captures is None else list(captures)
     asked_captures = ref_captures if questioned_captures is None else list(questioned_captures)
     if len(ref_captures) != emb.shape[0] or len(asked_captures) != emb.shape[0]:
         raise ValueError(f"captures {len(ref_captures)} / {len(asked_captures)} do not match {emb.shape[0]} items")
@@ -115,7 +115,7 @@ def run_split(
         out_s += scorer.scores(asked[idx]).tolist()
         out_t += [thr] * len(items)
         out_i += idx.tolist()
-        ref_capture = Capture.median([ref_captures[i] for i in refs_of[w]])
+        ref_capture = InkCapture.median([ref_captures[i] for i in refs_of[w]])
         out_c += [scoring.capture_ratio(asked_captures[i], ref_capture, cfg) for i in idx]
     return Trials(
         np.array(out_w), np.array(out_k), np.array(out_s), np.array(out_t), np.array(out_i), np.array(out_c, dtype=np.float64)

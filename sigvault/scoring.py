@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from sigvault.imaging import Capture
+    from sigvault.imaging import InkCapture
 
 Decision = Literal["accept", "reject", "refer"]
 
@@ -315,9 +315,9 @@ def decide(score: float, threshold: float, cfg: ScoringConfig) -> Decision:
     return "refer"
 
 
-def capture_ratio(questioned: Capture, reference: Capture, cfg: ScoringConfig) -> float:
+def capture_ratio(questioned: InkCapture, reference: InkCapture, cfg: ScoringConfig) -> float:
     """How much more the questioned scan's ink is enlarged into the canvas than the references' (``reference``
-    is their median :class:`sigvault.imaging.Capture`): > 1 a coarser capture, < 1 a finer one; exactly 1 when
+    is their median :class:`sigvault.imaging.InkCapture`): > 1 a coarser capture, < 1 a finer one; exactly 1 when
     the strokes do not confirm it.
 
     A larger scale alone also means a smaller signature at the same resolution (a forger's hand, another

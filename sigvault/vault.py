@@ -197,7 +197,7 @@ class PersonDetail:
     is_override: bool
     threshold_set_at: datetime | None
     capture_scale: float | None = None  # the references' median ink scale (scoring.capture_guard); None: not yet stored
-    capture_stroke: float | None = None  # the references' median stroke width in scan pixels (imaging.Capture)
+    capture_stroke: float | None = None  # the references' median stroke width in scan pixels (imaging.InkCapture)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -252,7 +252,7 @@ class Prepared:
     sha256: str
     canvas: np.ndarray  # float32 (spec.canvas_height, spec.canvas_width)
     spec: imaging.PreprocessSpec
-    capture: imaging.Capture  # how the scan captured its ink (scoring.capture_guard)
+    capture: imaging.InkCapture  # how the scan captured its ink (scoring.capture_guard)
 
 
 def prepare(
@@ -303,7 +303,7 @@ class _Loaded:
     data: bytes
     sha256: str
     canvas: np.ndarray
-    capture: imaging.Capture  # how the scan captured its ink (imaging.measure_capture)
+    capture: imaging.InkCapture  # how the scan captured its ink (imaging.measure_capture)
     views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of the scan turned, for enrolment
 
 
@@ -348,7 +348,7 @@ class _PersonRefs:
     vectors: np.ndarray
     threshold: queries.ThresholdRow
     scorer: scoring.PersonScorer
-    capture: imaging.Capture  # the references' median capture (scoring.capture_guard)
+    capture: imaging.InkCapture  # the references' median capture (scoring.capture_guard)
 
 
 # ------------------------------------------------------------------------------------------- person ids
@@ -620,7 +620,7 @@ class Vault:
                 )
         return warnings
 
-    def _capture_warnings(self, person_id: str, captures: Sequence[imaging.Capture], names: Sequence[str]) -> list[str]:
+    def _capture_warnings(self, person_id: str, captures: Sequence[imaging.InkCapture], names: Sequence[str]) -> list[str]:
         """Warn about each new reference (the last ``len(names)`` of ``captures``) captured at another resolution
         than the person's other references: the guard compares questioned scans with their median."""
         cfg = self.embedder.scoring
@@ -630,7 +630,7 @@ class Vault:
             others = [c for k, c in enumerate(captures) if k != first + j]
             if not others:
                 continue
-            ratio = scoring.capture_ratio(captures[first + j], imaging.Capture.median(others), cfg)
+            ratio = scoring.capture_ratio(captures[first + j], imaging.InkCapture.median(others), cfg)
             if scoring.capture_mismatch(ratio, cfg):
                 how = "coarser (ink enlarged more, strokes thinner)" if ratio > 1 else "finer (ink enlarged less, strokes thicker)"
                 warnings.append(
@@ -645,7 +645,7 @@ class Vault:
         person: queries.PersonRow,
         vectors: np.ndarray,
         views: np.ndarray | None = None,
-        captures: list[imaging.Capture] | None = None,
+        captures: list[imaging.InkCapture] | None = None,
         *,
         keep_override: bool = True,
         fits: scoring.SvmFits | None = None,
@@ -661,7 +661,7 @@ class Vault:
             **scoring.person_scorer(vectors, cfg, cohort, fits, views).to_json(),
             "cohort": self.embedder.cohort_id,
         }
-        median = imaging.Capture.median(captures)
+        median = imaging.InkCapture.median(captures)
         capture = {"capture_scale": median.scale, "capture_stroke": median.stroke}
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
@@ -845,10 +845,10 @@ class Vault:
                 t = threshold if threshold.is_override else scoring.person_threshold(vectors, cfg, cohort, None, views)
                 scorer = scoring.person_scorer(vectors, cfg, cohort, None, views)
                 threshold = replace(threshold, value=t.value, method=t.method)
-                return _PersonRefs(person_id, refs, vectors, threshold, scorer, imaging.Capture.median(captures))
+                return _PersonRefs(person_id, refs, vectors, threshold, scorer, imaging.InkCapture.median(captures))
         stored = threshold.details.get("scorer") or {"method": "cosine"}
         scorer = scoring.PersonScorer.from_json(stored, vectors, cfg)
-        capture = imaging.Capture(float(threshold.details["capture_scale"]), float(threshold.details["capture_stroke"]))
+        capture = imaging.InkCapture(float(threshold.details["capture_scale"]), float(threshold.details["capture_stroke"]))
         return _PersonRefs(person_id, refs, vectors, threshold, scorer, capture)
 
     def _score(self, query: np.ndarray, refs: _PersonRefs) -> tuple[float, list[ReferenceMatch]]:
@@ -1022,7 +1022,7 @@ class Vault:
         embedder = self.embedder
         spec, angles = embedder.spec, embedder.scoring.views
         pairs: list[tuple[int, bytes]] = []
-        captures: dict[int, imaging.Capture] = {}
+        captures: dict[int, imaging.InkCapture] = {}
         with transaction(self.engine) as conn:
             batch: list[tuple[int, np.ndarray]] = []  # (reference id, canvas), its views' canvases following it
             for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
@@ -1346,14 +1346,14 @@ class Vault:
 
     def _stored_derived(
         self, conn: Connection, refs: Sequence[queries.ReferenceRow]
-    ) -> tuple[np.ndarray | None, list[imaging.Capture]]:
+    ) -> tuple[np.ndarray | None, list[imaging.InkCapture]]:
         """What stored references' images give besides their embeddings (derived data, never stored per
         reference): their views (n, len(scoring.views), dim), None when the scoring has no views, and their
         captures (``imaging.measure_capture``)."""
         spec, angles = self.embedder.spec, self.embedder.scoring.views
         images = queries.reference_images(conn, [r.id for r in refs]) if refs else {}
         canvases: list[np.ndarray] = []
-        captures: list[imaging.Capture] = []
+        captures: list[imaging.InkCapture] = []
         for r in refs:
             name = f"reference {r.id} ({r.source_name or 'image'})"
             grey = imaging.read_image(images[r.id], name=name, limits=self.limits)

@@ -152,7 +152,7 @@ def test_people_commands(cli: Invoke, images: ImageFactory) -> None:
     assert cli("people", "threshold", "alice", "0.75").stdout == "threshold of 'alice' is 0.7500 (override)\n"
     shown = cli("people", "show", "alice").stdout.splitlines()
     assert shown[1].startswith("threshold  0.7500 (override, set ")
-    ref = imaging.Capture.median(
+    ref = imaging.InkCapture.median(
         [imaging.measure_capture(imaging.read_image(p.read_bytes()), FakeEmbedder().spec) for p in images.refs(1, 2)]
     )
     assert shown[2] == (

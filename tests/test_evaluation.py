@@ -358,6 +358,22 @@ def test_coarse_questioned_captures_are_counted_and_their_rejections_referred(tm
     assert json.loads(json.dumps(guarded.to_json()))["capture_mismatch"] == guarded.capture_mismatch
     assert any(line.startswith("capture mismatches (another resolution than the references): genuine 16,")
                for line in evaluation.render_text(guarded))
+    # how the coarse folder differs, scan by scan: medians of the measured ratios (exactly imaging's)
+    spec = FakeEmbedder().spec
+    measured = [
+        [imaging.measure_capture(imaging.read_image(p.read_bytes()), spec) for p in (path, coarse / path.relative_to(root))]
+        for path in sorted(root.rglob("*.png"))
+    ]
+    expected = {
+        "scale": float(np.median([q.scale / d.scale for d, q in measured])),
+        "stroke": float(np.median([q.stroke / d.stroke for d, q in measured])),
+    }
+    assert guarded.questioned_capture == expected and guarded.to_json()["questioned_capture"] == expected
+    assert expected["scale"] > 4 and expected["stroke"] < 0.5  # coarser: ink enlarged more, strokes thinner
+    assert (
+        f"questioned captures against the dataset's, scan by scan (medians): ink enlarged x{expected['scale']:.2f} "
+        f"as much, strokes x{expected['stroke']:.2f} as wide"
+    ) in evaluation.render_text(guarded)
 
 
 def test_questioned_folder_of_the_same_scans_gives_the_same_report(tmp_path: Path) -> None:
@@ -373,6 +389,7 @@ def test_questioned_folder_of_the_same_scans_gives_the_same_report(tmp_path: Pat
     text = evaluation.render_text(paired)
     assert text[1] == f"questioned items read from {again} (references from the folder above)"
     assert json.loads(json.dumps(paired.to_json()))["questioned"] == str(again)
+    assert paired.questioned_capture == {"scale": 1.0, "stroke": 1.0} and "questioned_capture" not in plain.to_json()
 
 
 def test_questioned_items_come_from_the_other_folder(tmp_path: Path) -> None:

@@ -464,6 +464,6 @@ def test_capture_stroke_tells_a_coarser_scan_from_a_smaller_signature():
     assert coarse.scale == pytest.approx(2 * base.scale, rel=0.02) and smaller.scale == pytest.approx(2 * base.scale, rel=0.02)
     assert base.stroke / coarse.stroke == pytest.approx(2, rel=0.1)  # half the resolution: strokes half as wide
     assert base.stroke / smaller.stroke == pytest.approx(1, abs=0.05)  # same scanner, same pen
-    assert imaging.Capture.median([base, coarse, smaller]) == imaging.Capture(
+    assert imaging.InkCapture.median([base, coarse, smaller]) == imaging.InkCapture(
         float(np.median([base.scale, coarse.scale, smaller.scale])), float(np.median([base.stroke, coarse.stroke, smaller.stroke]))
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sigvault import protocol
-from sigvault.imaging import Capture
+from sigvault.imaging import InkCapture
 from sigvault.scoring import ScoringConfig
 
 CFG = ScoringConfig()  # prior mean .80, std .08, strength 4, k 2, refer band .03
@@ -114,7 +114,7 @@ def test_questioned_items_are_scored_from_their_other_capture() -> None:
 
 def test_the_capture_guard_decides_as_verify_does() -> None:
     emb, who, forged = toy()
-    fine, coarse = Capture(1.0, 4.0), Capture(2.0, 2.0)
+    fine, coarse = InkCapture(1.0, 4.0), InkCapture(2.0, 2.0)
     captures = [coarse if w == "B" and f else fine for w, f in zip(who, forged, strict=True)]
     # B's forgeries scanned coarser than everything else (twice the scale, strokes half as wide)
     wide = ScoringConfig(capture_reject_bands=30.0)  # B's forgeries score 0: 23.6 bands below B's threshold
@@ -123,12 +123,12 @@ def test_the_capture_guard_decides_as_verify_does() -> None:
     assert protocol.deployed_rates(t, wide)["refer_rate"] == pytest.approx(4 / 16)  # A's 2 as before, B's 2
     assert protocol.deployed_rates(t, CFG)["refer_rate"] == pytest.approx(2 / 16)  # 6 bands: still rejected
     # B's forgeries only written smaller (twice the scale, the same strokes): not another capture
-    smaller = [Capture(2.0, 4.0) if w == "B" and f else fine for w, f in zip(who, forged, strict=True)]
+    smaller = [InkCapture(2.0, 4.0) if w == "B" and f else fine for w, f in zip(who, forged, strict=True)]
     u = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, captures=smaller)
     assert set(u.capture.tolist()) == {1.0}
     # a coarse questioned capture of everything (the default references: scale 1, stroke 1): only ratios
     # change, never scores
-    asked = [Capture(3.0, 1 / 3)] * len(who)
+    asked = [InkCapture(3.0, 1 / 3)] * len(who)
     q = protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide, questioned_captures=asked)
     np.testing.assert_array_equal(q.score, protocol.run_split(emb, who, forged, n_refs=2, seed=0, cfg=wide).score)
     assert set(q.capture.tolist()) == {3.0}

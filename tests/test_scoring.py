@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sigvault import scoring
-from sigvault.imaging import Capture
+from sigvault.imaging import InkCapture
 from sigvault.scoring import ScoringConfig
 
 
@@ -212,25 +212,25 @@ def test_view_angles_round_trip_through_the_card():
 
 def test_capture_ratio_counts_reduced_ink_as_full_detail() -> None:
     cfg = scoring.ScoringConfig(capture_stroke_min=0.0)  # the ink scale alone
-    assert scoring.capture_ratio(Capture(2.6, 1.0), Capture(1.3, 1.0), cfg) == 2.0
+    assert scoring.capture_ratio(InkCapture(2.6, 1.0), InkCapture(1.3, 1.0), cfg) == 2.0
     # both reduced into the canvas: no detail lost either side
-    assert scoring.capture_ratio(Capture(0.8, 1.0), Capture(0.4, 1.0), cfg) == 1.0
-    assert scoring.capture_ratio(Capture(1.0, 1.0), Capture(2.5, 1.0), cfg) == 0.4  # references coarser
-    assert scoring.capture_ratio(Capture(1.7, 1.0), Capture(0.4, 1.0), cfg) == 1.7
+    assert scoring.capture_ratio(InkCapture(0.8, 1.0), InkCapture(0.4, 1.0), cfg) == 1.0
+    assert scoring.capture_ratio(InkCapture(1.0, 1.0), InkCapture(2.5, 1.0), cfg) == 0.4  # references coarser
+    assert scoring.capture_ratio(InkCapture(1.7, 1.0), InkCapture(0.4, 1.0), cfg) == 1.7
 
 
 def test_capture_ratio_counts_only_when_the_strokes_confirm_another_capture() -> None:
     cfg = scoring.ScoringConfig()
     assert cfg.capture_stroke_min == 1.1
-    ref = Capture(1.0, 4.0)
-    assert scoring.capture_ratio(Capture(2.0, 2.0), ref, cfg) == 2.0  # half the resolution: strokes half as wide
-    assert scoring.capture_ratio(Capture(2.0, 4.0), ref, cfg) == 1.0  # a smaller hand, the same pen and scanner
-    assert scoring.capture_ratio(Capture(2.0, 4.0 / 1.1), ref, cfg) == 1.0  # not thinner by more than 1.1
-    assert scoring.capture_ratio(Capture(2.0, 3.6), ref, cfg) == 2.0  # 4 / 3.6 = 1.11
-    assert scoring.capture_ratio(Capture(2.0, 8.0), ref, cfg) == 1.0  # larger scale, thicker strokes: no capture
+    ref = InkCapture(1.0, 4.0)
+    assert scoring.capture_ratio(InkCapture(2.0, 2.0), ref, cfg) == 2.0  # half the resolution: strokes half as wide
+    assert scoring.capture_ratio(InkCapture(2.0, 4.0), ref, cfg) == 1.0  # a smaller hand, the same pen and scanner
+    assert scoring.capture_ratio(InkCapture(2.0, 4.0 / 1.1), ref, cfg) == 1.0  # not thinner by more than 1.1
+    assert scoring.capture_ratio(InkCapture(2.0, 3.6), ref, cfg) == 2.0  # 4 / 3.6 = 1.11
+    assert scoring.capture_ratio(InkCapture(2.0, 8.0), ref, cfg) == 1.0  # larger scale, thicker strokes: no capture
     # a finer questioned scan: smaller scale, thicker strokes
-    assert scoring.capture_ratio(Capture(1.0, 8.0), Capture(2.5, 4.0), cfg) == 0.4
-    assert scoring.capture_ratio(Capture(1.0, 4.0), Capture(2.5, 4.0), cfg) == 1.0  # only written larger
+    assert scoring.capture_ratio(InkCapture(1.0, 8.0), InkCapture(2.5, 4.0), cfg) == 0.4
+    assert scoring.capture_ratio(InkCapture(1.0, 4.0), InkCapture(2.5, 4.0), cfg) == 1.0  # only written larger
 
 
 def test_capture_guard_refers_only_rejections_of_mismatched_captures_near_the_threshold() -> None:

@@ -547,7 +547,7 @@ def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
     for detail, refs in ((alice, images.refs(1, 4)), (bob, images.refs(2, 3))):
         expected = scoring.person_threshold(vectors(new, refs), new.scoring, new.cohort, views=view_vectors(new, refs))
         assert detail.threshold == pytest.approx(expected.value, abs=1e-9)
-        ref = imaging.Capture.median([_capture(p, new) for p in refs])
+        ref = imaging.InkCapture.median([_capture(p, new) for p in refs])
         assert (detail.capture_scale, detail.capture_stroke) == (
             pytest.approx(ref.scale, abs=1e-12),
             pytest.approx(ref.stroke, abs=1e-12),
@@ -608,7 +608,7 @@ def _coarse(path: Path, out: Path, factor: float) -> Path:
     return out
 
 
-def _capture(path: Path, embedder: FakeEmbedder) -> imaging.Capture:
+def _capture(path: Path, embedder: FakeEmbedder) -> imaging.InkCapture:
     return imaging.measure_capture(imaging.read_image(path.read_bytes()), embedder.spec)
 
 
@@ -617,7 +617,7 @@ def test_a_coarse_scan_near_the_threshold_is_referred_not_rejected(
 ) -> None:
     refs = images.refs(1, 3)
     vault.enroll("alice", refs)
-    ref = imaging.Capture.median([_capture(p, embedder) for p in refs])
+    ref = imaging.InkCapture.median([_capture(p, embedder) for p in refs])
     coarse = _coarse(images.write("q.png", 1, 7), tmp_path / "coarse.png", 0.12)
     asked = _capture(coarse, embedder)
     ratio = scoring.capture_ratio(asked, ref, embedder.scoring)
@@ -664,7 +664,7 @@ def test_enrolment_warns_of_a_reference_captured_unlike_the_others(
     coarse = _coarse(images.write("ref-fax.png", 1, 4), tmp_path / "ref-fax.png", 0.12)
     result = vault.enroll("alice", [*refs, coarse])
     ratio = scoring.capture_ratio(
-        _capture(coarse, embedder), imaging.Capture.median([_capture(p, embedder) for p in refs]), embedder.scoring
+        _capture(coarse, embedder), imaging.InkCapture.median([_capture(p, embedder) for p in refs]), embedder.scoring
     )
     assert ratio > 1.5
     capture_notes = [w for w in result.warnings if "scanned" in w]
@@ -694,7 +694,7 @@ def test_threshold_rows_without_a_capture_are_refitted_on_first_use(
     with vault.engine.connect() as conn:
         raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
     details = _json.loads(raw) if isinstance(raw, str) else raw
-    ref = imaging.Capture.median([_capture(p, embedder) for p in refs])
+    ref = imaging.InkCapture.median([_capture(p, embedder) for p in refs])
     assert (details["capture_scale"], details["capture_stroke"]) == (
         pytest.approx(ref.scale, abs=1e-12),
         pytest.approx(ref.stroke, abs=1e-12),
