@@ -288,12 +288,8 @@ def _read_all(
                     f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
                 )
             grey = imaging.read_image(data, name=name, limits=limits)
-            if angles and not item.forged:
-                views_of, capture = imaging.preprocess_views(grey, embedder.spec, angles, name=name)
-                canvases = list(views_of)
-            else:
-                canvas, capture = imaging.preprocess_measured(grey, embedder.spec, name=name)
-                canvases = [canvas]
+            own, capture = imaging.preprocess_views(grey, embedder.spec, () if item.forged else angles, name=name)
+            canvases = list(own)
         except ImageError as exc:
             out.skipped.append(SkippedImage(name, str(exc)))
         else:

@@ -307,6 +307,20 @@ class _Loaded:
     views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of the scan turned, for enrolment
 
 
+#: the threshold row's details that keep the references' median capture (scoring.capture_guard)
+_CAPTURE_KEYS = {"capture_scale", "capture_stroke"}
+
+
+def _capture_details(capture: imaging.InkCapture) -> dict[str, float]:
+    """The references' median capture as the threshold row's details store it."""
+    return {"capture_scale": capture.scale, "capture_stroke": capture.stroke}
+
+
+def _stored_capture(details: dict[str, Any]) -> imaging.InkCapture:
+    """The references' median capture from a threshold row's details (:func:`_capture_details`)."""
+    return imaging.InkCapture(float(details["capture_scale"]), float(details["capture_stroke"]))
+
+
 class _ViewSpool:
     """The reference views ``reembed`` computes before its write transaction, spooled to an unlinked temporary
     file (float32, one row of ``(k, dim)`` per reference, read back through a memory map) so that its memory
@@ -661,8 +675,7 @@ class Vault:
             **scoring.person_scorer(vectors, cfg, cohort, fits, views).to_json(),
             "cohort": self.embedder.cohort_id,
         }
-        median = imaging.InkCapture.median(captures)
-        capture = {"capture_scale": median.scale, "capture_stroke": median.stroke}
+        capture = _capture_details(imaging.InkCapture.median(captures))
         current = queries.get_threshold(conn, person.pk)
         if keep_override and current is not None and current.is_override:
             queries.put_threshold(
@@ -701,8 +714,7 @@ class Vault:
             and stored.get("method") == cfg.method
             and stored.get("cohort") == self.embedder.cohort_id
             and [float(a) for a in stored.get("views", [])] == list(cfg.views)
-            and "capture_scale" in threshold.details
-            and "capture_stroke" in threshold.details
+            and _CAPTURE_KEYS.issubset(threshold.details)
         )
 
     # -------------------------------------------------------------------------------------- verify
@@ -848,8 +860,7 @@ class Vault:
                 return _PersonRefs(person_id, refs, vectors, threshold, scorer, imaging.InkCapture.median(captures))
         stored = threshold.details.get("scorer") or {"method": "cosine"}
         scorer = scoring.PersonScorer.from_json(stored, vectors, cfg)
-        capture = imaging.InkCapture(float(threshold.details["capture_scale"]), float(threshold.details["capture_stroke"]))
-        return _PersonRefs(person_id, refs, vectors, threshold, scorer, capture)
+        return _PersonRefs(person_id, refs, vectors, threshold, scorer, _stored_capture(threshold.details))
 
     def _score(self, query: np.ndarray, refs: _PersonRefs) -> tuple[float, list[ReferenceMatch]]:
         """Fused score of a query against a person's references, and the per-reference similarities."""
@@ -958,8 +969,7 @@ class Vault:
                 details={
                     "replaced": {"value": refs.threshold.value, "method": refs.threshold.method},
                     "scorer": refs.threshold.details.get("scorer"),
-                    "capture_scale": refs.capture.scale,
-                    "capture_stroke": refs.capture.stroke,
+                    **_capture_details(refs.capture),
                 },
                 model_id=self.model_id,
                 is_override=True,
@@ -1028,12 +1038,8 @@ class Vault:
             for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
                 name = f"reference {ref_id} of {person_id!r} ({source_name or 'image'})"
                 grey = imaging.read_image(data, name=name, limits=self.limits)
-                if angles:
-                    canvases, captures[ref_id] = imaging.preprocess_views(grey, spec, angles, name=name)
-                    batch += [(ref_id, c) for c in canvases]
-                else:
-                    canvas, captures[ref_id] = imaging.preprocess_measured(grey, spec, name=name)
-                    batch.append((ref_id, canvas))
+                canvases, captures[ref_id] = imaging.preprocess_views(grey, spec, angles, name=name)
+                batch += [(ref_id, c) for c in canvases]
                 if len(batch) >= EMBED_BATCH:
                     pairs.extend(self._embed_references(batch, spool))
                     batch = []
@@ -1312,12 +1318,10 @@ class Vault:
         data = imaging.read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
         sha256 = hashlib.sha256(data).hexdigest()
         grey = imaging.read_image(data, name=name, limits=self.limits)
-        spec, angles = self.embedder.spec, self.embedder.scoring.views
-        if views and angles:  # the scan is shrunk once for its canvas, its capture and its views
-            canvases, capture = imaging.preprocess_views(grey, spec, angles, name=name)
-            return _Loaded(name, data, sha256, canvases[0], capture, canvases[1:])
-        canvas, capture = imaging.preprocess_measured(grey, spec, name=name)
-        return _Loaded(name, data, sha256, canvas, capture)
+        angles = self.embedder.scoring.views if views else ()
+        # the scan is shrunk once for its canvas, its capture and its views (none without angles)
+        canvases, capture = imaging.preprocess_views(grey, self.embedder.spec, angles, name=name)
+        return _Loaded(name, data, sha256, canvases[0], capture, canvases[1:] if angles else None)
 
     def _load_reference(self, source: Source) -> _Loaded:
         return self._load(source, views=True)
@@ -1357,11 +1361,8 @@ class Vault:
         for r in refs:
             name = f"reference {r.id} ({r.source_name or 'image'})"
             grey = imaging.read_image(images[r.id], name=name, limits=self.limits)
-            if angles:  # one shrink of the scan for both
-                turned, capture = imaging.preprocess_views(grey, spec, angles, name=name, original=False)
-                canvases.extend(turned)
-            else:
-                capture = imaging.measure_capture(grey, spec, name=name)
+            turned, capture = imaging.preprocess_views(grey, spec, angles, name=name, original=False)  # one shrink
+            canvases.extend(turned)
             captures.append(capture)
         if not angles:
             return None, captures
