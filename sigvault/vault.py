@@ -321,31 +321,67 @@ def _stored_capture(details: dict[str, Any]) -> imaging.InkCapture:
     return imaging.InkCapture(float(details["capture_scale"]), float(details["capture_stroke"]))
 
 
-class _ViewSpool:
-    """The reference views ``reembed`` computes before its write transaction, spooled to an unlinked temporary
-    file (float32, one row of ``(k, dim)`` per reference, read back through a memory map) so that its memory
-    does not grow with the vault: a million references with two 896-d views are 7 GB of disk, not of RAM."""
+class _ReembedSpool:
+    """What ``reembed`` computes before its write transaction, for every reference: its vector and its views'
+    (float32, one ``(1 + views, dim)`` row per reference in an unlinked temporary file, read back through a
+    memory map) and its capture (two floats in memory). Its memory does not grow with the vault's vectors: a
+    million references with the shipped 896-d vectors and two views are 10.8 GB of disk, 16 MB of RAM.
+    References are added in ascending id order (the order ``queries.iter_reference_images`` reads them)."""
 
-    def __init__(self, k: int, dim: int) -> None:
+    def __init__(self, views: int, dim: int) -> None:
         import tempfile
+        from array import array
 
-        self._shape = (k, dim)
-        self._file = tempfile.TemporaryFile(prefix="sigvault-reembed-views-")  # noqa: SIM115 - closed by __exit__
-        self._row: dict[int, int] = {}
+        self._shape = (1 + views, dim)
+        self._file = tempfile.TemporaryFile(prefix="sigvault-reembed-")  # noqa: SIM115 - closed by __exit__
+        self._ids = array("q")
+        self._captures = array("d")
         self._map: np.memmap | None = None
 
-    def add(self, ref_id: int, views: np.ndarray) -> None:
-        self._row[ref_id] = len(self._row)
-        self._file.write(np.ascontiguousarray(views, dtype=np.float32).tobytes())
+    def add(self, ref_id: int, vectors: np.ndarray, capture: imaging.InkCapture) -> None:
+        """``vectors``: (1 + views, dim), the reference's own vector first."""
+        if self._ids and ref_id <= self._ids[-1]:
+            raise ValueError(f"reference {ref_id} added after {self._ids[-1]}: add them in ascending id order")
+        self._ids.append(ref_id)
+        self._captures.extend((capture.scale, capture.stroke))
+        self._file.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
 
-    def get(self, ids: Sequence[int]) -> np.ndarray:
-        """(len(ids), k, dim): the views of these references, as added."""
+    @property
+    def ids(self) -> list[int]:
+        return self._ids.tolist()
+
+    def _memmap(self) -> np.memmap:
         if self._map is None:
             self._file.flush()
-            self._map = np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self._row), *self._shape))
-        return np.stack([self._map[self._row[i]] for i in ids])
+            self._map = np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self._ids), *self._shape))
+        return self._map
 
-    def __enter__(self) -> _ViewSpool:
+    def _rows(self, ids: Sequence[int]) -> np.ndarray:
+        """The spool's row of each of these reference ids."""
+        known = np.frombuffer(self._ids, dtype=np.int64)
+        wanted = np.asarray(ids, dtype=np.int64)
+        rows = np.searchsorted(known, wanted)
+        if np.any(rows >= len(known)) or np.any(known[np.minimum(rows, len(known) - 1)] != wanted):
+            raise KeyError(f"references {list(ids)} were not all spooled")
+        return rows
+
+    def encoded(self, chunk: int = 10_000) -> Iterator[tuple[int, bytes]]:
+        """(id, encoded vector) of every reference in id order, read ``chunk`` rows at a time."""
+        ids, rows = self.ids, self._memmap()
+        for at in range(0, len(ids), chunk):
+            part = np.array(rows[at : at + chunk, 0])
+            for i, vector in zip(ids[at : at + chunk], part, strict=True):
+                yield i, queries.encode_vector(vector)
+
+    def views(self, ids: Sequence[int]) -> np.ndarray:
+        """(len(ids), views, dim): these references' views, as added."""
+        return np.array(self._memmap()[self._rows(ids), 1:])
+
+    def captures(self, ids: Sequence[int]) -> list[imaging.InkCapture]:
+        c = self._captures
+        return [imaging.InkCapture(c[2 * r], c[2 * r + 1]) for r in self._rows(ids).tolist()]
+
+    def __enter__(self) -> _ReembedSpool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1007,8 +1043,9 @@ class Vault:
 
         Images are read, measured and embedded first, with the scoring's reference views (each image decoded
         and shrunk once, outside any write transaction); then one transaction replaces every vector and refits
-        every threshold from them, reading no image. Meanwhile every reference's vector is held in memory
-        (3.6 KB with the shipped model's 896-d vectors) and its views are spooled to a temporary file (7 KB).
+        every threshold from them, reading no image. Meanwhile every reference's vector and its views' wait in
+        a temporary file (:class:`_ReembedSpool`: 10.8 KB per reference with the shipped model's 896-d vectors
+        and two views), so its memory does not grow with the vault.
         Overrides are cleared (they were set on the old model's score scale) and listed in the
         result. The old models' index files are deleted and the index is rebuilt. When every vector is the
         loaded model's already, the persons whose scorer was fitted for another scoring (method, cohort or
@@ -1024,31 +1061,29 @@ class Vault:
             up_to_date = set(previous) <= {embedder.model_id}
         if up_to_date:
             return self._refit_stale(previous)
-        with _ViewSpool(len(embedder.scoring.views), embedder.dim) as spool:
+        with _ReembedSpool(len(embedder.scoring.views), embedder.dim) as spool:
             return self._reembed(previous, spool)
 
-    def _reembed(self, previous: dict[str, int], spool: _ViewSpool) -> ReembedResult:
+    def _reembed(self, previous: dict[str, int], spool: _ReembedSpool) -> ReembedResult:
         """:meth:`reembed` once the vectors are known to be another model's."""
         embedder = self.embedder
         spec, angles = embedder.spec, embedder.scoring.views
-        pairs: list[tuple[int, bytes]] = []
-        captures: dict[int, imaging.InkCapture] = {}
         with transaction(self.engine) as conn:
-            batch: list[tuple[int, np.ndarray]] = []  # (reference id, canvas), its views' canvases following it
+            batch: list[tuple[int, np.ndarray, imaging.InkCapture]] = []  # (reference id, canvas, capture)
             for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
                 name = f"reference {ref_id} of {person_id!r} ({source_name or 'image'})"
                 grey = imaging.read_image(data, name=name, limits=self.limits)
-                canvases, captures[ref_id] = imaging.preprocess_views(grey, spec, angles, name=name)
-                batch += [(ref_id, c) for c in canvases]
+                canvases, capture = imaging.preprocess_views(grey, spec, angles, name=name)
+                batch += [(ref_id, c, capture) for c in canvases]  # its views' canvases follow its own
                 if len(batch) >= EMBED_BATCH:
-                    pairs.extend(self._embed_references(batch, spool))
+                    self._embed_references(batch, spool)
                     batch = []
-            pairs.extend(self._embed_references(batch, spool))
+            self._embed_references(batch, spool)
         cleared: list[str] = []
         with transaction(self.engine, write=True) as conn:
-            if queries.all_reference_ids(conn) != [ref_id for ref_id, _ in pairs]:
+            if queries.all_reference_ids(conn) != spool.ids:
                 raise SigvaultError("references changed while re-embedding; run `sigvault reembed` again")
-            queries.set_embeddings(conn, embedder.model_id, pairs)
+            queries.set_embeddings(conn, embedder.model_id, spool.encoded())
             persons = queries.all_persons(conn)
             for person in persons:
                 current = queries.get_threshold(conn, person.pk)
@@ -1061,8 +1096,8 @@ class Vault:
                     conn,
                     person,
                     vectors,
-                    views=spool.get(ids) if angles and ids else None,
-                    captures=[captures[i] for i in ids],
+                    views=spool.views(ids) if angles and ids else None,
+                    captures=spool.captures(ids),
                     keep_override=False,
                 )
         index_dir = self.home / config.INDEX_DIRNAME
@@ -1070,7 +1105,7 @@ class Vault:
             if stale != self.index_path:
                 delete_index_files(stale)
         self.rebuild_index()
-        return ReembedResult(embedder.model_id, len(pairs), len(persons), previous, tuple(sorted(cleared)))
+        return ReembedResult(embedder.model_id, len(spool.ids), len(persons), previous, tuple(sorted(cleared)))
 
     def _refit_stale(self, previous: dict[str, int]) -> ReembedResult:
         """Every vector is the loaded model's: refit, in one transaction, each person whose stored scorer
@@ -1088,20 +1123,16 @@ class Vault:
                 refitted += 1
         return ReembedResult(self.model_id, 0, len(persons), previous, (), refitted)
 
-    def _embed_references(self, batch: list[tuple[int, np.ndarray]], spool: _ViewSpool) -> list[tuple[int, bytes]]:
-        """Embed (reference id, canvas) rows, each reference's own canvas first and then its views' (when the
-        scoring has views): returns (id, encoded vector) per reference and spools its views' vectors."""
+    def _embed_references(self, batch: list[tuple[int, np.ndarray, imaging.InkCapture]], spool: _ReembedSpool) -> None:
+        """Embed (reference id, canvas, capture) rows, each reference's own canvas first and then its views'
+        (when the scoring has views), and spool each reference's vectors and capture."""
         if not batch:
-            return []
-        vectors = self._embed([canvas for _, canvas in batch])
+            return
+        vectors = self._embed([canvas for _, canvas, _ in batch])
         k = 1 + len(self.embedder.scoring.views)
-        out = []
         for at in range(0, len(batch), k):
-            ref_id = batch[at][0]
-            out.append((ref_id, queries.encode_vector(vectors[at])))
-            if k > 1:
-                spool.add(ref_id, vectors[at + 1 : at + k])
-        return out
+            ref_id, _, capture = batch[at]
+            spool.add(ref_id, vectors[at : at + k], capture)
 
     # --------------------------------------------------------------------------------------- index
 

@@ -554,16 +554,26 @@ def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
         )
 
 
-def test_reembed_spools_the_views_to_a_temporary_file_exactly() -> None:
-    from sigvault.vault import _ViewSpool
+def test_reembed_spools_vectors_views_and_captures_to_a_temporary_file_exactly() -> None:
+    from sigvault import imaging
+    from sigvault.db import queries
+    from sigvault.vault import _ReembedSpool
 
     rng = np.random.default_rng(0)
-    rows = {7: rng.standard_normal((2, 5)).astype(np.float32), 3: rng.standard_normal((2, 5)).astype(np.float32)}
-    with _ViewSpool(2, 5) as spool:
-        for ref_id, views in rows.items():
-            spool.add(ref_id, views)
-        np.testing.assert_array_equal(spool.get([3, 7]), np.stack([rows[3], rows[7]]))
-        np.testing.assert_array_equal(spool.get([7]), rows[7][np.newaxis])
+    rows = {ref_id: rng.standard_normal((3, 5)).astype(np.float32) for ref_id in (3, 7, 12)}
+    captures = {3: imaging.InkCapture(0.25, 2.5), 7: imaging.InkCapture(0.5, 1.25), 12: imaging.InkCapture(1.0, 3.0)}
+    with _ReembedSpool(2, 5) as spool:
+        for ref_id, vectors in rows.items():
+            spool.add(ref_id, vectors, captures[ref_id])
+        with pytest.raises(ValueError, match="reference 5 added after 12: add them in ascending id order"):
+            spool.add(5, rows[3], captures[3])
+        assert spool.ids == [3, 7, 12]
+        assert list(spool.encoded(chunk=2)) == [(i, queries.encode_vector(rows[i][0])) for i in (3, 7, 12)]
+        np.testing.assert_array_equal(spool.views([3, 12]), np.stack([rows[3][1:], rows[12][1:]]))
+        np.testing.assert_array_equal(spool.views([7]), rows[7][np.newaxis, 1:])
+        assert spool.captures([12, 3]) == [captures[12], captures[3]]
+        with pytest.raises(KeyError, match=r"references \[4\] were not all spooled"):
+            spool.views([4])
         spooled = spool._file
     assert spooled.closed
 
