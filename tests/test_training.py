@@ -195,6 +195,34 @@ def test_ensemble_graph_outputs_the_members_embeddings_side_by_side_as_a_unit_ve
     np.testing.assert_allclose(fused[0] @ fused[1], (a[0] @ a[1] + b[0] @ b[1]) / 2, atol=1e-6)
 
 
+def test_float16_storage_keeps_the_graph_and_rounds_only_the_large_weights():
+    """half_storage stores each float32 weight of at least min_elements values as float16 behind a Cast: the
+    graph computes exactly what the float32 graph computes with those weights rounded to float16, the small
+    tensors are untouched, and the stored weights take half the bytes."""
+    import onnx
+    import onnxruntime as ort
+
+    from training.ensemble import fuse_graphs, half_storage
+
+    rng = np.random.default_rng(0)
+    wa, wb = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    x = rng.random((5, 1, 2, 3)).astype(np.float32)
+    graph = fuse_graphs([_tiny_member(wa), _tiny_member(wb)], 7)
+    half = half_storage(graph, min_elements=20)  # wa (24 values) halved, wb (18) kept
+
+    def run(g: bytes) -> np.ndarray:
+        return ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, {"canvas": x})[0]
+
+    rounded = fuse_graphs([_tiny_member(wa.astype(np.float16).astype(np.float64)), _tiny_member(wb)], 7)
+    np.testing.assert_allclose(run(half), run(rounded), atol=1e-6)
+    assert np.abs(run(half) - run(graph)).max() > 1e-6  # the rounding is real, not skipped
+    stored = {t.name: t.data_type for t in onnx.load_from_string(half).graph.initializer}
+    assert stored == {"m0_w_fp16": onnx.TensorProto.FLOAT16, "m1_w": onnx.TensorProto.FLOAT,
+                      "ensemble_scale": onnx.TensorProto.FLOAT}
+    sizes = {t.name: len(t.raw_data) for t in onnx.load_from_string(half).graph.initializer}
+    assert sizes["m0_w_fp16"] == 24 * 2
+
+
 def test_ensemble_members_are_the_config_with_each_members_own_values(tmp_path: Path):
     from training.ship import member_configs
 

@@ -1,6 +1,7 @@
 """Fuse exported models into one: their embeddings side by side, in one ONNX graph.
 
     python -m training.ensemble --members RUN_A/export RUN_B/export --out DIR [--splits-dir ../cache/splits]
+        [--float16-weights]
 
 Each member is an export folder (``training.export``) with the same preprocessing spec. The fused graph feeds
 the one input ``canvas`` to every member's graph and outputs their L2-normalised embeddings concatenated and
@@ -9,6 +10,13 @@ members' cosines. The wd-svm scoring, threshold rule, probability calibration an
 fused embedding exactly as after an export (``training.calibrate``). The card lists each member's card.
 The parity file (inputs and the torch embeddings the test compares the graph with) is the members' own,
 concatenated the same way: the members were each checked against torch at their export.
+
+``--float16-weights`` stores the graph's weight tensors as float16, each read back through a ``Cast`` to
+float32 (``half_storage``): the file is half as large, onnxruntime folds the casts once when it loads the graph,
+and every operation still runs in float32. The weights are rounded to float16's 11 significant bits, so the
+graph's embeddings differ from the members' torch embeddings by that rounding (the card's
+``export.weights_storage`` says so; ``tests/test_embedder.py`` measures it). Three members fit the package's
+30 MB that way (about 22 MB) where two filled it in float32.
 """
 
 from __future__ import annotations
@@ -52,6 +60,32 @@ def fuse_graphs(graphs: list[bytes], dim: int) -> bytes:
     return fused.SerializeToString()
 
 
+def half_storage(graph: bytes, min_elements: int = 1024) -> bytes:
+    """An ONNX graph -> the same graph with every float32 initializer of at least ``min_elements`` values stored
+    as float16 (``<name>_fp16``) and turned back into float32 by a ``Cast`` node named ``<name>_cast`` that
+    outputs the original name, so the nodes that read it are untouched. Small tensors (biases, scales,
+    constants) stay float32: they weigh nothing and some feed shape computations."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(graph)
+    kept, casts = [], []
+    for t in model.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT and int(np.prod(t.dims)) >= min_elements:
+            half = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), f"{t.name}_fp16")
+            kept.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [t.name], to=onnx.TensorProto.FLOAT, name=f"{t.name}_cast"))
+        else:
+            kept.append(t)
+    nodes = [*casts, *model.graph.node]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def main(argv: list[str] | None = None) -> None:
     from sigvault.embedder import CARD_NAME, GRAPH_NAME, model_id_for
     from training import calibrate
@@ -60,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--members", type=Path, nargs="+", required=True, help="export folders, two or more")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--splits-dir", type=Path, default=Path("../cache/splits"))
+    ap.add_argument("--float16-weights", action="store_true", help="store the weights as float16 (half the file)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if len(args.members) < 2:
@@ -77,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dim = sum(int(c["embed_dim"]) for c in cards)
     graph = fuse_graphs(graphs, dim)
+    if args.float16_weights:
+        graph = half_storage(graph)
     (args.out / GRAPH_NAME).write_bytes(graph)
     k = len(args.members)
     torch_emb = np.concatenate([p["torch_embeddings"].astype(np.float32) for p in parity], axis=1) / math.sqrt(k)
@@ -95,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "preprocess": specs[0],
         "training": {"members": [{"model_id": i, **c["training"]} for i, c in zip(ids, cards, strict=True)]},
         "export": {"format": cards[0]["export"]["format"], "fused_from": [str(m) for m in args.members],
-                   "size_bytes": len(graph)},
+                   "size_bytes": len(graph), "weights_storage": "float16" if args.float16_weights else "float32"},
     }
     (args.out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     log.info("fused %d members -> %s (%d-d, %.1f MB)", k, args.out, dim, len(graph) / 1e6)

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interpolate", type=float, default=1.0, metavar="ALPHA",
                     help="export ALPHA x the trained backbone + (1 - ALPHA) x its ImageNet initialisation, every "
                          "tensor (weight-space ensemble, WiSE-FT, Wortsman et al. 2022); 1 = the trained network")
+    ap.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                    help="best: best.pt, the checkpoint the calibration writers' EER selected; last: model.pt, the "
+                         "end of training (default: the run config's train.checkpoint, else best when present)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(2)
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tomllib.loads((args.run / "config.toml").read_text())
     m = cfg["model"]
     model = build_model(m["arch"], m["embed_dim"], False, m["drop_rate"])
-    weights = args.run / "best.pt" if (args.run / "best.pt").exists() else args.run / "model.pt"
+    choice = args.checkpoint or cfg["train"].get("checkpoint", "best")
+    weights = args.run / "best.pt" if choice == "best" and (args.run / "best.pt").exists() else args.run / "model.pt"
     log.info("exporting %s", weights)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     if args.interpolate < 1.0:
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             "loss": cfg["train"]["loss"] + (f" + {cfg['train']['aux_triplet']} x batch-hard triplet" if cfg["train"]["loss"] == "arcface" and cfg["train"]["aux_triplet"] else ""),
             "loss_detail": "ArcFace over 2C classes: each training writer's genuine signatures, and the skilled forgeries of each writer as their own class (hard negatives)",
             "steps": trained["steps"], "minutes_on_2_cpu_cores": round(trained["minutes"], 1),
-            "selected_checkpoint": {k: v for k, v in trained.get("best", {}).items() if k != "selection"} or "final",
+            "selected_checkpoint": ({k: v for k, v in trained.get("best", {}).items() if k != "selection"}
+                                    if weights.name == "best.pt" else None) or "final",
             "augmentation": cfg["augment"],
             "config": cfg,
         },

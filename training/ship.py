@@ -7,7 +7,7 @@ The config's ``[[ensemble.members]]`` tables name the members; each holds the co
 changes (``[ensemble.members.train]``, ``[ensemble.members.data]``...), over the rest of the config. Each member
 trains (``training.train``, in ``RUNS/NAME``; an interrupted run resumes from its checkpoint, a finished one is
 not retrained) and is exported (``training.export``, in ``RUNS/NAME/export``); the members are then fused into
-one graph (``training.ensemble``); the config's ``[midlevel]`` stages are then added to the embedding
+one graph (``training.ensemble``; ``[ensemble] weights = "float16"`` stores its weights as float16); the config's ``[midlevel]`` stages are then added to the embedding
 (``training.midlevel``), the scoring is fitted on the calibration writers (with the ``[scoring]`` views), and
 the model lands in ``--out``.
 A config without members ships one network. ``--set section.key=value`` overrides a value for every member (after the
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], help="override a config value for every member")
     args = ap.parse_args(argv)
     members = member_configs(args.config, args.set)
+    storage = tomllib.loads(args.config.read_text()).get("ensemble", {}).get("weights", "float32")
+    if storage not in ("float32", "float16"):
+        raise SystemExit(f"{args.config}: [ensemble] weights = {storage!r}: give \"float32\" or \"float16\"")
     if len(members) > 1 and not (args.splits_dir / "calibration").is_dir():
         raise SystemExit(f"{args.splits_dir / 'calibration'}: no calibration writers; run python -m training.splits first")
     mid = members[0][1].get("midlevel", {})
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(members) > 1:
         model = args.runs / "fused"
         shutil.rmtree(model, ignore_errors=True)
-        ensemble.main(["--members", *map(str, exports), "--out", str(model), "--splits-dir", str(args.splits_dir)])
+        ensemble.main(["--members", *map(str, exports), "--out", str(model), "--splits-dir", str(args.splits_dir),
+                       *(["--float16-weights"] if storage == "float16" else [])])
     if mid.get("stages"):
         with_mid = args.runs / "midlevel"
         shutil.rmtree(with_mid, ignore_errors=True)

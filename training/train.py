@@ -7,7 +7,7 @@ Writes to the run directory: ``train.log``, ``checkpoint.pt`` (every ``checkpoin
 resumed automatically), ``history.jsonl`` (validation figures), ``model.pt`` (final state dict) and
 ``config.toml`` (the resolved configuration), ``best.pt`` (the checkpoint with the lowest EER on the
 *calibration* writers, so the validation writers stay a pure measurement). Export and calibration:
-``python -m training.export`` (uses ``best.pt`` when present).
+``python -m training.export`` (ships ``best.pt`` when present, ``model.pt`` with ``train.checkpoint = "last"``).
 """
 
 from __future__ import annotations
