@@ -350,7 +350,9 @@ class _ReembedSpool:
     def ids(self) -> list[int]:
         return self._ids.tolist()
 
-    def _memmap(self) -> np.memmap:
+    def _memmap(self) -> np.ndarray:
+        if not self._ids:  # an empty file cannot be mapped
+            return np.zeros((0, *self._shape), dtype=np.float32)
         if self._map is None:
             self._file.flush()
             self._map = np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self._ids), *self._shape))

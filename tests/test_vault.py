@@ -576,6 +576,8 @@ def test_reembed_spools_vectors_views_and_captures_to_a_temporary_file_exactly()
             spool.views([4])
         spooled = spool._file
     assert spooled.closed
+    with _ReembedSpool(2, 5) as empty:  # every reference removed meanwhile: nothing to write, no error
+        assert (empty.ids, list(empty.encoded()), empty.captures([])) == ([], [], [])
 
 
 def test_reembed_refits_every_stale_scorer_at_once(settings, images: ImageFactory) -> None:
