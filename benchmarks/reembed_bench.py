@@ -7,7 +7,10 @@ Enrols the persons once with the loaded model (``SIGVAULT_MODEL`` honoured), the
 stored vector as another model's (so that ``reembed`` redoes everything: every image read, preprocessed and
 embedded with its reference views, every threshold refitted) and times ``reembed``, and within it the write
 transactions (``sigvault.db.engine.transaction(..., write=True)``: on SQLite the time other writers, a
-``verify`` logging its decision among them, wait). Prints the median of the runs.
+``verify`` logging its decision among them, wait). Prints the median of the runs, then the peak of the memory
+Python and numpy allocate during one more ``reembed`` (``tracemalloc``, in a run of its own: tracing slows it).
+Run it at two vault sizes to see what grows with the vault: the difference of the peaks over the difference of
+the references.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,10 +71,17 @@ def main() -> None:
             finally:
                 vault_module.transaction = real
             locked.append(sum(writes))
+        with vault.engine.begin() as conn:
+            conn.execute(text("UPDATE refs SET model_id = 'another-model'"))
+        tracemalloc.start()
+        vault.reembed()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     n = result.n_references
     print(
         f"reembed {n} references ({args.persons} persons, {args.size} scans), median of {args.runs}: "
-        f"{statistics.median(totals):.2f} s in all, {statistics.median(locked):.2f} s holding the write lock"
+        f"{statistics.median(totals):.2f} s in all, {statistics.median(locked):.2f} s holding the write lock; "
+        f"peak memory allocated during reembed {peak / 2**20:.2f} MB"
     )
 
 
