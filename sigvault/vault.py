@@ -324,8 +324,10 @@ def _stored_capture(details: dict[str, Any]) -> imaging.InkCapture:
 class _ReembedSpool:
     """What ``reembed`` computes before its write transaction, for every reference: its vector and its views'
     (float32, one ``(1 + views, dim)`` row per reference in an unlinked temporary file, read back through a
-    memory map) and its capture (two floats in memory). Its memory does not grow with the vault's vectors: a
-    million references with the shipped 896-d vectors and two views are 10.8 GB of disk, 16 MB of RAM.
+    memory map) and its id and capture (24 bytes in memory). Its memory does not grow with the vault's vectors: a
+    million references with the shipped 896-d vectors and two views are 10.8 GB of disk and 24 MB of RAM here
+    (``benchmarks/reembed_bench.py`` measured the whole ``reembed``'s peak growing by 2.1 KB per reference,
+    5.9 KB before).
     References are added in ascending id order (the order ``queries.iter_reference_images`` reads them)."""
 
     def __init__(self, views: int, dim: int) -> None:
