@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     m = cfg["model"]
     model = build_model(m["arch"], m["embed_dim"], False, m["drop_rate"])
     choice = args.checkpoint or cfg["train"].get("checkpoint", "best")
+    if choice not in ("best", "last"):
+        raise SystemExit(f"{args.run / 'config.toml'}: train.checkpoint = {choice!r}: give \"best\" or \"last\"")
     weights = args.run / "best.pt" if choice == "best" and (args.run / "best.pt").exists() else args.run / "model.pt"
     log.info("exporting %s", weights)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
