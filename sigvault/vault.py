@@ -352,6 +352,9 @@ class _ReembedSpool:
     def ids(self) -> list[int]:
         return self._ids.tolist()
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
     def _memmap(self) -> np.ndarray:
         if not self._ids:  # an empty file cannot be mapped
             return np.zeros((0, *self._shape), dtype=np.float32)
@@ -1109,7 +1112,7 @@ class Vault:
             if stale != self.index_path:
                 delete_index_files(stale)
         self.rebuild_index()
-        return ReembedResult(embedder.model_id, len(spool.ids), len(persons), previous, tuple(sorted(cleared)))
+        return ReembedResult(embedder.model_id, len(spool), len(persons), previous, tuple(sorted(cleared)))
 
     def _refit_stale(self, previous: dict[str, int]) -> ReembedResult:
         """Every vector is the loaded model's: refit, in one transaction, each person whose stored scorer
