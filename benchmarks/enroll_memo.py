@@ -3,12 +3,12 @@ model's reference views.
 
     python benchmarks/enroll_memo.py                   # the memo: 40 enrol calls of 5 synthetic 900x300 scans
     python benchmarks/enroll_memo.py --persons 60 --size 1800x800
-    python benchmarks/enroll_memo.py --compare views   # the model's views (scoring.view_angles) against none
+    python benchmarks/enroll_memo.py --compare views   # the model's views (turned and blurred) against none
 
 ``--compare memo``: calls alternate between the memo (``sigvault.scoring.SvmFits``, what ``Vault.enroll``
 does) and none. ``--compare views``: calls alternate between two vaults, one with the model as shipped and
 one with the same model (same onnxruntime session) whose scoring has no views; with views each reference is
-preprocessed and embedded once more per angle (:func:`sigvault.imaging.preprocess_views`) and its SVM fits
+preprocessed and embedded once more per view (:func:`sigvault.imaging.preprocess_views`) and its SVM fits
 hold that many more positives. Both ways see the same machine load; prints the median time per call,
 images/s of each and their ratio. Honours ``SIGVAULT_MODEL``.
 """
@@ -56,7 +56,7 @@ def main() -> None:
     else:
         names = (f"with views {list(shipped.scoring.views)}", "without views")
         no_views = copy.copy(shipped)  # the same onnxruntime session
-        object.__setattr__(no_views, "scoring", dataclasses.replace(shipped.scoring, view_angles=()))
+        object.__setattr__(no_views, "scoring", dataclasses.replace(shipped.scoring, view_angles=(), view_blurs=()))
         vaults = (
             Vault.open(bench_settings(_home("views")), embedder=shipped),
             Vault.open(bench_settings(_home("plain")), embedder=no_views),

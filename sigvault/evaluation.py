@@ -4,7 +4,7 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
 
 1. **One read pass.** Every image is read once (:func:`imaging.read_image`), its raw capture statistics are
    taken (:func:`probes.image_stats`), it is preprocessed with the model's spec and embedded, in batches of
-   :data:`EMBED_BATCH`; a genuine image is also embedded in the scoring's views (turned copies,
+   :data:`EMBED_BATCH`; a genuine image is also embedded in the scoring's views (turned and blurred copies,
    :func:`imaging.preprocess_views`), should it be drawn as a reference. Unreadable images, images without ink
    and exact duplicate files are skipped and listed in the report; the run goes on.
 2. **S seeded splits.** Per writer, N random genuine signatures are the references. They are enrolled
@@ -262,7 +262,7 @@ def _read_all(
     probes, which describe the dataset, are not computed either (``stats`` stays empty)."""
     out = _Loaded()
     seen: dict[str, str] = {}
-    angles = embedder.scoring.views if views else ()
+    wanted = embedder.scoring.views if views else ()
     batch: list[np.ndarray] = []  # canvases: each item's, followed by its views if it is genuine
     sizes: list[int] = []  # canvases in the batch per item
 
@@ -272,7 +272,7 @@ def _read_all(
             at = 0
             for n in sizes:
                 out.emb.append(vecs[at])
-                out.views.append(vecs[at + 1 : at + n] if n > 1 else np.zeros((len(angles), embedder.dim), np.float32))
+                out.views.append(vecs[at + 1 : at + n] if n > 1 else np.zeros((len(wanted), embedder.dim), np.float32))
                 out.view_emb.extend(vecs[at + 1 : at + n])
                 at += n
             batch.clear()
@@ -288,7 +288,7 @@ def _read_all(
                     f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
                 )
             grey = imaging.read_image(data, name=name, limits=limits)
-            own, capture = imaging.preprocess_views(grey, embedder.spec, () if item.forged else angles, name=name)
+            own, capture = imaging.preprocess_views(grey, embedder.spec, () if item.forged else wanted, name=name)
             canvases = list(own)
         except ImageError as exc:
             out.skipped.append(SkippedImage(name, str(exc)))

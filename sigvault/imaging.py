@@ -600,24 +600,54 @@ def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def preprocess_views(
-    grey: np.ndarray, spec: PreprocessSpec, angles: tuple[float, ...], *, name: str = "image", original: bool = True
-) -> tuple[np.ndarray, InkCapture]:
-    """The canvas of a scan, then the canvases of the scan turned by each of ``angles`` (degrees):
-    float32 (1 + len(angles), canvas_height, canvas_width); the first is exactly :func:`preprocess`'s.
-    ``original=False``: the turned canvases only (len(angles), ...). Also the scan's :class:`InkCapture`, exactly
-    :func:`measure_capture`'s.
+@dataclass(frozen=True)
+class View:
+    """One derived copy of a scan that a reference is also enrolled with (``ScoringConfig.views``): the scan
+    turned by ``turn`` degrees anticlockwise, or blurred by a Gaussian of radius ``blur`` pixels of the shrunk
+    scan (``spec.work_max_side``), as an out-of-focus capture would show it."""
 
-    The turned copies are the "views" a reference is enrolled with (``ScoringConfig.view_angles``): extra
-    examples of the person's hand as a skewed scan would show it. The scan is shrunk once, then measured and
-    turned (the shrink commutes with the turn up to resampling, and costs the most)."""
+    turn: float = 0.0
+    blur: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.blur < 0 or not np.isfinite(self.blur) or not np.isfinite(self.turn):
+            raise ValueError(f"a view turns by finite degrees and blurs by a radius >= 0, not {self!r}")
+
+    def apply(self, work: np.ndarray) -> np.ndarray:
+        """This view of ``work`` (uint8 grey, already shrunk): blurred, then turned."""
+        from PIL import Image, ImageFilter
+
+        out = work
+        if self.blur:
+            out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(self.blur)), dtype=np.uint8)
+        if self.turn:
+            out = turn(out, self.turn)
+        return out
+
+
+def preprocess_views(
+    grey: np.ndarray,
+    spec: PreprocessSpec,
+    views: Sequence[View | float],
+    *,
+    name: str = "image",
+    original: bool = True,
+) -> tuple[np.ndarray, InkCapture]:
+    """The canvas of a scan, then the canvases of each of its ``views`` (:class:`View`; a number is the
+    view turned by that many degrees): float32 (1 + len(views), canvas_height, canvas_width); the first is
+    exactly :func:`preprocess`'s. ``original=False``: the views' canvases only (len(views), ...). Also the scan's
+    :class:`InkCapture`, exactly :func:`measure_capture`'s.
+
+    The views are the extra examples of the person's hand a reference is enrolled with
+    (``ScoringConfig.views``): as a skewed or an out-of-focus scan would show it. The scan is shrunk once, then
+    measured, turned and blurred (the shrink commutes with the turn up to resampling, and costs the most)."""
     work = _shrink(grey, spec.work_max_side)
     if original:
         canvas, measured = preprocess_measured(work, spec, name=name)
         out = [canvas]
     else:
         measured, out = _locate_ink(work, spec, name, "preprocess_views").capture, []
-    out += [preprocess(turn(work, a), spec, name=name) for a in angles]
+    out += [preprocess((v if isinstance(v, View) else View(turn=float(v))).apply(work), spec, name=name) for v in views]
     shrunk = work.shape[1] / grey.shape[1]  # measured on ``work``: as _locate_ink scales it for ``grey``
     capture = InkCapture(measured.scale * shrunk, measured.stroke / shrunk)
     canvases = np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)

@@ -66,7 +66,7 @@ def run_split(
         references: optional precomputed choice {writer: indices of its references} (evaluate passes the
             references it enrolled through the vault so both sides use the same ones).
         cohort: (m, d) the model's cohort, for ``wd-svm`` scoring (none of the writers measured is in it).
-        views: (n, len(cfg.views), d) the items' turned views (``scoring.person_scorer``), when ``cfg.views``;
+        views: (n, len(cfg.views), d) the items' views (``scoring.person_scorer``), when ``cfg.views``;
             only the references' rows are read.
         questioned: (n, d) the embeddings the questioned items are scored with, row for row the same items as
             ``emb`` captured another way (another scanner); default ``emb``. References come from ``emb``.

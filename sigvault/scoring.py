@@ -10,8 +10,9 @@ A questioned signature is scored against the person's references by one of two m
   beats plain cosine and cohort normalisation (z-norm, s-norm): ``python -m training.scoring_compare``.
   With ``view_angles``, each reference is also fitted turned by those angles (its "views",
   :func:`sigvault.imaging.preprocess_views`): the same hand as a scan placed askew would show it, so that a
-  skewed questioned scan is not taken for a stranger's. Views are derived data: a vault computes them from
-  the stored reference images whenever it fits a scorer.
+  skewed questioned scan is not taken for a stranger's; with ``view_blurs``, also blurred, as an
+  out-of-focus scan would show it. Views are derived data: a vault computes them from the stored reference
+  images whenever it fits a scorer.
 
 The person's threshold comes from
 the references alone: the leave-one-out scores among the references (each reference scored against the
@@ -29,6 +30,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from sigvault.imaging import View
 
 if TYPE_CHECKING:
     from sigvault.imaging import InkCapture
@@ -54,6 +57,8 @@ class ScoringConfig:
     compare_slope: float = 20.0
     # wd-svm: each reference also enrolled turned by these angles (degrees), as extra positives ("views")
     view_angles: tuple[float, ...] = ()
+    # ... and blurred by these Gaussian radii (pixels of the shrunk scan), one view each, after the turned ones
+    view_blurs: tuple[float, ...] = ()
     # capture guard (capture_guard): a questioned scan whose ink scale differs from the references' by more
     # than this factor either way is a capture mismatch, and a rejection of it within capture_reject_bands
     # refer bands below the threshold is referred instead; capture_ratio_max = 0 turns the guard off
@@ -67,21 +72,26 @@ class ScoringConfig:
     def to_dict(self) -> dict[str, float | int | list[float]]:
         out: dict[str, float | int | list[float]] = asdict(self)
         out["view_angles"] = [float(a) for a in self.view_angles]
+        out["view_blurs"] = [float(r) for r in self.view_blurs]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, float | int | list[float]]) -> ScoringConfig:
         known = {f.name for f in fields(cls)}
         values: dict[str, object] = {k: v for k, v in data.items() if k in known}
-        if "view_angles" in values:
-            values["view_angles"] = tuple(float(a) for a in values["view_angles"])  # type: ignore[attr-defined]
+        for key in ("view_angles", "view_blurs"):
+            if key in values:
+                values[key] = tuple(float(a) for a in values[key])  # type: ignore[attr-defined]
         return cls(**values)  # type: ignore[arg-type]
 
     @property
-    def views(self) -> tuple[float, ...]:
-        """The view angles scoring uses: those of ``view_angles`` for wd-svm, none for cosine (which has no
-        fitted model for extra positives to train)."""
-        return self.view_angles if self.method == "wd-svm" else ()
+    def views(self) -> tuple[View, ...]:
+        """The views scoring uses (:class:`sigvault.imaging.View`): one turned by each of ``view_angles``, then
+        one blurred by each of ``view_blurs``, for wd-svm; none for cosine (which has no fitted model for extra
+        positives to train)."""
+        if self.method != "wd-svm":
+            return ()
+        return tuple(View(turn=a) for a in self.view_angles) + tuple(View(blur=r) for r in self.view_blurs)
 
 
 @dataclass(frozen=True)
@@ -125,14 +135,16 @@ class PersonScorer:
         return float(self.scores(query[np.newaxis, :])[0])
 
     def to_json(self) -> dict[str, object]:
-        """What a vault stores with the person's threshold (wd-svm weights, exactly, as float64, and the view
-        angles the fit used)."""
+        """What a vault stores with the person's threshold (wd-svm weights, exactly, as float64, and the views
+        the fit used: ``views`` the angles, ``view_blurs`` the blur radii, the latter only when there are some)."""
         out: dict[str, object] = {"method": self.method}
         if self.weights is not None:
             out["weights"] = base64.b64encode(self.weights.astype("<f8").tobytes()).decode("ascii")
             out["bias"] = self.bias
         if self.cfg.views:
-            out["views"] = [float(a) for a in self.cfg.views]
+            out["views"] = [v.turn for v in self.cfg.views if not v.blur]
+            if any(v.blur for v in self.cfg.views):
+                out["view_blurs"] = [v.blur for v in self.cfg.views if v.blur]
         return out
 
     @classmethod
@@ -301,9 +313,18 @@ def person_threshold(
     value = mean - cfg.k * math.sqrt(var)
     scores = "" if cfg.method == "cosine" else f" ({cfg.method} scores)"
     if cfg.views:
-        scores += f", each reference also turned by {', '.join(f'{v:g}' for v in cfg.views)} degrees"
+        scores += f", each reference also {describe_views(cfg.views)}"
     method = f"leave-one-out over {n} references{scores}, shrunk toward the global prior (weight {n0:g})"
     return Threshold(value, method, n, loo_mean, math.sqrt(loo_var) if n >= 3 else None)
+
+
+def describe_views(views: tuple[View, ...]) -> str:
+    """'turned by -4, 4 degrees and blurred (1 px)'."""
+    turns = [v.turn for v in views if not v.blur]
+    blurs = [v.blur for v in views if v.blur]
+    parts = ([f"turned by {', '.join(f'{a:g}' for a in turns)} degrees"] if turns else []) + (
+        [f"blurred ({', '.join(f'{r:g}' for r in blurs)} px)"] if blurs else [])
+    return " and ".join(parts)
 
 
 def decide(score: float, threshold: float, cfg: ScoringConfig) -> Decision:

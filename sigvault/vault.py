@@ -304,11 +304,17 @@ class _Loaded:
     sha256: str
     canvas: np.ndarray
     capture: imaging.InkCapture  # how the scan captured its ink (imaging.measure_capture)
-    views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of the scan turned, for enrolment
+    views: np.ndarray | None = None  # (len(scoring.views), H, W): the canvases of its views, for enrolment
 
 
 #: the threshold row's details that keep the references' median capture (scoring.capture_guard)
 _CAPTURE_KEYS = {"capture_scale", "capture_stroke"}
+
+
+def _stored_views(scorer: dict) -> tuple[imaging.View, ...]:
+    """The views a stored scorer was fitted with (``PersonScorer.to_json``): turned, then blurred."""
+    return tuple(imaging.View(turn=float(a)) for a in scorer.get("views", [])) + tuple(
+        imaging.View(blur=float(r)) for r in scorer.get("view_blurs", []))
 
 
 def _capture_details(capture: imaging.InkCapture) -> dict[str, float]:
@@ -749,14 +755,15 @@ class Vault:
     def _rule_is_current(self, threshold: queries.ThresholdRow) -> bool:
         """Was the stored scorer made by the loaded model's scoring method, cohort and views, and is the
         references' capture stored? (Rows written before scorers were stored count as cosine, before views as
-        without; rows written before the capture guard, or before it measured strokes, are refitted.)"""
+        without, before blurred views as without those; rows written before the capture guard, or before it
+        measured strokes, are refitted.)"""
         stored = threshold.details.get("scorer") or {"method": "cosine"}
         cfg = self.embedder.scoring
         return bool(
             threshold.model_id == self.model_id
             and stored.get("method") == cfg.method
             and stored.get("cohort") == self.embedder.cohort_id
-            and [float(a) for a in stored.get("views", [])] == list(cfg.views)
+            and _stored_views(stored) == cfg.views
             and _CAPTURE_KEYS.issubset(threshold.details)
         )
 
@@ -1074,13 +1081,13 @@ class Vault:
     def _reembed(self, previous: dict[str, int], spool: _ReembedSpool) -> ReembedResult:
         """:meth:`reembed` once the vectors are known to be another model's."""
         embedder = self.embedder
-        spec, angles = embedder.spec, embedder.scoring.views
+        spec, wanted = embedder.spec, embedder.scoring.views
         with transaction(self.engine) as conn:
             batch: list[tuple[int, np.ndarray, imaging.InkCapture]] = []  # (reference id, canvas, capture)
             for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
                 name = f"reference {ref_id} of {person_id!r} ({source_name or 'image'})"
                 grey = imaging.read_image(data, name=name, limits=self.limits)
-                canvases, capture = imaging.preprocess_views(grey, spec, angles, name=name)
+                canvases, capture = imaging.preprocess_views(grey, spec, wanted, name=name)
                 batch += [(ref_id, c, capture) for c in canvases]  # its views' canvases follow its own
                 if len(batch) >= EMBED_BATCH:
                     self._embed_references(batch, spool)
@@ -1103,7 +1110,7 @@ class Vault:
                     conn,
                     person,
                     vectors,
-                    views=spool.views(ids) if angles and ids else None,
+                    views=spool.views(ids) if wanted and ids else None,
                     captures=spool.captures(ids),
                     keep_override=False,
                 )
@@ -1350,16 +1357,16 @@ class Vault:
 
     def _load(self, source: Source, name: str | None = None, *, views: bool = False) -> _Loaded:
         """Read an image once (its exact bytes are hashed and stored) and preprocess it; with ``views`` (for
-        enrolment), also its turned canvases when the scoring has views."""
+        enrolment), also its views' canvases when the scoring has views."""
         if name is None:
             name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
         data = imaging.read_bytes(source, name, self.limits)  # the bytes imaging validated, read once
         sha256 = hashlib.sha256(data).hexdigest()
         grey = imaging.read_image(data, name=name, limits=self.limits)
-        angles = self.embedder.scoring.views if views else ()
-        # the scan is shrunk once for its canvas, its capture and its views (none without angles)
-        canvases, capture = imaging.preprocess_views(grey, self.embedder.spec, angles, name=name)
-        return _Loaded(name, data, sha256, canvases[0], capture, canvases[1:] if angles else None)
+        wanted = self.embedder.scoring.views if views else ()
+        # the scan is shrunk once for its canvas, its capture and its views (none when no views are wanted)
+        canvases, capture = imaging.preprocess_views(grey, self.embedder.spec, wanted, name=name)
+        return _Loaded(name, data, sha256, canvases[0], capture, canvases[1:] if wanted else None)
 
     def _load_reference(self, source: Source) -> _Loaded:
         return self._load(source, views=True)
@@ -1392,21 +1399,21 @@ class Vault:
         """What stored references' images give besides their embeddings (derived data, never stored per
         reference): their views (n, len(scoring.views), dim), None when the scoring has no views, and their
         captures (``imaging.measure_capture``)."""
-        spec, angles = self.embedder.spec, self.embedder.scoring.views
+        spec, wanted = self.embedder.spec, self.embedder.scoring.views
         images = queries.reference_images(conn, [r.id for r in refs]) if refs else {}
         canvases: list[np.ndarray] = []
         captures: list[imaging.InkCapture] = []
         for r in refs:
             name = f"reference {r.id} ({r.source_name or 'image'})"
             grey = imaging.read_image(images[r.id], name=name, limits=self.limits)
-            turned, capture = imaging.preprocess_views(grey, spec, angles, name=name, original=False)  # one shrink
-            canvases.extend(turned)
+            derived, capture = imaging.preprocess_views(grey, spec, wanted, name=name, original=False)  # one shrink
+            canvases.extend(derived)
             captures.append(capture)
-        if not angles:
+        if not wanted:
             return None, captures
         if not refs:
-            return np.zeros((0, len(angles), self.embedder.dim), dtype=np.float32), captures
-        return self._embed(canvases).reshape(len(refs), len(angles), -1), captures
+            return np.zeros((0, len(wanted), self.embedder.dim), dtype=np.float32), captures
+        return self._embed(canvases).reshape(len(refs), len(wanted), -1), captures
 
     def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
         """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`EMBED_BATCH`."""

@@ -422,6 +422,28 @@ def test_views_are_the_scan_turned_then_preprocessed():
         assert imaging.preprocess_views(big, imaging.DEFAULT_SPEC, (4.0,), original=original)[1] == imaging.measure_capture(big)
 
 
+def test_a_blurred_view_is_the_shrunk_scan_blurred_then_preprocessed():
+    from PIL import ImageFilter
+
+    im = Image.new("L", (2700, 900), 230)
+    ImageDraw.Draw(im).line([(300, 450), (2400, 450)], fill=30, width=15)
+    grey = np.asarray(im)
+    spec = imaging.DEFAULT_SPEC
+    views, capture = imaging.preprocess_views(grey, spec, (imaging.View(turn=4.0), imaging.View(blur=1.0)))
+    assert capture == imaging.measure_capture(grey)
+    shrunk = im.resize((900, 300), Image.Resampling.BOX)  # the working size: spec.work_max_side = 900
+    soft = np.asarray(shrunk.filter(ImageFilter.GaussianBlur(1.0)))
+    np.testing.assert_array_equal(views[0], imaging.preprocess(grey, spec))
+    np.testing.assert_array_equal(views[2], imaging.preprocess(soft, spec))
+    np.testing.assert_array_equal(views[1], imaging.preprocess_views(grey, spec, (4.0,), original=False)[0][0])
+    assert not np.array_equal(views[2], views[0])  # the blur reaches the canvas
+    both = imaging.View(turn=4.0, blur=1.0).apply(np.asarray(shrunk))  # blurred, then turned
+    np.testing.assert_array_equal(both, imaging.turn(soft, 4.0))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="a view turns by finite degrees and blurs by a radius >= 0"):
+            imaging.View(blur=bad)
+
+
 def test_turning_fills_the_corners_with_the_paper_grey():
     grey = np.full((100, 300), 200, dtype=np.uint8)
     grey[40:60, 20:280] = 10

@@ -210,6 +210,34 @@ def test_view_angles_round_trip_through_the_card():
     assert ScoringConfig.from_dict({"method": "wd-svm"}).view_angles == ()
 
 
+def test_blurred_views_follow_the_turned_ones_through_fit_card_and_stored_scorer():
+    from sigvault.imaging import View
+
+    cfg = replace(WDV, view_blurs=(1.0,))
+    assert cfg.views == (View(turn=-4.0), View(turn=4.0), View(blur=1.0))
+    assert replace(CFG, view_blurs=(1.0,)).views == ()  # cosine has no fit to give extra positives to
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert (d["view_angles"], d["view_blurs"]) == ([-4.0, 4.0], [1.0])
+    assert ScoringConfig.from_dict(d) == cfg
+    older = {k: v for k, v in WDV.to_dict().items() if k != "view_blurs"}  # a card written before blurred views
+    assert ScoringConfig.from_dict(older) == WDV
+    third = np.stack([unit(1, 0.1, 0.1 * i) for i in range(3)])[:, np.newaxis]
+    views = np.concatenate([VIEWS, third], axis=1)  # (3, 3, 3)
+    with pytest.raises(ValueError, match="needs 3 views of each of the 3 references"):
+        scoring.person_scorer(REFS, cfg, COHORT, views=VIEWS)
+    s = scoring.person_scorer(REFS, cfg, COHORT, views=views)
+    weights, bias = scoring.fit_linear(np.vstack([REFS, views.reshape(-1, 3)]), COHORT, cfg)
+    np.testing.assert_array_equal(s.weights, weights)
+    assert s.bias == bias
+    assert (s.to_json()["views"], s.to_json()["view_blurs"]) == ([-4.0, 4.0], [1.0])
+    assert "view_blurs" not in scoring.person_scorer(REFS, WDV, COHORT, views=VIEWS).to_json()
+    assert scoring.person_threshold(REFS, cfg, COHORT, views=views).method == (
+        "leave-one-out over 3 references (wd-svm scores), each reference also turned by -4, 4 degrees and "
+        "blurred (1 px), shrunk toward the global prior (weight 2)"
+    )
+    assert scoring.describe_views((View(blur=1.0), View(blur=1.5))) == "blurred (1, 1.5 px)"
+
+
 def test_capture_ratio_counts_reduced_ink_as_full_detail() -> None:
     cfg = scoring.ScoringConfig(capture_stroke_min=0.0)  # the ink scale alone
     assert scoring.capture_ratio(InkCapture(2.6, 1.0), InkCapture(1.3, 1.0), cfg) == 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import tomllib
 from pathlib import Path
@@ -430,7 +431,7 @@ def test_calibration_with_views_fits_the_rule_on_scores_that_use_them():
     from dataclasses import replace
 
     from sigvault import scoring
-    from training.calibrate import fit_scoring, parse_angles
+    from training.calibrate import fit_scoring, parse_angles, parse_blurs
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(6, 8))
@@ -460,11 +461,20 @@ def test_calibration_with_views_fits_the_rule_on_scores_that_use_them():
     assert parse_angles("-4,4") == (-4.0, 4.0) and parse_angles("") == ()
     with pytest.raises(ValueError, match="without the views"):
         fit_scoring(emb, writers, forged, method="wd-svm", cohort=cohort, seeds=2, view_angles=(-4.0,))
+    # a turned and a blurred view: the same embeddings, another card
+    mixed, _ = fit_scoring(emb, writers, forged, method="wd-svm", cohort=cohort, seeds=2, view_angles=(-4.0,),
+                           view_blurs=(1.0,), views=views)
+    assert (mixed.view_angles, mixed.view_blurs) == ((-4.0,), (1.0,))
+    assert replace(mixed, view_angles=(-4.0, 4.0), view_blurs=()) == cfg  # the fit sees only the vectors
+    assert parse_blurs("1") == (1.0,) and parse_blurs("1,1.5") == (1.0, 1.5) and parse_blurs("") == ()
+    for bad in ("0", "-1", "inf", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="give Gaussian radii in pixels above 0"):
+            parse_blurs(bad)
 
 
 @pytest.mark.parametrize("stages", [[3, 4], []])
 def test_ship_fits_the_scoring_with_the_configs_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stages):
-    """training.ship passes [scoring] views to training.midlevel when it adds mid-level features, else to
+    """training.ship passes [scoring] views and view blurs to training.midlevel when it adds mid-level features, else to
     training.calibrate on the fused model; training, export and fusion are stubbed (members trained)."""
     from training import calibrate, ensemble, export, midlevel, ship
 
@@ -491,6 +501,6 @@ def test_ship_fits_the_scoring_with_the_configs_views(tmp_path: Path, monkeypatc
     ship.main(["--config", str(cfg), "--runs", str(runs), "--out", str(tmp_path / "model"), "--splits-dir", str(splits)])
     _, argv = calls[-1]
     assert [c for c, _ in calls] == ["export", "export", "ensemble", "midlevel" if stages else "calibrate"]
-    assert argv[-1] == "--views=-4,4"
+    assert argv[-2:] == ["--views=-4,4", "--view-blurs=1"]
     if not stages:
         assert argv[:6] == ["--weights", str(runs / "fused"), "--splits-dir", str(splits), "--method", "wd-svm"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -429,9 +431,8 @@ def test_changing_the_scoring_method_refits_each_person_on_first_use(settings, i
     assert (bob.threshold, detail.is_override, detail.threshold_set_at) == (0.25, True, bob_set_at)
     with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
         rows = conn.execute(text("SELECT details FROM thresholds ORDER BY person_pk")).scalars().all()
-    import json as _json
 
-    stored = [_json.loads(r) if isinstance(r, str) else r for r in rows]
+    stored = [json.loads(r) if isinstance(r, str) else r for r in rows]
     assert [(d["scorer"]["method"], d["scorer"]["cohort"]) for d in stored] == [("wd-svm", "cohort-a")] * 2
 
 
@@ -448,11 +449,11 @@ def _views_embedder(images: ImageFactory) -> FakeEmbedder:
 
 
 def view_vectors(embedder: FakeEmbedder, paths: list[Path]) -> np.ndarray:
-    """(n, 2, dim): the views the vault should compute, from the public pieces."""
+    """(n, len(views), dim): the views the vault should compute, from the public pieces."""
     out = []
     for p in paths:
         grey = imaging.read_image(p)
-        canvases, _ = imaging.preprocess_views(grey, embedder.spec, embedder.scoring.view_angles)
+        canvases, _ = imaging.preprocess_views(grey, embedder.spec, embedder.scoring.views)
         out.append(embedder.embed(canvases[1:]))
     return np.stack(out)
 
@@ -510,15 +511,57 @@ def test_a_model_that_adds_views_refits_each_person_on_first_use(settings, image
         after = vault.verify("alice", q)  # a write: refitted and stored
     with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
         stored = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
-    import json as _json
 
-    stored = _json.loads(stored) if isinstance(stored, str) else stored
+    stored = json.loads(stored) if isinstance(stored, str) else stored
     ref_vecs, views = vectors(emb, refs), view_vectors(emb, refs)
     expected = scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort, views=views).value
     assert candidate.threshold == pytest.approx(expected, abs=1e-9)
     assert after.threshold == pytest.approx(expected, abs=1e-9)
     assert after.threshold != pytest.approx(before.threshold, abs=1e-6)
     assert (stored["scorer"]["method"], stored["scorer"]["views"]) == ("wd-svm", [-4.0, 4.0])
+
+
+def test_a_model_that_adds_or_drops_a_blurred_view_refits_each_person(settings, images: ImageFactory) -> None:
+    """The shipped scoring enrols each reference turned by -4 and 4 degrees and blurred by 1 px: persons
+    fitted by a model without the blurred view are refitted with it (from their stored images), and back."""
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    refs = images.refs(1, 4)
+    q = images.write("q.png", 1, 8)
+    turned = _views_embedder(images)
+    with Vault.open(settings, embedder=turned) as vault:
+        vault.enroll("alice", refs)
+        before = vault.verify("alice", q)
+    blurred = _views_embedder(images)
+    blurred.scoring = replace(turned.scoring, view_blurs=(1.0,))
+    stored = []
+    for emb in (blurred, turned):
+        with Vault.open(settings, embedder=emb) as vault:
+            result = vault.reembed()  # same network: only the stale scorers are refitted
+            after = vault.verify("alice", q)
+        with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
+            details = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
+        stored.append(json.loads(details) if isinstance(details, str) else details)
+        assert (result.n_references, result.n_refitted) == (0, 1)
+        ref_vecs, views = vectors(emb, refs), view_vectors(emb, refs)
+        assert views.shape == (4, len(emb.scoring.views), emb.dim)
+        assert after.threshold == pytest.approx(
+            scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort, views=views).value, abs=1e-9
+        )
+        assert after.score == pytest.approx(
+            scoring.person_scorer(ref_vecs, emb.scoring, emb.cohort, views=views).score(vectors(emb, [q])[0]), abs=1e-9
+        )
+        if emb is blurred:
+            assert after.threshold != pytest.approx(before.threshold, abs=1e-6)
+            assert after.threshold_method == (
+                "leave-one-out over 4 references (wd-svm scores), each reference also turned by -4, 4 degrees and "
+                "blurred (1 px), shrunk toward the global prior (weight 4)"
+            )
+        else:
+            assert (after.threshold, after.score) == (pytest.approx(before.threshold, abs=1e-12), before.score)
+    assert [s["scorer"]["views"] for s in stored] == [[-4.0, 4.0]] * 2
+    assert [s["scorer"].get("view_blurs") for s in stored] == [[1.0], None]
 
 
 def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
@@ -602,9 +645,8 @@ def test_reembed_refits_every_stale_scorer_at_once(settings, images: ImageFactor
     assert (bob.threshold, bob.is_override) == (0.25, True)  # the user's override keeps its value
     with Vault.open(settings, embedder=emb) as vault, vault.engine.connect() as conn:
         rows = conn.execute(text("SELECT details FROM thresholds ORDER BY person_pk")).scalars().all()
-    import json as _json
 
-    stored = [_json.loads(r) if isinstance(r, str) else r for r in rows]
+    stored = [json.loads(r) if isinstance(r, str) else r for r in rows]
     assert [d["scorer"]["views"] for d in stored] == [[-4.0, 4.0]] * 2
 
 
@@ -693,19 +735,18 @@ def test_enrolment_warns_of_a_reference_captured_unlike_the_others(
 def test_threshold_rows_without_a_capture_are_refitted_on_first_use(
     vault: Vault, images: ImageFactory, embedder: FakeEmbedder, missing: str
 ) -> None:
-    import json as _json
 
     refs = images.refs(1, 3)
     vault.enroll("alice", refs)
     with vault.engine.begin() as conn:  # a row as written before the capture guard (or its strokes) existed
         raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
-        details = _json.loads(raw) if isinstance(raw, str) else raw
+        details = json.loads(raw) if isinstance(raw, str) else raw
         del details[missing]
-        conn.execute(text("UPDATE thresholds SET details = :d"), {"d": _json.dumps(details)})
+        conn.execute(text("UPDATE thresholds SET details = :d"), {"d": json.dumps(details)})
     vault.verify("alice", images.write("q.png", 1, 7))
     with vault.engine.connect() as conn:
         raw = conn.execute(text("SELECT details FROM thresholds")).scalar_one()
-    details = _json.loads(raw) if isinstance(raw, str) else raw
+    details = json.loads(raw) if isinstance(raw, str) else raw
     ref = imaging.InkCapture.median([_capture(p, embedder) for p in refs])
     assert (details["capture_scale"], details["capture_stroke"]) == (
         pytest.approx(ref.scale, abs=1e-12),

@@ -36,21 +36,23 @@ def fit_scoring(
     n_refs: int = 5,
     seeds: int = 10,
     view_angles: tuple[float, ...] = (),
+    view_blurs: tuple[float, ...] = (),
     views: np.ndarray | None = None,
 ):
     """Fit a ScoringConfig with scoring ``method`` on calibration writers. Returns (config, figures dict).
 
     With ``wd-svm`` the cohort holds training writers only (:func:`cohort_rows`), none of the calibration
-    writers being fitted, as a user is never in it. ``view_angles``: the scoring's views (wd-svm), with
-    ``views`` (n, len(view_angles), d) the items' embeddings turned by them (genuine rows at least)."""
+    writers being fitted, as a user is never in it. ``view_angles`` and ``view_blurs``: the scoring's views
+    (wd-svm, ``ScoringConfig.views``), with ``views`` (n, len(views), d) the items' embeddings in those views
+    (genuine rows at least)."""
     from sklearn.linear_model import LogisticRegression
 
     from sigvault import scoring
     from sigvault.protocol import deployed_rates, run_split
 
-    base = scoring.ScoringConfig(method=method, view_angles=tuple(view_angles))
+    base = scoring.ScoringConfig(method=method, view_angles=tuple(view_angles), view_blurs=tuple(view_blurs))
     if base.views and views is None:
-        raise ValueError("view angles given without the views' embeddings")
+        raise ValueError("views given without the views' embeddings")
     views = views if base.views else None
     # 1. prior: leave-one-out statistics among n_refs references
     rng = np.random.default_rng(0)
@@ -131,6 +133,7 @@ def fit_scoring(
         prior_mean=round(prior_mean, 6), prior_std=round(prior_std, 6), prior_strength=base.prior_strength,
         k=round(k, 4), refer_band=round(band, 4), calib_slope=round(slope, 4), calib_offset=round(offset, 4),
         compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4), view_angles=base.view_angles,
+        view_blurs=base.view_blurs,
     )
     figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(trials, final)}
     return final, figures
@@ -144,21 +147,33 @@ def parse_angles(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give angles in degrees separated by commas, e.g. -4,4") from None
 
 
-def embed_items(emb_model, items, angles: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Each item read once: its embedding (n, d), and with ``angles`` its views (n, len(angles), d) for the
-    genuine items (:func:`sigvault.imaging.preprocess_views`), zeros for forgeries (never references)."""
+def parse_blurs(text: str) -> tuple[float, ...]:
+    """'1' -> (1.0,); '' -> (). Radii must be positive."""
+    try:
+        radii = tuple(float(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        radii = (-1.0,)
+    if any(not r > 0 or r == float("inf") for r in radii):
+        raise argparse.ArgumentTypeError(f"{text!r}: give Gaussian radii in pixels above 0, separated by commas, e.g. 1")
+    return radii
+
+
+def embed_items(emb_model, items, views: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Each item read once: its embedding (n, d), and with ``views`` (:class:`sigvault.imaging.View`, or angles)
+    its embeddings in them (n, len(views), d) for the genuine items (:func:`sigvault.imaging.preprocess_views`),
+    zeros for forgeries (never references)."""
     from sigvault import imaging
 
-    canvases, views = [], np.zeros((len(items), len(angles), emb_model.dim), dtype=np.float32)
+    canvases, out = [], np.zeros((len(items), len(views), emb_model.dim), dtype=np.float32)
     for i, it in enumerate(items):
         grey = imaging.read_image(it.path.read_bytes(), name=str(it.path))
-        if angles and not it.forged:
-            both = imaging.preprocess_views(grey, emb_model.spec, angles, name=str(it.path))[0]
+        if views and not it.forged:
+            both = imaging.preprocess_views(grey, emb_model.spec, views, name=str(it.path))[0]
             canvases.append(both[0])
-            views[i] = emb_model.embed(both[1:])
+            out[i] = emb_model.embed(both[1:])
         else:
             canvases.append(imaging.preprocess(grey, emb_model.spec, name=str(it.path)))
-    return emb_model.embed(np.stack(canvases)), views
+    return emb_model.embed(np.stack(canvases)), out
 
 
 COHORT_GENUINE = 2  # per training writer: genuine signatures in the cohort
@@ -225,7 +240,7 @@ def calibration_card(method: str, cfg, figures: dict, cohort_entry: dict | None)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sigvault import imaging
+    from sigvault import imaging, scoring
     from sigvault.embedder import CARD_NAME, load_embedder
     from sigvault.evaluation import scan_dataset
 
@@ -236,19 +251,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--views", type=parse_angles, default=(), metavar="DEGREES",
                     help="wd-svm: enrol each reference also turned by these angles, comma-separated (e.g. --views=-4,4); "
                          "default none")
+    ap.add_argument("--view-blurs", type=parse_blurs, default=(), metavar="PIXELS",
+                    help="wd-svm: enrol each reference also blurred by these Gaussian radii (pixels of the shrunk scan), "
+                         "comma-separated (e.g. --view-blurs=1), after the turned views; default none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     emb_model = load_embedder(args.weights)
     _, items = scan_dataset(args.splits_dir / "calibration")
-    emb, views = embed_items(emb_model, items, args.views)
+    wanted = scoring.ScoringConfig(method="wd-svm", view_angles=args.views, view_blurs=args.view_blurs).views
+    emb, views = embed_items(emb_model, items, wanted if args.method == "wd-svm" else ())
     writers = np.array([it.writer for it in items])
     forged = np.array([it.forged for it in items])
     log.info("embedded %d calibration images of %d writers", len(items), len(set(writers.tolist())))
     cohort_entry = None
     kwargs: dict = {}
-    if args.views:
-        kwargs = {"view_angles": args.views, "views": views}
-        log.info("and their genuine signatures turned by %s degrees", list(args.views))
+    if wanted and args.method == "wd-svm":
+        kwargs = {"view_angles": args.views, "view_blurs": args.view_blurs, "views": views}
+        log.info("and their genuine signatures %s", scoring.describe_views(wanted))
     if args.method == "wd-svm":
         _, train_items = scan_dataset(args.splits_dir / "train")
         tw = np.array([it.writer for it in train_items])

@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits-dir", type=Path, default=Path("../cache/splits"))
     ap.add_argument("--views", default="", metavar="DEGREES",
                     help="passed to training.calibrate (the scoring's views, e.g. --views=-4,4); default none")
+    ap.add_argument("--view-blurs", default="", metavar="PIXELS",
+                    help="passed to training.calibrate (the scoring's blurred views, e.g. --view-blurs=1); default none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.weight <= 0:
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s: %d-d embedding (%d from the network, %d mid-level), %.1f MB", args.out, dim, card["architecture"]["network_embed_dim"],
              dim - card["architecture"]["network_embed_dim"], len(new_graph) / 1e6)
     calibrate.main(["--weights", str(args.out), "--splits-dir", str(args.splits_dir), "--method", method,
-                    f"--views={args.views}"])
+                    f"--views={args.views}", f"--view-blurs={args.view_blurs}"])
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.splits_dir / 'calibration'}: no calibration writers; run python -m training.splits first")
     mid = members[0][1].get("midlevel", {})
     views = ",".join(f"{float(a):g}" for a in members[0][1].get("scoring", {}).get("views", []))
+    blurs = ",".join(f"{float(r):g}" for r in members[0][1].get("scoring", {}).get("view_blurs", []))
     if mid.get("stages") and not (args.splits_dir / "train").is_dir():
         raise SystemExit(f"{args.splits_dir / 'train'}: no training writers; run python -m training.splits first")
     exports = []
@@ -101,12 +102,13 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(with_mid, ignore_errors=True)
         options = [f"--{key}={mid[key]}" for key in ("weight", "whiten") if key in mid]  # else midlevel's defaults
         midlevel.main(["--model", str(model), "--out", str(with_mid), "--splits-dir", str(args.splits_dir),
-                       "--stages", *map(str, mid["stages"]), *options, f"--views={views}"])
+                       "--stages", *map(str, mid["stages"]), *options, f"--views={views}",
+                       f"--view-blurs={blurs}"])
         model = with_mid
-    elif views:  # the members' scoring was fitted at export without views: refit it with them
+    elif views or blurs:  # the members' scoring was fitted at export without views: refit it with them
         method = json.loads((model / "model_card.json").read_text()).get("scoring", {}).get("method", "wd-svm")
         calibrate.main(["--weights", str(model), "--splits-dir", str(args.splits_dir), "--method", method,
-                        f"--views={views}"])
+                        f"--views={views}", f"--view-blurs={blurs}"])
     args.out.mkdir(parents=True, exist_ok=True)
     for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
         if (model / file).exists():
