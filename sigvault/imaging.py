@@ -640,14 +640,32 @@ def preprocess_views(
 
     The views are the extra examples of the person's hand a reference is enrolled with
     (``ScoringConfig.views``): as a skewed or an out-of-focus scan would show it. The scan is shrunk once, then
-    measured, turned and blurred (the shrink commutes with the turn up to resampling, and costs the most)."""
+    measured, turned and blurred (the shrink commutes with the turn up to resampling, and costs the most).
+    A view whose ink the preprocessing no longer finds (thin, faint strokes blurred below ``spec.min_contrast``)
+    is the scan's own canvas instead: such a hand has no blurred capture to prepare for (blurred, its scan
+    would be refused as inkless), and its reference must enrol as it did without views.
+
+    Raises:
+        NoInkError: the scan itself holds no signature ink.
+    """
     work = _shrink(grey, spec.work_max_side)
+    own: list[np.ndarray] = []  # the scan's own canvas, made when asked for
+
+    def canvas_of(view: View | float) -> np.ndarray:
+        try:
+            return preprocess((view if isinstance(view, View) else View(turn=float(view))).apply(work), spec, name=name)
+        except NoInkError:
+            if not own:
+                own.append(preprocess(work, spec, name=name))
+            return own[0]
+
     if original:
         canvas, measured = preprocess_measured(work, spec, name=name)
+        own.append(canvas)
         out = [canvas]
     else:
         measured, out = _locate_ink(work, spec, name, "preprocess_views").capture, []
-    out += [preprocess((v if isinstance(v, View) else View(turn=float(v))).apply(work), spec, name=name) for v in views]
+    out += [canvas_of(v) for v in views]
     shrunk = work.shape[1] / grey.shape[1]  # measured on ``work``: as _locate_ink scales it for ``grey``
     capture = InkCapture(measured.scale * shrunk, measured.stroke / shrunk)
     canvases = np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)

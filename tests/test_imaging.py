@@ -444,6 +444,32 @@ def test_a_blurred_view_is_the_shrunk_scan_blurred_then_preprocessed():
             imaging.View(blur=bad)
 
 
+def test_a_view_that_loses_the_ink_is_the_scans_own_canvas():
+    """A stroke 25 grey levels darker than the paper is ink; 3 px wide and blurred by 1 px it is not (16
+    levels), turned it still is; 1 px wide, turned by 4 degrees, it is not either (14 levels). Such a view is
+    the scan's own canvas, so the reference enrols (before, a thin faint scan was refused for its turned view)."""
+    from PIL import ImageFilter
+
+    spec = imaging.DEFAULT_SPEC
+    for width, turn_lost in ((3, False), (1, True)):
+        im = Image.new("L", (900, 300), 230)
+        ImageDraw.Draw(im).line([(100, 150), (400, 120), (800, 160)], fill=205, width=width)
+        grey = np.asarray(im)
+        blurred = np.asarray(im.filter(ImageFilter.GaussianBlur(1.0)))
+        turned = imaging.turn(grey, 4.0)
+        with pytest.raises(NoInkError, match=f"contrast {16 if width == 3 else 10} grey levels"):
+            imaging.preprocess(blurred, spec)
+        own = imaging.preprocess(grey, spec)
+        for original in (True, False):
+            views, capture = imaging.preprocess_views(grey, spec, (imaging.View(blur=1.0), 4.0), original=original)
+            assert capture == imaging.measure_capture(grey)
+            assert views.shape[0] == 2 + original
+            np.testing.assert_array_equal(views[-2], own)  # the blurred view: the scan as it is
+            np.testing.assert_array_equal(views[-1], own if turn_lost else imaging.preprocess(turned, spec))
+    with pytest.raises(NoInkError):  # a scan without ink is still refused, views or not
+        imaging.preprocess_views(np.full((300, 900), 230, np.uint8), spec, (imaging.View(blur=1.0),))
+
+
 def test_turning_fills_the_corners_with_the_paper_grey():
     grey = np.full((100, 300), 200, dtype=np.uint8)
     grey[40:60, 20:280] = 10

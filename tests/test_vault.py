@@ -564,6 +564,31 @@ def test_a_model_that_adds_or_drops_a_blurred_view_refits_each_person(settings, 
     assert [s["scorer"].get("view_blurs") for s in stored] == [[1.0], None]
 
 
+def test_thin_faint_references_enrol_with_views_that_would_lose_their_ink(settings, images: ImageFactory) -> None:
+    """1-px strokes 25 grey levels darker than the paper: ink as scanned, not once turned or blurred
+    (tests/test_imaging.py). Each such view is the reference's own canvas, and enrolment goes through."""
+    from PIL import Image, ImageDraw
+
+    from sigvault.vault import upgrade_database
+
+    upgrade_database(settings)
+    emb = _views_embedder(images)
+    emb.scoring = replace(emb.scoring, view_blurs=(1.0,))
+    paths = []
+    for i in range(3):
+        im = Image.new("L", (900, 300), 230)
+        ImageDraw.Draw(im).line([(100, 150 + 5 * i), (400, 120), (800, 160 - 7 * i)], fill=205, width=1)
+        paths.append(images.directory / f"faint{i}.png")
+        im.save(paths[-1])
+    with Vault.open(settings, embedder=emb) as vault:
+        result = vault.enroll("faint", paths)
+    ref_vecs = vectors(emb, paths)
+    views = np.repeat(ref_vecs[:, np.newaxis], 3, axis=1)  # every view fell back to the scan's own canvas
+    assert result.threshold == pytest.approx(
+        scoring.person_threshold(ref_vecs, emb.scoring, emb.cohort, views=views).value, abs=1e-9
+    )
+
+
 def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
     settings, images: ImageFactory, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
 ) -> None:
