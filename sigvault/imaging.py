@@ -604,22 +604,37 @@ def turn(grey: np.ndarray, degrees: float) -> np.ndarray:
 class View:
     """One derived copy of a scan that a reference is also enrolled with (``ScoringConfig.views``): the scan
     turned by ``turn`` degrees anticlockwise, or blurred by a Gaussian of radius ``blur`` pixels of the shrunk
-    scan (``spec.work_max_side``), as an out-of-focus capture would show it."""
+    scan (``spec.work_max_side``), as an out-of-focus capture would show it.
+
+    ``blur_cap`` (0: none) bounds the blur as the network sees it, in canvas pixels: a scan whose ink is
+    enlarged ``scale`` times into the canvas is blurred by at most ``blur_cap / scale`` of its own pixels. A
+    small, coarse scan is soft already, and blurred more it would teach the person's SVM to forgive the smeared
+    strokes that give an imitation away."""
 
     turn: float = 0.0
     blur: float = 0.0
+    blur_cap: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.blur < 0 or not np.isfinite(self.blur) or not np.isfinite(self.turn):
+        finite = all(np.isfinite(v) for v in (self.turn, self.blur, self.blur_cap))
+        if not finite or self.blur < 0 or self.blur_cap < 0:
             raise ValueError(f"a view turns by finite degrees and blurs by a radius >= 0, not {self!r}")
 
-    def apply(self, work: np.ndarray) -> np.ndarray:
-        """This view of ``work`` (uint8 grey, already shrunk): blurred, then turned."""
+    def radius(self, scale: float) -> float:
+        """The blur's radius in pixels of a scan whose ink is enlarged ``scale`` times into the canvas."""
+        if self.blur_cap and scale > 0:
+            return min(self.blur, self.blur_cap / scale)
+        return self.blur
+
+    def apply(self, work: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """This view of ``work`` (uint8 grey, already shrunk; its ink enlarged ``scale`` times into the canvas):
+        blurred, then turned."""
         from PIL import Image, ImageFilter
 
         out = work
         if self.blur:
-            out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(self.blur)), dtype=np.uint8)
+            blur = ImageFilter.GaussianBlur(self.radius(scale))
+            out = np.asarray(Image.fromarray(out).filter(blur), dtype=np.uint8)
         if self.turn:
             out = turn(out, self.turn)
         return out
@@ -653,7 +668,8 @@ def preprocess_views(
 
     def canvas_of(view: View | float) -> np.ndarray:
         try:
-            return preprocess((view if isinstance(view, View) else View(turn=float(view))).apply(work), spec, name=name)
+            derived = (view if isinstance(view, View) else View(turn=float(view))).apply(work, measured.scale)
+            return preprocess(derived, spec, name=name)
         except NoInkError:
             if not own:
                 own.append(preprocess(work, spec, name=name))

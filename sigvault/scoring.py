@@ -57,8 +57,10 @@ class ScoringConfig:
     compare_slope: float = 20.0
     # wd-svm: each reference also enrolled turned by these angles (degrees), as extra positives ("views")
     view_angles: tuple[float, ...] = ()
-    # ... and blurred by these Gaussian radii (pixels of the shrunk scan), one view each, after the turned ones
+    # ... and blurred by these Gaussian radii (pixels of the shrunk scan), one view each, after the turned ones,
+    # by at most view_blur_cap pixels of the canvas (0: no bound; imaging.View.blur_cap)
     view_blurs: tuple[float, ...] = ()
+    view_blur_cap: float = 0.0
     # capture guard (capture_guard): a questioned scan whose ink scale differs from the references' by more
     # than this factor either way is a capture mismatch, and a rejection of it within capture_reject_bands
     # refer bands below the threshold is referred instead; capture_ratio_max = 0 turns the guard off
@@ -91,7 +93,8 @@ class ScoringConfig:
         positives to train)."""
         if self.method != "wd-svm":
             return ()
-        return tuple(View(turn=a) for a in self.view_angles) + tuple(View(blur=r) for r in self.view_blurs)
+        blurred = tuple(View(blur=r, blur_cap=self.view_blur_cap) for r in self.view_blurs)
+        return tuple(View(turn=a) for a in self.view_angles) + blurred
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ class PersonScorer:
 
     def to_json(self) -> dict[str, object]:
         """What a vault stores with the person's threshold (wd-svm weights, exactly, as float64, and the views
-        the fit used: ``views`` the angles, ``view_blurs`` the blur radii, the latter only when there are some)."""
+        the fit used: ``views`` the angles, ``view_blurs`` the blur radii and ``view_blur_cap`` their bound, these
+        two only when there are blurred views)."""
         out: dict[str, object] = {"method": self.method}
         if self.weights is not None:
             out["weights"] = base64.b64encode(self.weights.astype("<f8").tobytes()).decode("ascii")
@@ -145,6 +149,7 @@ class PersonScorer:
             out["views"] = [v.turn for v in self.cfg.views if not v.blur]
             if any(v.blur for v in self.cfg.views):
                 out["view_blurs"] = [v.blur for v in self.cfg.views if v.blur]
+                out["view_blur_cap"] = self.cfg.view_blur_cap
         return out
 
     @classmethod
@@ -319,11 +324,12 @@ def person_threshold(
 
 
 def describe_views(views: tuple[View, ...]) -> str:
-    """'turned by -4, 4 degrees and blurred (1 px)'."""
+    """'turned by -4, 4 degrees and blurred (1 px, at most 1.5 canvas px)'."""
     turns = [v.turn for v in views if not v.blur]
-    blurs = [v.blur for v in views if v.blur]
+    blurred = [v for v in views if v.blur]
+    cap = f", at most {blurred[0].blur_cap:g} canvas px" if blurred and blurred[0].blur_cap else ""
     parts = ([f"turned by {', '.join(f'{a:g}' for a in turns)} degrees"] if turns else []) + (
-        [f"blurred ({', '.join(f'{r:g}' for r in blurs)} px)"] if blurs else [])
+        [f"blurred ({', '.join(f'{v.blur:g}' for v in blurred)} px{cap})"] if blurred else [])
     return " and ".join(parts)
 
 

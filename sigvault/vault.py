@@ -313,8 +313,9 @@ _CAPTURE_KEYS = {"capture_scale", "capture_stroke"}
 
 def _stored_views(scorer: dict) -> tuple[imaging.View, ...]:
     """The views a stored scorer was fitted with (``PersonScorer.to_json``): turned, then blurred."""
+    cap = float(scorer.get("view_blur_cap", 0.0))
     return tuple(imaging.View(turn=float(a)) for a in scorer.get("views", [])) + tuple(
-        imaging.View(blur=float(r)) for r in scorer.get("view_blurs", []))
+        imaging.View(blur=float(r), blur_cap=cap) for r in scorer.get("view_blurs", []))
 
 
 def _capture_details(capture: imaging.InkCapture) -> dict[str, float]:

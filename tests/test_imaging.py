@@ -444,6 +444,26 @@ def test_a_blurred_view_is_the_shrunk_scan_blurred_then_preprocessed():
             imaging.View(blur=bad)
 
 
+def test_a_blurred_views_radius_is_bounded_in_canvas_pixels():
+    from PIL import ImageFilter
+
+    view = imaging.View(blur=1.0, blur_cap=1.5)
+    assert [view.radius(s) for s in (0.5, 1.5, 3.0, 0.0)] == [1.0, 1.0, 0.5, 1.0]
+    assert imaging.View(blur=1.0).radius(3.0) == 1.0
+    im = Image.new("L", (200, 90), 230)  # a small scan: its ink is enlarged 2.33 times into the 256x128 canvas
+    ImageDraw.Draw(im).line([(50, 50), (100, 30), (150, 55)], fill=40, width=3)
+    grey = np.asarray(im)
+    scale = imaging.measure_capture(grey).scale
+    assert scale == pytest.approx(2.331881, abs=1e-6)
+    views, _ = imaging.preprocess_views(grey, imaging.DEFAULT_SPEC, (view, imaging.View(blur=1.0)), original=False)
+    soft = np.asarray(im.filter(ImageFilter.GaussianBlur(1.5 / scale)))
+    np.testing.assert_array_equal(views[0], imaging.preprocess(soft))
+    np.testing.assert_array_equal(views[1], imaging.preprocess(np.asarray(im.filter(ImageFilter.GaussianBlur(1.0)))))
+    assert not np.array_equal(views[0], views[1])
+    with pytest.raises(ValueError, match="blurs by a radius >= 0"):
+        imaging.View(blur=1.0, blur_cap=-1.0)
+
+
 def test_a_view_that_loses_the_ink_is_the_scans_own_canvas():
     """A stroke 25 grey levels darker than the paper is ink; 3 px wide and blurred by 1 px it is not (16
     levels), turned it still is; 1 px wide, turned by 4 degrees, it is not either (14 levels). Such a view is

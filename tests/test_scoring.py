@@ -236,6 +236,12 @@ def test_blurred_views_follow_the_turned_ones_through_fit_card_and_stored_scorer
         "blurred (1 px), shrunk toward the global prior (weight 2)"
     )
     assert scoring.describe_views((View(blur=1.0), View(blur=1.5))) == "blurred (1, 1.5 px)"
+    capped = replace(cfg, view_blur_cap=1.5)
+    assert capped.views[-1] == View(blur=1.0, blur_cap=1.5)
+    assert ScoringConfig.from_dict(json.loads(json.dumps(capped.to_dict()))) == capped
+    stored = scoring.person_scorer(REFS, capped, COHORT, views=views).to_json()
+    assert (stored["view_blurs"], stored["view_blur_cap"]) == ([1.0], 1.5)
+    assert scoring.describe_views(capped.views) == "turned by -4, 4 degrees and blurred (1 px, at most 1.5 canvas px)"
 
 
 def test_capture_ratio_counts_reduced_ink_as_full_detail() -> None:

@@ -501,6 +501,6 @@ def test_ship_fits_the_scoring_with_the_configs_views(tmp_path: Path, monkeypatc
     ship.main(["--config", str(cfg), "--runs", str(runs), "--out", str(tmp_path / "model"), "--splits-dir", str(splits)])
     _, argv = calls[-1]
     assert [c for c, _ in calls] == ["export", "export", "ensemble", "midlevel" if stages else "calibrate"]
-    assert argv[-2:] == ["--views=-4,4", "--view-blurs=1"]
+    assert argv[-3:] == ["--views=-4,4", "--view-blurs=1", "--view-blur-cap=1.5"]
     if not stages:
         assert argv[:6] == ["--weights", str(runs / "fused"), "--splits-dir", str(splits), "--method", "wd-svm"]

@@ -522,8 +522,9 @@ def test_a_model_that_adds_views_refits_each_person_on_first_use(settings, image
 
 
 def test_a_model_that_adds_or_drops_a_blurred_view_refits_each_person(settings, images: ImageFactory) -> None:
-    """The shipped scoring enrols each reference turned by -4 and 4 degrees and blurred by 1 px: persons
-    fitted by a model without the blurred view are refitted with it (from their stored images), and back."""
+    """The shipped scoring enrols each reference turned by -4 and 4 degrees and blurred by 1 px (at most 1.5
+    canvas px): persons fitted by a model without the blurred view, or with another bound, are refitted with
+    it (from their stored images), and back."""
     from sigvault.vault import upgrade_database
 
     upgrade_database(settings)
@@ -533,10 +534,11 @@ def test_a_model_that_adds_or_drops_a_blurred_view_refits_each_person(settings, 
     with Vault.open(settings, embedder=turned) as vault:
         vault.enroll("alice", refs)
         before = vault.verify("alice", q)
-    blurred = _views_embedder(images)
+    blurred, capped = _views_embedder(images), _views_embedder(images)
     blurred.scoring = replace(turned.scoring, view_blurs=(1.0,))
+    capped.scoring = replace(blurred.scoring, view_blur_cap=1.5)  # another bound: another rule, refitted too
     stored = []
-    for emb in (blurred, turned):
+    for emb in (blurred, capped, turned):
         with Vault.open(settings, embedder=emb) as vault:
             result = vault.reembed()  # same network: only the stale scorers are refitted
             after = vault.verify("alice", q)
@@ -552,16 +554,18 @@ def test_a_model_that_adds_or_drops_a_blurred_view_refits_each_person(settings, 
         assert after.score == pytest.approx(
             scoring.person_scorer(ref_vecs, emb.scoring, emb.cohort, views=views).score(vectors(emb, [q])[0]), abs=1e-9
         )
-        if emb is blurred:
+        if emb is not turned:
             assert after.threshold != pytest.approx(before.threshold, abs=1e-6)
             assert after.threshold_method == (
                 "leave-one-out over 4 references (wd-svm scores), each reference also turned by -4, 4 degrees and "
-                "blurred (1 px), shrunk toward the global prior (weight 4)"
+                f"blurred (1 px{', at most 1.5 canvas px' if emb is capped else ''}), shrunk toward the global prior "
+                "(weight 4)"
             )
         else:
             assert (after.threshold, after.score) == (pytest.approx(before.threshold, abs=1e-12), before.score)
-    assert [s["scorer"]["views"] for s in stored] == [[-4.0, 4.0]] * 2
-    assert [s["scorer"].get("view_blurs") for s in stored] == [[1.0], None]
+    assert [s["scorer"]["views"] for s in stored] == [[-4.0, 4.0]] * 3
+    assert [s["scorer"].get("view_blurs") for s in stored] == [[1.0], [1.0], None]
+    assert [s["scorer"].get("view_blur_cap") for s in stored] == [0.0, 1.5, None]
 
 
 def test_thin_faint_references_enrol_with_views_that_would_lose_their_ink(settings, images: ImageFactory) -> None:

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,12 +38,13 @@ def fit_scoring(
     seeds: int = 10,
     view_angles: tuple[float, ...] = (),
     view_blurs: tuple[float, ...] = (),
+    view_blur_cap: float = 0.0,
     views: np.ndarray | None = None,
 ):
     """Fit a ScoringConfig with scoring ``method`` on calibration writers. Returns (config, figures dict).
 
     With ``wd-svm`` the cohort holds training writers only (:func:`cohort_rows`), none of the calibration
-    writers being fitted, as a user is never in it. ``view_angles`` and ``view_blurs``: the scoring's views
+    writers being fitted, as a user is never in it. ``view_angles``, ``view_blurs`` and ``view_blur_cap``: the scoring's views
     (wd-svm, ``ScoringConfig.views``), with ``views`` (n, len(views), d) the items' embeddings in those views
     (genuine rows at least)."""
     from sklearn.linear_model import LogisticRegression
@@ -50,7 +52,9 @@ def fit_scoring(
     from sigvault import scoring
     from sigvault.protocol import deployed_rates, run_split
 
-    base = scoring.ScoringConfig(method=method, view_angles=tuple(view_angles), view_blurs=tuple(view_blurs))
+    base = scoring.ScoringConfig(
+        method=method, view_angles=tuple(view_angles), view_blurs=tuple(view_blurs), view_blur_cap=view_blur_cap
+    )
     if base.views and views is None:
         raise ValueError("views given without the views' embeddings")
     views = views if base.views else None
@@ -133,7 +137,7 @@ def fit_scoring(
         prior_mean=round(prior_mean, 6), prior_std=round(prior_std, 6), prior_strength=base.prior_strength,
         k=round(k, 4), refer_band=round(band, 4), calib_slope=round(slope, 4), calib_offset=round(offset, 4),
         compare_threshold=round(-b0 / a, 6), compare_slope=round(a, 4), view_angles=base.view_angles,
-        view_blurs=base.view_blurs,
+        view_blurs=base.view_blurs, view_blur_cap=base.view_blur_cap,
     )
     figures = {"calibration_writers": len(names), "deployed_rule_on_calibration_writers": rates(trials, final)}
     return final, figures
@@ -254,11 +258,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--view-blurs", type=parse_blurs, default=(), metavar="PIXELS",
                     help="wd-svm: enrol each reference also blurred by these Gaussian radii (pixels of the shrunk scan), "
                          "comma-separated (e.g. --view-blurs=1), after the turned views; default none")
+    ap.add_argument("--view-blur-cap", type=float, default=0.0, metavar="PIXELS",
+                    help="bound the blurred views' radius to this many canvas pixels (e.g. 1.5); default 0, none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     emb_model = load_embedder(args.weights)
     _, items = scan_dataset(args.splits_dir / "calibration")
-    wanted = scoring.ScoringConfig(method="wd-svm", view_angles=args.views, view_blurs=args.view_blurs).views
+    if not (args.view_blur_cap >= 0 and math.isfinite(args.view_blur_cap)):
+        ap.error(f"--view-blur-cap {args.view_blur_cap}: give canvas pixels >= 0 (0: no bound)")
+    wanted = scoring.ScoringConfig(method="wd-svm", view_angles=args.views, view_blurs=args.view_blurs,
+                                   view_blur_cap=args.view_blur_cap).views
     emb, views = embed_items(emb_model, items, wanted if args.method == "wd-svm" else ())
     writers = np.array([it.writer for it in items])
     forged = np.array([it.forged for it in items])
@@ -266,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     cohort_entry = None
     kwargs: dict = {}
     if wanted and args.method == "wd-svm":
-        kwargs = {"view_angles": args.views, "view_blurs": args.view_blurs, "views": views}
+        kwargs = {"view_angles": args.views, "view_blurs": args.view_blurs, "view_blur_cap": args.view_blur_cap,
+                  "views": views}
         log.info("and their genuine signatures %s", scoring.describe_views(wanted))
     if args.method == "wd-svm":
         _, train_items = scan_dataset(args.splits_dir / "train")

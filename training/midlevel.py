@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="passed to training.calibrate (the scoring's views, e.g. --views=-4,4); default none")
     ap.add_argument("--view-blurs", default="", metavar="PIXELS",
                     help="passed to training.calibrate (the scoring's blurred views, e.g. --view-blurs=1); default none")
+    ap.add_argument("--view-blur-cap", default="0", metavar="PIXELS",
+                    help="passed to training.calibrate (the blurred views' bound in canvas pixels); default 0, none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.weight <= 0:
@@ -263,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s: %d-d embedding (%d from the network, %d mid-level), %.1f MB", args.out, dim, card["architecture"]["network_embed_dim"],
              dim - card["architecture"]["network_embed_dim"], len(new_graph) / 1e6)
     calibrate.main(["--weights", str(args.out), "--splits-dir", str(args.splits_dir), "--method", method,
-                    f"--views={args.views}", f"--view-blurs={args.view_blurs}"])
+                    f"--views={args.views}", f"--view-blurs={args.view_blurs}",
+                    f"--view-blur-cap={args.view_blur_cap}"])
 
 
 if __name__ == "__main__":

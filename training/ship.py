@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     mid = members[0][1].get("midlevel", {})
     views = ",".join(f"{float(a):g}" for a in members[0][1].get("scoring", {}).get("views", []))
     blurs = ",".join(f"{float(r):g}" for r in members[0][1].get("scoring", {}).get("view_blurs", []))
+    blur_cap = f"{float(members[0][1].get('scoring', {}).get('view_blur_cap', 0.0)):g}"
     if mid.get("stages") and not (args.splits_dir / "train").is_dir():
         raise SystemExit(f"{args.splits_dir / 'train'}: no training writers; run python -m training.splits first")
     exports = []
@@ -103,12 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         options = [f"--{key}={mid[key]}" for key in ("weight", "whiten") if key in mid]  # else midlevel's defaults
         midlevel.main(["--model", str(model), "--out", str(with_mid), "--splits-dir", str(args.splits_dir),
                        "--stages", *map(str, mid["stages"]), *options, f"--views={views}",
-                       f"--view-blurs={blurs}"])
+                       f"--view-blurs={blurs}", f"--view-blur-cap={blur_cap}"])
         model = with_mid
     elif views or blurs:  # the members' scoring was fitted at export without views: refit it with them
         method = json.loads((model / "model_card.json").read_text()).get("scoring", {}).get("method", "wd-svm")
         calibrate.main(["--weights", str(model), "--splits-dir", str(args.splits_dir), "--method", method,
-                        f"--views={views}", f"--view-blurs={blurs}"])
+                        f"--views={views}", f"--view-blurs={blurs}", f"--view-blur-cap={blur_cap}"])
     args.out.mkdir(parents=True, exist_ok=True)
     for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
         if (model / file).exists():
