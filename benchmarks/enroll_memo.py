@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from run import bench_settings, model_dir, scan_png  # noqa: E402
 
+from sigvault import scoring  # noqa: E402
 from sigvault.embedder import load_embedder  # noqa: E402
 from sigvault.vault import Vault  # noqa: E402
 
@@ -54,7 +55,7 @@ def main() -> None:
         plain._svm_fits = lambda: None  # type: ignore[method-assign]
         vaults = (vault, plain)
     else:
-        names = (f"with views {list(shipped.scoring.views)}", "without views")
+        names = (f"with views ({scoring.describe_views(shipped.scoring.views)})", "without views")
         no_views = copy.copy(shipped)  # the same onnxruntime session
         object.__setattr__(no_views, "scoring", dataclasses.replace(shipped.scoring, view_angles=(), view_blurs=()))
         vaults = (
