@@ -470,6 +470,12 @@ def test_calibration_with_views_fits_the_rule_on_scores_that_use_them():
     for bad in ("0", "-1", "inf", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match="give Gaussian radii in pixels above 0"):
             parse_blurs(bad)
+    from training.calibrate import main as calibrate_main
+
+    for cap in ("-1", "nan", "inf"):  # refused before the model or any scan is read
+        with pytest.raises(SystemExit) as stop:
+            calibrate_main(["--weights", "/nonexistent", "--view-blurs=1", "--view-blur-cap", cap])
+        assert stop.value.code == 2
 
 
 @pytest.mark.parametrize("stages", [[3, 4], []])

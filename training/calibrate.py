@@ -261,11 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--view-blur-cap", type=float, default=0.0, metavar="PIXELS",
                     help="bound the blurred views' radius to this many canvas pixels (e.g. 1.5); default 0, none")
     args = ap.parse_args(argv)
+    if not (args.view_blur_cap >= 0 and math.isfinite(args.view_blur_cap)):
+        ap.error(f"--view-blur-cap {args.view_blur_cap}: give canvas pixels >= 0 (0: no bound)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     emb_model = load_embedder(args.weights)
     _, items = scan_dataset(args.splits_dir / "calibration")
-    if not (args.view_blur_cap >= 0 and math.isfinite(args.view_blur_cap)):
-        ap.error(f"--view-blur-cap {args.view_blur_cap}: give canvas pixels >= 0 (0: no bound)")
     wanted = scoring.ScoringConfig(method="wd-svm", view_angles=args.views, view_blurs=args.view_blurs,
                                    view_blur_cap=args.view_blur_cap).views
     emb, views = embed_items(emb_model, items, wanted if args.method == "wd-svm" else ())
