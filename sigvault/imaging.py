@@ -656,7 +656,7 @@ def preprocess_views(
     The views are the extra examples of the person's hand a reference is enrolled with
     (``ScoringConfig.views``): as a skewed or an out-of-focus scan would show it. The scan is shrunk once, then
     measured, turned and blurred (the shrink commutes with the turn up to resampling, and costs the most).
-    A view whose ink the preprocessing no longer finds (thin, faint strokes blurred below ``spec.min_contrast``)
+    A view whose ink the preprocessing no longer finds (thin, faint strokes turned or blurred below ``spec.min_contrast``)
     is the scan's own canvas instead: such a hand has no blurred capture to prepare for (blurred, its scan
     would be refused as inkless), and its reference must enrol as it did without views.
 
