@@ -165,8 +165,11 @@ def read_image(
             if width < 8 or height < 8:
                 raise ImageError(f"{name}: {width}x{height} pixels is too small to hold a signature")
             im.seek(0)
-            im.load()
-            frame = ImageOps.exif_transpose(im) if im.format in ("JPEG", "MPO", "TIFF", "WEBP") else im
+            try:
+                im.load()
+                frame = ImageOps.exif_transpose(im) if im.format in ("JPEG", "MPO", "TIFF", "WEBP") else im
+            except TypeError as exc:  # Pillow on a malformed tag's type, e.g. a TIFF strip offset stored as a fraction
+                raise ImageError(f"{name}: damaged image ({exc}); rescan or re-export it") from None
             grey = _to_grey(frame)
     except ImageError:
         raise

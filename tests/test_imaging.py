@@ -348,10 +348,27 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
 
 
+def _tiff_with_fractional_strip_offset() -> bytes:
+    """A TIFF whose StripOffsets tag is stored as a RATIONAL (found by scripts/fuzz.py): Pillow raised a
+    TypeError loading it, which escaped as a crash instead of an ImageError."""
+    buf = io.BytesIO()
+    Image.new("L", (64, 32), 200).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        tag, _, _, value = struct.unpack_from("<HHII", data, entry)
+        if tag == 273:  # StripOffsets: type 5 (RATIONAL), its 8 bytes appended
+            struct.pack_into("<HHII", data, entry, 273, 5, 1, len(data))
+            data += struct.pack("<II", value, 1)
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     "make,error,message",
     [
         (lambda p: p / "missing.png", ImageError, "no such file"),
+        (lambda p: _write(p / "odd.tif", _tiff_with_fractional_strip_offset()), ImageError, "damaged image"),
         (lambda p: p, ImageError, "is a directory"),
         (lambda p: _write(p / "empty.png", b""), ImageError, "empty"),
         (lambda p: _write(p / "text.png", b"<html>not an image</html>"), ImageError, "not a readable image"),
