@@ -667,24 +667,19 @@ def preprocess_views(
         NoInkError: the scan itself holds no signature ink.
     """
     work = _shrink(grey, spec.work_max_side)
-    own: list[np.ndarray] = []  # the scan's own canvas, made when asked for
-
-    def canvas_of(view: View | float) -> np.ndarray:
-        try:
-            derived = (view if isinstance(view, View) else View(turn=float(view))).apply(work, measured.scale)
-            return preprocess(derived, spec, name=name)
-        except NoInkError:
-            if not own:
-                own.append(preprocess(work, spec, name=name))
-            return own[0]
-
+    own: np.ndarray | None = None  # the scan's own canvas: made here, or when a view lost its ink
     if original:
-        canvas, measured = preprocess_measured(work, spec, name=name)
-        own.append(canvas)
-        out = [canvas]
+        own, measured = preprocess_measured(work, spec, name=name)
+        out = [own]
     else:
         measured, out = _locate_ink(work, spec, name, "preprocess_views").capture, []
-    out += [canvas_of(v) for v in views]
+    for v in views:
+        view = v if isinstance(v, View) else View(turn=float(v))
+        try:
+            out.append(preprocess(view.apply(work, measured.scale), spec, name=name))
+        except NoInkError:
+            own = preprocess(work, spec, name=name) if own is None else own
+            out.append(own)
     shrunk = work.shape[1] / grey.shape[1]  # measured on ``work``: as _locate_ink scales it for ``grey``
     capture = InkCapture(measured.scale * shrunk, measured.stroke / shrunk)
     canvases = np.stack(out) if out else np.zeros((0, spec.canvas_height, spec.canvas_width), dtype=np.float32)

@@ -146,11 +146,21 @@ class PersonScorer:
             out["weights"] = base64.b64encode(self.weights.astype("<f8").tobytes()).decode("ascii")
             out["bias"] = self.bias
         if self.cfg.views:
-            out["views"] = [v.turn for v in self.cfg.views if not v.blur]
-            if any(v.blur for v in self.cfg.views):
-                out["view_blurs"] = [v.blur for v in self.cfg.views if v.blur]
+            out["views"] = [float(a) for a in self.cfg.view_angles]
+            if self.cfg.view_blurs:
+                out["view_blurs"] = [float(r) for r in self.cfg.view_blurs]
                 out["view_blur_cap"] = self.cfg.view_blur_cap
         return out
+
+    @staticmethod
+    def stored_views(data: dict[str, object]) -> tuple[View, ...]:
+        """The views a scorer stored by :meth:`to_json` was fitted with (none when it stored none)."""
+        return ScoringConfig(
+            method="wd-svm",
+            view_angles=tuple(float(a) for a in data.get("views", [])),  # type: ignore[attr-defined]
+            view_blurs=tuple(float(r) for r in data.get("view_blurs", [])),  # type: ignore[attr-defined]
+            view_blur_cap=float(data.get("view_blur_cap", 0.0)),  # type: ignore[arg-type]
+        ).views
 
     @classmethod
     def from_json(cls, data: dict[str, object], refs: np.ndarray, cfg: ScoringConfig) -> PersonScorer:

@@ -311,13 +311,6 @@ class _Loaded:
 _CAPTURE_KEYS = {"capture_scale", "capture_stroke"}
 
 
-def _stored_views(scorer: dict) -> tuple[imaging.View, ...]:
-    """The views a stored scorer was fitted with (``PersonScorer.to_json``): turned, then blurred."""
-    cap = float(scorer.get("view_blur_cap", 0.0))
-    return tuple(imaging.View(turn=float(a)) for a in scorer.get("views", [])) + tuple(
-        imaging.View(blur=float(r), blur_cap=cap) for r in scorer.get("view_blurs", []))
-
-
 def _capture_details(capture: imaging.InkCapture) -> dict[str, float]:
     """The references' median capture as the threshold row's details store it."""
     return {"capture_scale": capture.scale, "capture_stroke": capture.stroke}
@@ -332,7 +325,7 @@ class _ReembedSpool:
     """What ``reembed`` computes before its write transaction, for every reference: its vector and its views'
     (float32, one ``(1 + views, dim)`` row per reference in an unlinked temporary file, read back through a
     memory map) and its id and capture (24 bytes in memory). Its memory does not grow with the vault's vectors: a
-    million references with the shipped 896-d vectors and two views are 10.8 GB of disk and 24 MB of RAM here
+    million references with the shipped 896-d vectors and three views are 14.3 GB of disk and 24 MB of RAM here
     (``benchmarks/reembed_bench.py`` measured the whole ``reembed``'s peak growing by 2.1 KB per reference,
     5.9 KB before).
     References are added in ascending id order (the order ``queries.iter_reference_images`` reads them)."""
@@ -764,7 +757,7 @@ class Vault:
             threshold.model_id == self.model_id
             and stored.get("method") == cfg.method
             and stored.get("cohort") == self.embedder.cohort_id
-            and _stored_views(stored) == cfg.views
+            and scoring.PersonScorer.stored_views(stored) == cfg.views
             and _CAPTURE_KEYS.issubset(threshold.details)
         )
 
@@ -1059,8 +1052,8 @@ class Vault:
         Images are read, measured and embedded first, with the scoring's reference views (each image decoded
         and shrunk once, outside any write transaction); then one transaction replaces every vector and refits
         every threshold from them, reading no image. Meanwhile every reference's vector and its views' wait in
-        a temporary file (:class:`_ReembedSpool`: 10.8 KB per reference with the shipped model's 896-d vectors
-        and two views), so its memory does not grow with the vault.
+        a temporary file (:class:`_ReembedSpool`: 14.3 KB per reference with the shipped model's 896-d vectors
+        and three views), so its memory does not grow with the vault.
         Overrides are cleared (they were set on the old model's score scale) and listed in the
         result. The old models' index files are deleted and the index is rebuilt. When every vector is the
         loaded model's already, the persons whose scorer was fitted for another scoring (method, cohort or

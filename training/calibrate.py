@@ -153,12 +153,13 @@ def parse_angles(text: str) -> tuple[float, ...]:
 
 def parse_blurs(text: str) -> tuple[float, ...]:
     """'1' -> (1.0,); '' -> (). Radii must be positive."""
+    problem = argparse.ArgumentTypeError(f"{text!r}: give Gaussian radii in pixels above 0, separated by commas, e.g. 1")
     try:
         radii = tuple(float(r) for r in text.split(",") if r.strip())
     except ValueError:
-        radii = (-1.0,)
-    if any(not r > 0 or r == float("inf") for r in radii):
-        raise argparse.ArgumentTypeError(f"{text!r}: give Gaussian radii in pixels above 0, separated by commas, e.g. 1")
+        raise problem from None
+    if not all(0 < r < math.inf for r in radii):
+        raise problem
     return radii
 
 
@@ -266,15 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     emb_model = load_embedder(args.weights)
     _, items = scan_dataset(args.splits_dir / "calibration")
-    wanted = scoring.ScoringConfig(method="wd-svm", view_angles=args.views, view_blurs=args.view_blurs,
-                                   view_blur_cap=args.view_blur_cap).views
-    emb, views = embed_items(emb_model, items, wanted if args.method == "wd-svm" else ())
+    wanted = scoring.ScoringConfig(method=args.method, view_angles=args.views, view_blurs=args.view_blurs,
+                                   view_blur_cap=args.view_blur_cap).views  # none for cosine
+    emb, views = embed_items(emb_model, items, wanted)
     writers = np.array([it.writer for it in items])
     forged = np.array([it.forged for it in items])
     log.info("embedded %d calibration images of %d writers", len(items), len(set(writers.tolist())))
     cohort_entry = None
     kwargs: dict = {}
-    if wanted and args.method == "wd-svm":
+    if wanted:
         kwargs = {"view_angles": args.views, "view_blurs": args.view_blurs, "view_blur_cap": args.view_blur_cap,
                   "views": views}
         log.info("and their genuine signatures %s", scoring.describe_views(wanted))

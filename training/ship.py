@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     if len(members) > 1 and not (args.splits_dir / "calibration").is_dir():
         raise SystemExit(f"{args.splits_dir / 'calibration'}: no calibration writers; run python -m training.splits first")
     mid = members[0][1].get("midlevel", {})
-    views = ",".join(f"{float(a):g}" for a in members[0][1].get("scoring", {}).get("views", []))
-    blurs = ",".join(f"{float(r):g}" for r in members[0][1].get("scoring", {}).get("view_blurs", []))
-    blur_cap = f"{float(members[0][1].get('scoring', {}).get('view_blur_cap', 0.0)):g}"
+    wanted = members[0][1].get("scoring", {})
+    view_args = [  # training.calibrate's (through training.midlevel's) options for the [scoring] views
+        "--views=" + ",".join(f"{float(a):g}" for a in wanted.get("views", [])),
+        "--view-blurs=" + ",".join(f"{float(r):g}" for r in wanted.get("view_blurs", [])),
+        f"--view-blur-cap={float(wanted.get('view_blur_cap', 0.0)):g}",
+    ]
     if mid.get("stages") and not (args.splits_dir / "train").is_dir():
         raise SystemExit(f"{args.splits_dir / 'train'}: no training writers; run python -m training.splits first")
     exports = []
@@ -103,13 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(with_mid, ignore_errors=True)
         options = [f"--{key}={mid[key]}" for key in ("weight", "whiten") if key in mid]  # else midlevel's defaults
         midlevel.main(["--model", str(model), "--out", str(with_mid), "--splits-dir", str(args.splits_dir),
-                       "--stages", *map(str, mid["stages"]), *options, f"--views={views}",
-                       f"--view-blurs={blurs}", f"--view-blur-cap={blur_cap}"])
+                       "--stages", *map(str, mid["stages"]), *options, *view_args])
         model = with_mid
-    elif views or blurs:  # the members' scoring was fitted at export without views: refit it with them
+    elif wanted.get("views") or wanted.get("view_blurs"):  # the members' scoring was fitted without views: refit
         method = json.loads((model / "model_card.json").read_text()).get("scoring", {}).get("method", "wd-svm")
         calibrate.main(["--weights", str(model), "--splits-dir", str(args.splits_dir), "--method", method,
-                        f"--views={views}", f"--view-blurs={blurs}", f"--view-blur-cap={blur_cap}"])
+                        *view_args])
     args.out.mkdir(parents=True, exist_ok=True)
     for file in ("model.onnx", "cohort.npy", "parity.npz", "model_card.json"):  # the card last: it names the rest
         if (model / file).exists():
