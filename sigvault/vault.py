@@ -326,8 +326,8 @@ class _ReembedSpool:
     (float32, one ``(1 + views, dim)`` row per reference in an unlinked temporary file, read back through a
     memory map) and its id and capture (24 bytes in memory). Its memory does not grow with the vault's vectors: a
     million references with the shipped 896-d vectors and three views are 14.3 GB of disk and 24 MB of RAM here
-    (``benchmarks/reembed_bench.py`` measured the whole ``reembed``'s peak growing by 2.1 KB per reference,
-    5.9 KB before).
+    (``benchmarks/reembed_bench.py`` measured the whole ``reembed``'s peak growing by 2.1 KB per reference
+    with two views, 5.9 KB before the vectors were spooled, and 0.7 KB with three views).
     References are added in ascending id order (the order ``queries.iter_reference_images`` reads them)."""
 
     def __init__(self, views: int, dim: int) -> None:
