@@ -1,7 +1,7 @@
 """How much ink the speck and scanner-border filter drops, per dataset: the check that found the border defect.
 
     python scripts/border_audit.py ../shared/datasets            # the product's rule
-    python scripts/border_audit.py ../shared/datasets --legacy   # the rule before session 10, for comparison
+    python scripts/border_audit.py ../shared/datasets --legacy   # the rule before the fix of 2026-11-26, for comparison
 
 For every image of every dataset under ROOT (the project's layout, ``<dataset>/<writer>/{genuine,forged}/``)
 it finds the ink as ``sigvault.imaging.preprocess`` does (working size, Otsu on the blurred copy), applies the
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _legacy_kept(ink: np.ndarray, n_ink: int, spec: PreprocessSpec) -> int:
-    """Ink pixels kept by the rule before session 10 (every long edge-touching component dropped)."""
+    """Ink pixels kept by the border rule before its fix (every long edge-touching component dropped)."""
     import cv2
 
     _, _labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8, ltype=cv2.CV_32S)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
     ap.add_argument("--lost", type=float, default=0.10, help="share of the ink lost that counts (default 0.10)")
-    ap.add_argument("--legacy", action="store_true", help="the border rule before session 10")
+    ap.add_argument("--legacy", action="store_true", help="the border rule before its fix of 2026-11-26")
     ap.add_argument("--worst", type=int, default=3)
     args = ap.parse_args(argv)
     rule = "legacy rule" if args.legacy else "product rule"

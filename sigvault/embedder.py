@@ -92,9 +92,8 @@ class OnnxEmbedder:
     cohort_id: str | None = None
     _session: Any = None
     # Canvases per onnxruntime run. Its memory arena keeps the activations of the largest batch run, so a
-    # process's peak RSS grows with this while throughput stops growing after a few canvases:
-    # benchmarks/embed_batch.py measured 280 signatures/s at 380 MB for 8, 271/s at 1,730 MB for 64 (the
-    # size until session 14, which put an audit's main process at 2.1 GB).
+    # process's peak RSS grows with this while throughput stops growing after a few canvases
+    # (benchmarks/embed_batch.py measures both; figures in docs/speed.md, "Audits").
     batch_size: int = 8
 
     @classmethod

@@ -68,7 +68,7 @@ class ScoringConfig:
     capture_reject_bands: float = 6.0
     # ... and only when the strokes confirm it (capture_ratio): thinner in scan pixels by more than this factor
     # for a coarser scan (thicker for a finer one); a signature only written smaller keeps its strokes.
-    # 0 = the ink scale alone (session 18's guard)
+    # 0 = the ink scale alone, strokes not consulted
     capture_stroke_min: float = 1.1
 
     def to_dict(self) -> dict[str, float | int | list[float]]:

@@ -365,9 +365,8 @@ def _run_cli(args: list[str], home: Path, *, timeout: float) -> subprocess.Compl
     def limit_memory() -> None:  # a runaway read must hit this, not the machine
         # Address space, not resident memory: `sigvault enroll` of 3 scans with the shipped model peaks at
         # 1.64 GB of it (VmPeak, read at exit; threads' stacks and malloc arenas, OpenBLAS's and onnxruntime's
-        # reservations) for 0.41 GB resident (VmHWM); 1.57 GB before reference views (session 15) tripled the
-        # canvases it embeds. The old limit, 1.5 GB, then killed it (SIGSEGV). 2 GiB still stops a read of
-        # /dev/zero long before the machine's 24.
+        # reservations) for 0.41 GB resident (VmHWM): reference views multiply the canvases it embeds, and a
+        # limit of 1.5 GB killed it (SIGSEGV). 2 GiB still stops a read of /dev/zero long before the machine's 24.
         resource.setrlimit(resource.RLIMIT_AS, (2**31, 2**31))
 
     return subprocess.run(

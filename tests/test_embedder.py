@@ -22,8 +22,8 @@ def model():
 
 
 def test_onnx_matches_the_torch_network_it_was_exported_from(model):
-    """parity.npz holds inputs and the torch networks' embeddings of them, saved at export time. Since
-    session 14 the embedding also holds mid-level features (training.midlevel): its first columns are the
+    """parity.npz holds inputs and the torch networks' embeddings of them, saved at export time. The
+    embedding also holds mid-level features (training.midlevel): its first columns are the
     networks' embedding divided by a constant (``network_scale``), and the whole row is what
     ``training.midlevel.head`` computes in numpy from the stage outputs (``embeddings``)."""
     z = np.load(WEIGHTS / "parity.npz")
@@ -70,10 +70,8 @@ def test_card_describes_the_model(model):
 def test_shipped_probability_agrees_with_the_decisions(model):
     """The calibration is fitted on genuine vs skilled forgeries (the population the threshold rule is tuned
     on): P(genuine) is 0.55 at the threshold, so a rejected signature (below the refer band) shows at most
-    0.34 and an accepted one at least 0.75 (the pair without mid-level features, session 13: 0.59, 0.41,
-    0.74; with the cohort of calibration writers' genuine signatures, session 12: 0.59, 0.45, 0.72; session
-    10's network alone: 0.51, 0.38, 0.63). A fit that also counted random forgeries gave 0.70 at the
-    threshold and rejections shown as 65 % genuine."""
+    0.34 and an accepted one at least 0.75. A fit that also counted random forgeries gave 0.70 at the
+    threshold and rejections shown as 65 % genuine (earlier models' values: docs/model.md, "Scoring")."""
     from sigvault import scoring
 
     cfg = model.scoring
@@ -88,8 +86,7 @@ def test_shipped_probability_agrees_with_the_decisions(model):
 def test_shipped_model_on_synthetic_writers(model):
     """30 synthetic writers (sigvault.synth, never used in training): 4 references each, through the
     product's preprocessing, embedding and wd-svm scoring with its reference views. The genuine signature
-    outscores the writer's own synthetic imitation for all 30 (session 10's network alone: 29; the model
-    shipped before it: 26) and another writer's signature for all 30."""
+    outscores the writer's own synthetic imitation and another writer's signature for all 30."""
     from sigvault import imaging, scoring
     from sigvault.synth import SyntheticWriter
 

@@ -228,7 +228,7 @@ def test_ensemble_members_are_the_config_with_each_members_own_values(tmp_path: 
     from training.ship import member_configs
 
     members = member_configs(CONFIG, [])
-    assert [name for name, _ in members] == ["session10", "s7"]
+    assert [name for name, _ in members] == ["arcface-700", "s7"]
     (_, a), (_, b) = members
     assert (a["train"]["steps"], b["train"]["steps"]) == (700, 220)
     assert (len(a["data"]["validation_writers"]), len(b["data"]["validation_writers"])) == (21, 11)
@@ -403,8 +403,8 @@ def test_perturbed_copies_keep_the_layout_and_apply_each_capture_change(tmp_path
 @pytest.mark.parametrize("degrees", [8.0, -5.0])
 def test_rotation_augmentation_turns_strokes_by_the_drawn_angle(degrees: float):
     """training.augment's rotation is a rotation of the 2:1 canvas in pixels: a horizontal and a vertical
-    stroke both turn by the drawn angle (until session 14 the aspect ratio was inverted: 8 degrees turned a
-    horizontal stroke by 2 and slanted a vertical one by 29)."""
+    stroke both turn by the drawn angle (with the aspect ratio inverted, 8 degrees turned a horizontal
+    stroke by 2 and slanted a vertical one by 29)."""
     torch = pytest.importorskip("torch")  # training extra only
     import torch.nn.functional as F
 
@@ -489,7 +489,7 @@ def test_ship_fits_the_scoring_with_the_configs_views(tmp_path: Path, monkeypatc
     runs, splits = tmp_path / "runs", tmp_path / "splits"
     for sub in ("calibration", "train"):
         (splits / sub).mkdir(parents=True)
-    for name in ("session10", "s7"):
+    for name in ("arcface-700", "s7"):
         (runs / name).mkdir(parents=True)
         (runs / name / "trained.json").write_text("{}")
     calls: list[tuple[str, list[str]]] = []

@@ -20,10 +20,9 @@ def affine_theta(ang: torch.Tensor, sh: torch.Tensor, sc: torch.Tensor, tx: torc
     radians in pixels, a horizontal shear ``sh`` (normalised units), zoom ``sc``, shift (``tx``, ``ty``).
 
     affine_grid maps output to input coordinates normalised by the half-width and half-height, so a pixel
-    rotation reads x_in = cos x - sin y / aspect, y_in = sin x aspect + cos y. (Until session 14 the aspect
-    ratio was inverted: on the 2:1 canvas an "8 degree rotation" turned horizontal strokes by 2 degrees and
-    slanted vertical ones by 29, a shear; the networks never saw a skewed signature, and a 4-degree skew
-    doubled the held-out skilled EER, README, Robustness.)"""
+    rotation reads x_in = cos x - sin y / aspect, y_in = sin x aspect + cos y. (Both members of the shipped
+    model were trained with the aspect ratio inverted, which made an "8 degree rotation" a shear on the 2:1
+    canvas: docs/model.md, "Loss".)"""
     cos, sin = torch.cos(ang), torch.sin(ang)
     a11 = cos / sc
     a12 = (-sin / aspect + sh) / sc

@@ -1,13 +1,13 @@
 """Cut an exported model before its projection head: the backbone's pooled features, square-rooted and
 L2-normalised, as a new model folder (for measuring an export whose torch weights are gone).
 
-    git show 34f1193:sigvault/weights/model.onnx > OLD/model.onnx       # the model shipped in session 9
+    git show 34f1193:sigvault/weights/model.onnx > OLD/model.onnx       # siglite-0e13cce982ab
     git show 34f1193:sigvault/weights/model_card.json > OLD/model_card.json
     python -m training.cut_head --weights OLD --out OLD-pooled
     python -m training.calibrate --weights OLD-pooled --splits-dir ../cache/splits --method wd-svm
     python -m training.card --weights OLD-pooled --splits-dir ../cache/splits
 
-The README's "same network, pooled features" row was measured this way. The new graph keeps every node up
+docs/model.md's "same network, pooled features" row was measured this way. The new graph keeps every node up
 to the global pooling's ``Flatten`` and ends with Relu, Sqrt and LpNormalization (what
 ``training.model.PooledFeatures`` computes without whitening); the card gets the new width, and its scoring
 method is set to cosine until ``training.calibrate`` fits the wd-svm rule and writes the cohort. Needs the

@@ -17,8 +17,7 @@ and the new embedding is the old one concatenated with those blocks, L2-normalis
 (old cosine + weight^2 x the mean of the blocks' cosines per stage) / (1 + stages x weight^2). The extra
 cost is a pooling and a small matrix product per block (the stage outputs are computed anyway).
 The wd-svm scoring, threshold rule, probability and cohort are refitted on the new embedding
-(``training.calibrate``). Measured with the shipped pair in session 14 (README, Model, "Mid-level
-features").
+(``training.calibrate``). Measured with the shipped pair in docs/model.md, "Mid-level features".
 
 The parity file keeps the torch networks' embeddings of its inputs (``torch_embeddings``) with
 ``network_scale``, the constant by which the new embedding's first columns must be multiplied to give them

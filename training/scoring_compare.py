@@ -13,7 +13,7 @@ questioned item by:
 - ``wd-svm rbf``: the same with an RBF kernel (gamma 1 on the unit-norm embeddings, C 1), the kernel of
   sigver's writer-dependent protocol;
 - with ``--cohorts``, the linear SVM against other cohorts: the calibration writers' genuine signatures (the
-  cohort until session 12), every training writer's genuine signatures, and every training writer's genuine
+  shipped cohort before the one with forgeries), every training writer's genuine signatures, and every training writer's genuine
   signatures and skilled forgeries (those writers shaped the network, so their embeddings are tighter
   than a user's; the shipped cohort is 2 + 2 of each, ``training.calibrate.cohort_rows``).
 
