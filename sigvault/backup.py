@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sigvault import config
+from sigvault.durable import atomic_write, replace_file
 from sigvault.errors import SigvaultError, StaleSchemaError, UsageError
 
 if TYPE_CHECKING:
@@ -143,8 +143,7 @@ def backup(engine: Engine, directory: Path) -> BackupResult:
             method = "every table copied in one REPEATABLE READ READ ONLY transaction (one snapshot)"
             _copy_snapshot(engine, partial)
         summary = _describe_backup_file(partial)
-        _fsync_file(partial)
-        os.replace(partial, directory / DATABASE_FILE)
+        replace_file(partial, directory / DATABASE_FILE)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -161,8 +160,6 @@ def backup(engine: Engine, directory: Path) -> BackupResult:
         **summary,
         "files": {DATABASE_FILE: {"bytes": db_file.stat().st_size, "sha256": _sha256(db_file)}},
     }
-    from sigvault.index import atomic_write
-
     try:
         atomic_write(directory / MANIFEST_FILE, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
     except OSError as exc:
@@ -552,7 +549,3 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())

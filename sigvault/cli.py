@@ -607,7 +607,7 @@ def log_export(
             for entry in vault.log_entries():
                 _echo_json(entry.to_dict())
             return
-        from sigvault.index import atomic_write
+        from sigvault.durable import atomic_write
 
         lines = [json.dumps(entry.to_dict(), ensure_ascii=False) + "\n" for entry in vault.log_entries()]
     try:

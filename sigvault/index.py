@@ -50,7 +50,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
@@ -61,6 +60,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from sigvault.durable import append_durably, atomic_write
 from sigvault.errors import IndexError_
 
 MAGIC = b"SIGVIDX2"
@@ -601,9 +601,7 @@ def append_journal(path: Path, ids: np.ndarray, vectors: np.ndarray) -> bool:
         with open(jpath, "r+b") as fh:
             fh.truncate(end)
             fh.seek(end)
-            fh.write(record)
-            fh.flush()
-            os.fsync(fh.fileno())
+            append_durably(fh, record)
     return True
 
 
@@ -611,37 +609,6 @@ def delete_index_files(path: Path) -> None:
     """Delete a base file and its journal."""
     path.unlink(missing_ok=True)
     journal_path(path).unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
-    """Replace ``path`` with ``data`` (bytes, or pieces written in turn) so that readers and crashes see
-    the old or the new content only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for part in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
-                fh.write(part)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not possible on some platforms (Windows); the rename itself is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Held:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sigvault import imaging
+from sigvault.audit.summary import DECISIONS, REVIEW_ORDER
 from sigvault.errors import SigvaultError
 
 THUMB_SIZE = (220, 90)  # (width, height) box of a thumbnail
@@ -171,7 +172,7 @@ def render_report(
     q_uris = uris[len(ref_ids) :]
 
     counts = summary["counts"]
-    in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in ("reject", "refer", "error")}
+    in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in REVIEW_ORDER}
     refer_band = float(summary.get("refer_band") or 0.0)
     cards = [
         _card(rank, index, record, refs, thumbs, q_uri, refer_band)
@@ -196,7 +197,7 @@ def render_report(
     )
     buttons = [f'<button data-filter="all" aria-pressed="true">All <b>{len(queue)}</b></button>'] + [
         f'<button data-filter="{d}" aria-pressed="false">{d.capitalize()} <b>{in_report[d]}</b></button>'
-        for d in ("reject", "refer", "error")
+        for d in REVIEW_ORDER
     ]
     ref_json = json.dumps(thumbs, sort_keys=True).replace("</", "<\\/")
     return (
@@ -211,7 +212,7 @@ def render_report(
         f"<span><b>{summary['rows']:,}</b> items</span>"
         + "".join(
             f'<span><span class="badge {d}">{d}</span> <b>{counts.get(d, 0):,}</b></span>'
-            for d in ("accept", "reject", "refer", "error")
+            for d in DECISIONS
         )
         + "</div>"
         f'<p class="sub">{_e(scope)} Visible now: <b id="shown">{len(queue)}</b>.</p>'

@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -36,7 +36,9 @@ from sigvault.imaging import View
 if TYPE_CHECKING:
     from sigvault.imaging import InkCapture
 
-Decision = Literal["accept", "reject", "refer"]
+Decision = Literal["accept", "refer", "reject"]
+#: The decisions, in the order every listing uses (reports, counts, CSV columns): from accept to reject.
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,404 @@
+"""Run an audit: decide every row of a validated manifest, chunk after chunk, and write the results.
+
+Rows go to :meth:`Vault.verify_many` (the code ``verify`` runs: embedding in batches, scoring, logging with
+kind ``"audit"``) in chunks of ``batch_size`` rows aligned on absolute row numbers, so a chunk always holds
+the same rows and is embedded as the same batch, whether or not the run was interrupted. Reading, hashing and
+preprocessing the images (:func:`sigvault.vault.prepare`, the same function verify uses) is the CPU-heavy part
+that needs neither the model nor the database: with ``workers`` >= 2 it runs in that many worker processes (a
+``ProcessPoolExecutor``; threads would serialise on the GIL), a few chunks ahead, while the calling thread
+embeds, scores, logs and writes chunk after chunk, strictly in manifest order. With ``workers`` = 1 everything
+happens in the calling thread. At most ``2 * workers + 1`` chunks are in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from sigvault import scoring
+from sigvault.audit.files import (
+    REPORT_HTML,
+    RESULTS_CSV,
+    RESULTS_JSONL,
+    SUMMARY_JSON,
+    AuditState,
+    now,
+    prepare_outputs,
+)
+from sigvault.audit.manifest import ManifestInfo, Row, image_path, iter_rows, validate_manifest
+from sigvault.audit.policy import Policy, load_policy, policy_field, policy_rule
+from sigvault.audit.records import csv_row, csv_text, decided_record, error_kind, error_record, json_line
+from sigvault.audit.summary import DECISIONS, REPORT_CAP, REVIEW_ORDER, AuditProgress, AuditSummary, Tally
+from sigvault.durable import append_durably, atomic_write
+from sigvault.errors import SigvaultError, UsageError
+
+if TYPE_CHECKING:
+    from sigvault.db.decision_log import Entry
+    from sigvault.imaging import ImageLimits, PreprocessSpec
+    from sigvault.vault import Prepared, Vault
+
+ProgressCallback = Callable[[AuditProgress], None]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    start: int
+    rows: list[Row]
+    recovered: dict[int, Entry]  # row index -> decision log entry (resume only)
+
+
+def run_audit(
+    vault: Vault,
+    manifest: Path,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    batch_size: int = 32,
+    policy: Path | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    report_cap: int = REPORT_CAP,
+) -> AuditSummary:
+    """Decide every item of ``manifest`` as ``verify`` would and write the results into ``out_dir``.
+
+    Args:
+        vault: an open vault; decisions are logged in its decision log with kind ``"audit"``.
+        manifest: CSV or JSON Lines (chosen by suffix ``.csv`` / ``.jsonl``, else sniffed).
+        out_dir: created if needed; must hold no other audit unless ``resume``.
+        workers: processes that read and preprocess images ahead of the embedding (1: none, all in the
+            calling thread; 2 suits a 2-core machine).
+        batch_size: rows per chunk: one embedding batch and one transaction. A resumed audit keeps the
+            batch size it started with (so its chunks, and hence its numbers, stay the same).
+        policy: an amount-aware policy file (:func:`load_policy`).
+        resume: finish an interrupted audit in ``out_dir`` (nothing to resume: start afresh).
+        progress: called after each written chunk, in the calling thread.
+        report_cap: items shown in ``report.html`` at most.
+
+    Returns:
+        The summary; ``summary.exit_code`` is 1 when some rows could not be decided.
+
+    Raises:
+        ManifestError: the manifest is malformed (before anything is decided).
+        UsageError: bad arguments or policy, ``out_dir`` holds another audit, or a resume that does
+            not match how the audit started (manifest, policy or model changed).
+        SigvaultError: the database failed; the outputs stay resumable.
+    """
+    t0 = perf_counter()
+    started = now()
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    manifest = Path(manifest).absolute()
+    out_dir = Path(out_dir)
+    info = validate_manifest(manifest)
+    pol = load_policy(policy) if policy is not None else None
+    model_id = vault.model_id  # loads the model now, before any thread needs it
+    cfg = vault.embedder.scoring
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from sigvault.index import file_lock
+
+    with file_lock(out_dir / ".audit"):
+        tally = Tally(report_cap)
+        state, done_rows, recovered = prepare_outputs(vault, info, out_dir, pol, model_id, batch_size, resume, tally, started)
+        batch_size = state.batch_size
+        columns = state.columns
+        t_decide = perf_counter()
+        decided = _decide_all(
+            vault,
+            info,
+            out_dir,
+            state,
+            pol,
+            cfg,
+            model_id,
+            columns,
+            done_rows,
+            recovered,
+            tally,
+            workers,
+            batch_size,
+            progress,
+        )
+        decide_s = perf_counter() - t_decide
+
+        queue, needing_review = _write_report(vault, info, out_dir, tally, pol, model_id, cfg, report_cap)
+
+        rows = info.rows
+        summary = AuditSummary(
+            out_dir=out_dir,
+            manifest=info.path,
+            manifest_sha256=info.sha256,
+            audit_id=state.audit_id,
+            rows=rows,
+            counts={d: tally.counts[d] for d in DECISIONS},
+            error_kinds=dict(sorted(tally.kinds.items())),
+            refer_rate=tally.counts["refer"] / rows if rows else 0.0,
+            review_rate=needing_review / rows if rows else 0.0,
+            decided_this_run=decided[1],
+            resumed_rows=done_rows,
+            recovered_from_log=decided[2],
+            elapsed_s=round(perf_counter() - t0, 3),
+            decide_s=round(decide_s, 3),
+            items_per_s=round(decided[0] / decide_s, 2)
+            if decide_s > 0 and decided[0]
+            else 0.0,  # rows written per second
+            workers=workers,
+            batch_size=batch_size,
+            model=model_id,
+            policy=pol.to_dict() if pol is not None else None,
+            report_items=len(queue),
+            report_truncated=needing_review > len(queue),
+            first_started=state.first_started,
+            started=started,
+            finished=now(),
+            capture_mismatch=tally.capture_mismatch,
+        )
+        atomic_write(
+            out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
+        )
+    return summary
+
+
+def _write_report(
+    vault: Vault,
+    info: ManifestInfo,
+    out_dir: Path,
+    tally: Tally,
+    pol: Policy | None,
+    model_id: str,
+    cfg: scoring.ScoringConfig,
+    report_cap: int,
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Write ``report.html`` (the review queue, riskiest first); returns (the queue, items needing review)."""
+    from sigvault import report
+
+    queue = tally.queue()
+    needing_review = sum(tally.counts[d] for d in REVIEW_ORDER)
+    summary_head = {
+        "manifest": info.path.name,
+        "rows": info.rows,
+        "counts": {d: tally.counts[d] for d in DECISIONS},
+        "error_kinds": dict(sorted(tally.kinds.items())),
+        "model": model_id,
+        "policy": None
+        if pol is None
+        else {"name": pol.name, "sha256": pol.sha256, "bands": [b.to_dict() for b in pol.bands]},
+        "needing_review": needing_review,
+        "capture_mismatch": tally.capture_mismatch,
+        "cap": report_cap,
+        "refer_band": cfg.refer_band,
+    }
+    html = report.render_report(summary_head, queue, reference_images=vault.reference_images, limits=vault.limits)
+    atomic_write(out_dir / REPORT_HTML, html.encode("utf-8"))
+    return queue, needing_review
+
+
+def prepare_many(
+    jobs: Sequence[tuple[str, str]], spec: PreprocessSpec, limits: ImageLimits
+) -> list[Prepared | SigvaultError]:
+    """:func:`sigvault.vault.prepare` for each (path, name), an error in place of a failure. Module-level
+    and free of the vault, so that a worker process can run it."""
+    from sigvault.vault import prepare
+
+    out: list[Prepared | SigvaultError] = []
+    for source, name in jobs:
+        try:
+            out.append(prepare(source, name, spec, limits))
+        except SigvaultError as exc:
+            out.append(exc)
+    return out
+
+
+def _to_prepare(info: ManifestInfo, chunk: _Chunk) -> list[tuple[str, str]]:
+    """(path, name) of the rows of a chunk whose image must be read (not recovered, not blank)."""
+    return [
+        (image_path(info, row.image), image_path(info, row.image))
+        for row in chunk.rows
+        if row.index not in chunk.recovered and row.image.strip()
+    ]
+
+
+def _worker_init(parent: int) -> None:
+    """Runs in each worker: exit as soon as the parent is gone (after a SIGKILL it cannot say so)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sigvault-parent-watch", daemon=True).start()
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for :func:`prepare_many`.
+
+    Linux: ``fork``. The workers only run Pillow and numpy on the arguments they are sent (never the
+    model, the database or the index), and fork needs no ``if __name__ == "__main__"`` guard in the
+    caller's script: with ``spawn`` an unguarded script is re-executed by every worker (which here would
+    start the audit again and wait forever on its lock). Elsewhere (macOS, Windows): ``spawn``.
+    """
+    import warnings
+
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork in a threaded process; see above
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
+        )
+        if method == "fork":
+            pool.submit(int).result()  # start the workers now, inside the filter
+    return pool
+
+
+def _decide_chunk(
+    vault: Vault,
+    info: ManifestInfo,
+    state: AuditState,
+    chunk: _Chunk,
+    prepared: list[Prepared | SigvaultError] | None,
+    pol: Policy | None,
+    cfg: scoring.ScoringConfig,
+    model_id: str,
+    batch_size: int,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Decide one chunk. ``prepared``: the outcome of :func:`prepare_many` for :func:`_to_prepare`'s rows
+    (None: read them here). Returns (records in row order, rows decided, rows recovered)."""
+    from sigvault.vault import Verification, VerifyItem
+
+    records: list[dict[str, Any] | None] = [None] * len(chunk.rows)
+    todo: list[tuple[int, Row, str]] = []
+    recovered = 0
+    for i, row in enumerate(chunk.rows):
+        source = image_path(info, row.image) if row.image.strip() else ""
+        entry = chunk.recovered.get(row.index)
+        if entry is not None:
+            records[i] = decided_record(row, Verification.from_entry(entry, source), pol, cfg)
+            recovered += 1
+        elif not row.image.strip():
+            records[i] = error_record(
+                row, "", "missing_image", f"{info.path.name} line {row.line}: no image given", model_id, pol
+            )
+        else:
+            todo.append((i, row, source))
+    if prepared is not None and len(prepared) != len(todo):
+        raise AssertionError("prepared items do not match the chunk")  # pragma: no cover
+    items = []
+    for k, (_, row, source) in enumerate(todo):
+        details: dict[str, Any] = {"audit": state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
+        rule = None
+        if pol is not None:
+            band = pol.band_for(row.amount)
+            details["policy"] = policy_field(pol, band, None) | {"name": pol.name}
+            rule = policy_rule(pol, band, cfg)
+        items.append(
+            VerifyItem(
+                row.person,
+                Path(source),
+                name=source,
+                details=details,
+                prepared=prepared[k] if prepared is not None else None,
+                decide=rule,
+            )
+        )
+    results = vault.verify_many(items, kind="audit", batch_size=batch_size) if items else []
+    for (i, row, source), result in zip(todo, results, strict=True):
+        if isinstance(result, SigvaultError):
+            records[i] = error_record(row, source, error_kind(result), str(result), model_id, pol)
+        else:
+            records[i] = decided_record(row, result, pol, cfg)
+    decided = sum(1 for r in results if not isinstance(r, SigvaultError))
+    return records, decided, recovered  # type: ignore[return-value]
+
+
+def _chunks(rows: Iterator[Row], start: int, batch_size: int, recovered: dict[int, Entry]) -> Iterator[_Chunk]:
+    """Chunks aligned on multiples of ``batch_size`` (the first may be shorter when resuming)."""
+    current: list[Row] = []
+    for row in rows:
+        if row.index < start:
+            continue
+        current.append(row)
+        if (row.index + 1) % batch_size == 0:
+            yield _Chunk(
+                current[0].index, current, {r.index: recovered[r.index] for r in current if r.index in recovered}
+            )
+            current = []
+    if current:
+        yield _Chunk(current[0].index, current, {r.index: recovered[r.index] for r in current if r.index in recovered})
+
+
+def _decide_all(
+    vault: Vault,
+    info: ManifestInfo,
+    out_dir: Path,
+    state: AuditState,
+    pol: Policy | None,
+    cfg: scoring.ScoringConfig,
+    model_id: str,
+    columns: Sequence[str],
+    done: int,
+    recovered: dict[int, Entry],
+    tally: Tally,
+    workers: int,
+    batch_size: int,
+    progress: ProgressCallback | None,
+) -> tuple[int, int, int]:
+    """Decide the rows from ``done`` on, writing each chunk in order.
+
+    Returns (rows written, rows decided by the model, rows recovered from the decision log)."""
+    resumed = done
+    decided_total = recovered_total = 0
+    if progress is not None:
+        progress(AuditProgress(done, info.rows, tally.counts["error"], resumed))
+    if done >= info.rows:
+        return 0, 0, 0
+    pending: deque[tuple[_Chunk, Future[list[Prepared | SigvaultError]] | None]] = deque()
+    spec, limits = vault.embedder.spec, vault.limits
+    pool = _process_pool(workers) if workers > 1 else None
+    with open(out_dir / RESULTS_JSONL, "ab") as jsonl, open(out_dir / RESULTS_CSV, "ab") as csvf:
+
+        def decide_and_write(chunk: _Chunk, future: Future[list[Prepared | SigvaultError]] | None) -> None:
+            nonlocal done, decided_total, recovered_total
+            prepared = future.result() if future is not None else None
+            records, decided, rec = _decide_chunk(vault, info, state, chunk, prepared, pol, cfg, model_id, batch_size)
+            lines = [json_line(r) for r in records]
+            append_durably(jsonl, "".join(lines).encode("utf-8"))
+            # The CSV is made from the JSON text, exactly as a resume rebuilds it.
+            append_durably(csvf, csv_text([csv_row(json.loads(line), columns) for line in lines]))
+            for offset, record in enumerate(records):
+                tally.add(chunk.start + offset, record)
+            done += len(records)
+            decided_total += decided
+            recovered_total += rec
+            if progress is not None:
+                progress(AuditProgress(done, info.rows, tally.counts["error"], resumed))
+
+        try:
+            for chunk in _chunks(iter_rows(info), done, batch_size, recovered):
+                jobs = _to_prepare(info, chunk)
+                future = pool.submit(prepare_many, jobs, spec, limits) if pool is not None and jobs else None
+                pending.append((chunk, future))
+                # keep the workers a few chunks ahead of the embedding; decide in manifest order
+                while len(pending) > (2 * workers + 1 if pool is not None else 0):
+                    decide_and_write(*pending.popleft())
+            while pending:
+                decide_and_write(*pending.popleft())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+    return done - resumed, decided_total, recovered_total
