@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from run import bench_settings, scan_png  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from sigvault import vault as vault_module  # noqa: E402
+from sigvault import reembed as reembed_module  # noqa: E402
 from sigvault.vault import Vault  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     home = Path(tempfile.mkdtemp(prefix="sigvault-reembed-"))
     writes: list[float] = []
-    real = vault_module.transaction
+    real = reembed_module.transaction
 
     @contextlib.contextmanager
     def timed(engine, *, write: bool = False) -> Iterator:  # noqa: ANN001
@@ -63,13 +63,13 @@ def main() -> None:
             with vault.engine.begin() as conn:
                 conn.execute(text("UPDATE refs SET model_id = 'another-model'"))
             writes.clear()
-            vault_module.transaction = timed  # type: ignore[assignment]
+            reembed_module.transaction = timed  # type: ignore[assignment]
             try:
                 t = time.perf_counter()
                 result = vault.reembed()
                 totals.append(time.perf_counter() - t)
             finally:
-                vault_module.transaction = real
+                reembed_module.transaction = real
             locked.append(sum(writes))
         with vault.engine.begin() as conn:
             conn.execute(text("UPDATE refs SET model_id = 'another-model'"))

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sigvault import config
 from sigvault.durable import atomic_write, replace_file
@@ -43,7 +43,6 @@ from sigvault.errors import SigvaultError, StaleSchemaError, UsageError
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table
 
-    from sigvault.embedder import Embedder
 
 FORMAT = "sigvault-backup"
 FORMAT_VERSION = 1
@@ -408,13 +407,14 @@ def _check_restored(conn: Connection, manifest: dict[str, Any], directory: Path)
 
 
 def _rebuild_indexes(engine: Engine, home: Path, models: dict[str, int]) -> tuple[Path, ...]:
-    """Rebuild one index file per model from SQL (any left are deleted first), with the vault's own
-    :meth:`Vault.rebuild_index` (no model weights are loaded)."""
+    """Rebuild one index file per model from SQL (any left are deleted first), as ``sigvault index rebuild``
+    does (:meth:`IndexSync.rebuild`; no model weights are loaded)."""
     from sigvault.db import queries
     from sigvault.db.engine import transaction
-    from sigvault.vault import Vault
+    from sigvault.index_sync import IndexSync
 
     _drop_index_files(home)
+    indexes = IndexSync(engine, home / config.INDEX_DIRNAME)
     rebuilt = []
     for model_id in sorted(models):
         with transaction(engine) as conn:
@@ -422,8 +422,7 @@ def _rebuild_indexes(engine: Engine, home: Path, models: dict[str, int]) -> tupl
         if first is None:
             continue
         dim = len(first[1]) // queries.VECTOR_DTYPE.itemsize
-        vault = Vault(engine, home, cast("Embedder", _StoredVectors(model_id, dim)))
-        rebuilt.append(vault.rebuild_index().path)
+        rebuilt.append(indexes.rebuild(model_id, dim).path)
     return tuple(rebuilt)
 
 
@@ -440,17 +439,6 @@ def _drop_index_files(home: Path) -> None:
                 journal_path(stale).unlink(missing_ok=True)
         for journal in index_dir.glob("*.faiss.journal"):  # a journal left without its base
             journal.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class _StoredVectors:
-    """Stands in for the embedder where only the model id and the width of stored vectors are needed."""
-
-    model_id: str
-    dim: int
-
-    def embed(self, canvases: Any) -> Any:  # pragma: no cover - restore never embeds
-        raise AssertionError("restore rebuilds indexes from stored vectors; it never embeds")
 
 
 # -------------------------------------------------------------------------------------------- the copy

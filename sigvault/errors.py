@@ -63,7 +63,7 @@ class StaleSchemaError(SigvaultError):
     """The database schema is not at the head revision; the user must run `sigvault db upgrade`."""
 
 
-class IndexError_(SigvaultError):
+class IndexFileError(SigvaultError):
     """The FAISS index file is unreadable or inconsistent and could not be repaired."""
 
 

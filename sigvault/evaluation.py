@@ -4,7 +4,7 @@ Input: a folder in the dataset layout ``<writer>/{genuine,forged}/*`` (any suppo
 
 1. **One read pass.** Every image is read once (:func:`imaging.read_image`), its raw capture statistics are
    taken (:func:`probes.image_stats`), it is preprocessed with the model's spec and embedded, in batches of
-   :data:`EMBED_BATCH`; a genuine image is also embedded in the scoring's views (turned and blurred copies,
+   :data:`READ_PASS_BATCH`; a genuine image is also embedded in the scoring's views (turned and blurred copies,
    :func:`imaging.preprocess_views`), should it be drawn as a reference. Unreadable images, images without ink
    and exact duplicate files are skipped and listed in the report; the run goes on.
 2. **S seeded splits.** Per writer, N random genuine signatures are the references. They are enrolled
@@ -49,7 +49,7 @@ from sigvault.errors import ImageError, SigvaultError, UsageError
 if TYPE_CHECKING:
     from sigvault.embedder import Embedder
 
-EMBED_BATCH = 64
+READ_PASS_BATCH = 64  # canvases the model embeds per call in the read pass (no transaction is held meanwhile)
 TARGET_FAR = 0.01  # FRR is reported at this false-accept rate on skilled forgeries
 SHORTCUT_WARN_EER = 0.35  # swapped-reference skilled EER below this: the model separates without comparing
 SHORTCUT_WARN_AUC = 0.75  # ...or the per-writer swapped-reference AUC above this (a comparing model is near 0.5)
@@ -229,7 +229,7 @@ def scan_dataset(root: Path) -> tuple[list[str], list[DatasetItem]]:
 
 
 @dataclass
-class _Loaded:
+class _ReadPass:
     """What the single read pass keeps: embeddings, raw statistics, canvas hashes (for the vault)."""
 
     items: list[DatasetItem] = field(default_factory=list)
@@ -255,12 +255,12 @@ def _read_all(
     *,
     views: bool = True,
     stage: str = "reading",
-) -> _Loaded:
+) -> _ReadPass:
     """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail. Genuine
     images (the only possible references) are also embedded in their views when the scoring has some and
     ``views``. Without ``views`` (questioned-only items, another capture) the capture statistics of the
     probes, which describe the dataset, are not computed either (``stats`` stays empty)."""
-    out = _Loaded()
+    out = _ReadPass()
     seen: dict[str, str] = {}
     wanted = embedder.scoring.views if views else ()
     batch: list[np.ndarray] = []  # canvases: each item's, followed by its views if it is genuine
@@ -303,7 +303,7 @@ def _read_all(
             out.view_keys.extend(_canvas_key(c) for c in canvases[1:])
             batch.extend(canvases)
             sizes.append(len(canvases))
-            if len(batch) >= EMBED_BATCH:
+            if len(batch) >= READ_PASS_BATCH:
                 flush()
         if progress is not None:
             progress(stage, k + 1, len(items))
@@ -330,8 +330,8 @@ def _capture_change(dataset: Sequence[imaging.InkCapture], questioned: Sequence[
 
 
 def _pair_questioned(
-    loaded: _Loaded, root: Path, embedder: Embedder, limits: imaging.ImageLimits, progress: Progress | None
-) -> tuple[_Loaded, np.ndarray, list[imaging.InkCapture]]:
+    loaded: _ReadPass, root: Path, embedder: Embedder, limits: imaging.ImageLimits, progress: Progress | None
+) -> tuple[_ReadPass, np.ndarray, list[imaging.InkCapture]]:
     """Read the questioned captures in ``root`` (the dataset's files captured another way, laid out alike) and
     pair them with the dataset's usable items: returns the dataset's items that have a usable counterpart
     (the others are skipped, with the reason) and the counterparts' embeddings and captures, row for row.
@@ -364,7 +364,7 @@ def _pair_questioned(
     for j in sorted(index.values()):
         path = other.items[j].path
         skipped.append(SkippedImage(str(path), f"{path}: no usable scan of that name in the references' folder"))
-    paired = _Loaded(
+    paired = _ReadPass(
         items=[loaded.items[i] for i in keep],
         stats=[loaded.stats[i] for i in keep],
         canvas_keys=[loaded.canvas_keys[i] for i in keep],

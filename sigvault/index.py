@@ -61,7 +61,7 @@ from typing import Any, Literal
 import numpy as np
 
 from sigvault.durable import append_durably, atomic_write
-from sigvault.errors import IndexError_
+from sigvault.errors import IndexFileError
 
 MAGIC = b"SIGVIDX2"
 JOURNAL_MAGIC = b"SIGVJRN1"
@@ -222,7 +222,7 @@ class VectorIndex:
         return ids, self.vectors(ids)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        """The stored (n, dim) vectors of the given ids (raises IndexError_ naming the first absent one)."""
+        """The stored (n, dim) vectors of the given ids (raises IndexFileError naming the first absent one)."""
         ids = np.asarray(ids, dtype=np.int64)
         out = np.zeros((ids.size, self.dim), dtype=np.float32)
         live = self._in_base(ids)
@@ -236,12 +236,12 @@ class VectorIndex:
             for i in rest:
                 ref_id = int(ids[i])
                 if ref_id not in self._delta_set:
-                    raise IndexError_(f"reference {ref_id} is not in the index; run `sigvault index rebuild`")
+                    raise IndexFileError(f"reference {ref_id} is not in the index; run `sigvault index rebuild`")
                 out[i] = view[dpos[ref_id]]
         return out
 
     def reconstruct(self, ref_id: int) -> np.ndarray:
-        """The stored (dim,) vector of one id (raises IndexError_ if absent)."""
+        """The stored (dim,) vector of one id (raises IndexFileError if absent)."""
         return self.vectors(np.array([int(ref_id)]))[0]
 
     # ------------------------------------------------------------------------------------ changes
@@ -398,18 +398,18 @@ class VectorIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, *, name: str = "index") -> VectorIndex:
-        """Raises IndexError_ when the data is not an intact sigvault index."""
+        """Raises IndexFileError when the data is not an intact sigvault index."""
         import faiss
 
         data = memoryview(data)
         if len(data) < _HEADER or bytes(data[: len(MAGIC)]) != MAGIC:
-            raise IndexError_(f"{name}: not a sigvault index file; run `sigvault index rebuild`")
+            raise IndexFileError(f"{name}: not a sigvault index file; run `sigvault index rebuild`")
         epoch = bytes(data[len(MAGIC) : len(MAGIC) + _EPOCH])
         payload = data[_HEADER:]
         digest = hashlib.sha256(epoch)
         digest.update(payload)
         if digest.digest() != bytes(data[len(MAGIC) + _EPOCH : _HEADER]):
-            raise IndexError_(f"{name}: index file is damaged (checksum mismatch); run `sigvault index rebuild`")
+            raise IndexFileError(f"{name}: index file is damaged (checksum mismatch); run `sigvault index rebuild`")
         try:
             (hlen,) = _REC.unpack_from(payload, 0)
             header = json.loads(bytes(payload[4 : 4 + hlen]))
@@ -418,9 +418,9 @@ class VectorIndex:
             tomb = np.frombuffer(payload[4 + hlen : start], dtype="<i8").astype(np.int64)
             index = faiss.deserialize_index(np.frombuffer(payload[start:], dtype=np.uint8))
         except (RuntimeError, ValueError, KeyError, TypeError, struct.error) as exc:
-            raise IndexError_(f"{name}: index file cannot be read ({exc}); run `sigvault index rebuild`") from None
+            raise IndexFileError(f"{name}: index file cannot be read ({exc}); run `sigvault index rebuild`") from None
         if not isinstance(index, faiss.IndexIDMap2):
-            raise IndexError_(f"{name}: unexpected index type {type(index).__name__}; run `sigvault index rebuild`")
+            raise IndexFileError(f"{name}: unexpected index type {type(index).__name__}; run `sigvault index rebuild`")
         out = cls(index.d, _faiss_index=index, _tombstones=tomb.tolist())
         out.epoch = epoch
         return out
@@ -441,13 +441,13 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path) -> VectorIndex:
-        """The base file plus its journal. Raises FileNotFoundError if absent, IndexError_ if the base is
+        """The base file plus its journal. Raises FileNotFoundError if absent, IndexFileError if the base is
         unreadable or damaged (a damaged journal only sets ``damaged``)."""
         for _ in range(5):
             index = cls._load_base(path)
             if index.refresh(path):
                 return index
-        raise IndexError_(f"{path}: keeps changing while being read; try again")  # pragma: no cover
+        raise IndexFileError(f"{path}: keeps changing while being read; try again")  # pragma: no cover
 
     @classmethod
     def _load_base(cls, path: Path) -> VectorIndex:
@@ -459,7 +459,7 @@ class VectorIndex:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise IndexError_(f"{path}: cannot be read ({exc.strerror or exc})") from None
+            raise IndexFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         return cls.from_bytes(buf, name=str(path))
 
     def refresh(self, path: Path) -> bool:

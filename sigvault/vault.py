@@ -5,6 +5,10 @@ write happens in one transaction (all-or-nothing) and images are read, checked a
 transaction starts, so a bad input leaves the database untouched. Scoring is delegated to
 :mod:`sigvault.scoring`, the same code ``sigvault evaluate`` measures.
 
+:class:`Vault` is the facade; the parts with a job of their own live beside it: the result types in
+:mod:`sigvault.results`, re-embedding with a new model in :mod:`sigvault.reembed`, and keeping the FAISS index
+files in line with SQL in :mod:`sigvault.index_sync`.
+
 Typical use::
 
     with Vault.open(Settings.resolve()) as vault:
@@ -20,7 +24,6 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +34,6 @@ from sigvault.db import decision_log, queries
 from sigvault.db.engine import check_schema, database_error, reclaim_space, transaction
 from sigvault.errors import (
     DuplicateReferenceError,
-    IndexError_,
     InvalidPersonIdError,
     ModelMismatchError,
     NotEnoughReferencesError,
@@ -39,208 +41,36 @@ from sigvault.errors import (
     SigvaultError,
     UsageError,
 )
-from sigvault.index import (
-    HNSW_THRESHOLD,
-    Fingerprint,
-    VectorIndex,
-    append_journal,
-    delete_index_files,
-    file_lock,
+from sigvault.index_sync import IndexSync
+from sigvault.results import (
+    COMPARE_LABELS,
+    Candidate,
+    Comparison,
+    EnrolledReference,
+    EnrollResult,
+    IndexReport,
+    PersonDetail,
+    ReembedResult,
+    ReferenceInfo,
+    ReferenceMatch,
+    RemoveResult,
+    ThresholdChange,
+    Verification,
 )
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
     from sigvault.embedder import Embedder
+    from sigvault.index import VectorIndex
+    from sigvault.reembed import ReembedProgress
 
 Source = Path | str | bytes
-EMBED_BATCH = 32
+MODEL_BATCH = 32  # canvases the model embeds per call (bounds its working memory)
+VERIFY_BATCH = 32  # questioned items per verify_many transaction, by default
 PERSON_ID_MAX = 200
 IDENTIFY_NEIGHBOURS_PER_RESULT = 10  # FAISS neighbours fetched per requested identify result
-COMPARE_LABELS = {"accept": "same writer", "refer": "uncertain", "reject": "different writers"}
 
-
-# ---------------------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class ReferenceMatch:
-    """One reference's similarity to a questioned signature."""
-
-    reference_id: int
-    sha256: str
-    similarity: float
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The outcome of one verification, as logged (``decision_id`` is its position in the decision log)."""
-
-    person: str
-    decision: scoring.Decision
-    score: float
-    probability: float
-    threshold: float
-    threshold_method: str
-    model: str
-    references: tuple[ReferenceMatch, ...]
-    best_reference: ReferenceMatch
-    image_sha256: str
-    decision_id: int
-    source: str
-    model_decision: scoring.Decision | None = None  # the model's own decision when a decision rule applied
-    # scoring.capture_ratio of the scan against the references, when it is a capture mismatch
-    # (scoring.capture_mismatch: a rejection near the threshold was referred instead)
-    capture_ratio: float | None = None
-
-    @classmethod
-    def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
-        """The verification a decision-log entry records (references and model decision included)."""
-        refs = tuple(ReferenceMatch(**m) for m in entry.references_used)
-        return cls(
-            person=entry.person_id,
-            decision=entry.decision,  # type: ignore[arg-type]
-            score=entry.score,
-            probability=entry.probability,
-            threshold=entry.threshold,
-            threshold_method=entry.threshold_method,
-            model=entry.model_id,
-            references=refs,
-            best_reference=max(refs, key=lambda m: m.similarity),
-            image_sha256=entry.image_sha256,
-            decision_id=entry.id,
-            source=source,
-            model_decision=(entry.details or {}).get("model_decision"),
-            capture_ratio=((entry.details or {}).get("capture") or {}).get("ratio"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self) | {"references": [asdict(r) for r in self.references]}
-        for key in ("model_decision", "capture_ratio"):
-            if out[key] is None:
-                del out[key]
-        return out
-
-
-@dataclass(frozen=True)
-class EnrolledReference:
-    reference_id: int
-    sha256: str
-    source: str
-
-
-@dataclass(frozen=True)
-class EnrollResult:
-    person: str
-    created: bool  # the person was new
-    added: tuple[EnrolledReference, ...]
-    n_references: int
-    threshold: float
-    threshold_method: str
-    is_override: bool
-    model: str
-    warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"added": [asdict(r) for r in self.added], "warnings": list(self.warnings)}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    a: str
-    b: str
-    similarity: float
-    probability: float  # that the two share a writer
-    label: str  # "same writer" | "uncertain" | "different writers"
-    model: str
-    # scoring.capture_ratio of b against a, when the two are captured at too different scales
-    # (scoring.capture_guard: "different writers" near the threshold becomes "uncertain")
-    capture_ratio: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if out["capture_ratio"] is None:
-            del out["capture_ratio"]
-        return out
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An ``identify`` result: the person's fused score against all their references, as ``verify`` computes it."""
-
-    person: str
-    score: float
-    threshold: float
-    decision: scoring.Decision
-    best_reference: ReferenceMatch
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ReferenceInfo:
-    reference_id: int
-    sha256: str
-    source: str | None
-    model: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class PersonDetail:
-    person: str
-    created_at: datetime
-    references: tuple[ReferenceInfo, ...]
-    threshold: float | None
-    threshold_method: str | None
-    is_override: bool
-    threshold_set_at: datetime | None
-    capture_scale: float | None = None  # the references' median ink scale (scoring.capture_guard); None: not yet stored
-    capture_stroke: float | None = None  # the references' median stroke width in scan pixels (imaging.InkCapture)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["created_at"] = self.created_at.isoformat()
-        out["threshold_set_at"] = self.threshold_set_at.isoformat() if self.threshold_set_at else None
-        out["references"] = [asdict(r) | {"created_at": r.created_at.isoformat()} for r in self.references]
-        return out
-
-
-@dataclass(frozen=True)
-class ThresholdChange:
-    person: str
-    threshold: float
-    threshold_method: str
-    is_override: bool
-
-
-@dataclass(frozen=True)
-class RemoveResult:
-    person: str
-    n_references: int
-
-
-@dataclass(frozen=True)
-class ReembedResult:
-    model: str
-    n_references: int
-    n_persons: int
-    previous_models: dict[str, int]
-    overrides_cleared: tuple[str, ...]
-    n_refitted: int = 0  # persons whose scorer was refitted to the model's scoring (references unchanged)
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    """SQL and index agree when both fingerprints (count + checksum of the sorted ids) and vectors match."""
-
-    model: str
-    path: Path
-    sql: Fingerprint
-    index: Fingerprint | None  # None: no readable index file
-    consistent: bool
-    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,7 +128,7 @@ class VerifyItem:
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class _LoadedImage:
     name: str
     data: bytes
     sha256: str
@@ -320,80 +150,6 @@ def _stored_capture(details: dict[str, Any]) -> imaging.InkCapture:
     """The references' median capture from a threshold row's details (:func:`_capture_details`)."""
     return imaging.InkCapture(float(details["capture_scale"]), float(details["capture_stroke"]))
 
-
-class _ReembedSpool:
-    """What ``reembed`` computes before its write transaction, for every reference: its vector and its views'
-    (float32, one ``(1 + views, dim)`` row per reference in an unlinked temporary file, read back through a
-    memory map) and its id and capture (24 bytes in memory). Its memory does not grow with the vault's vectors: a
-    million references with the shipped 896-d vectors and three views are 14.3 GB of disk and 24 MB of RAM here
-    (``benchmarks/reembed_bench.py`` measured the whole ``reembed``'s peak growing by 2.1 KB per reference
-    with two views, 5.9 KB before the vectors were spooled, and 0.7 KB with three views).
-    References are added in ascending id order (the order ``queries.iter_reference_images`` reads them)."""
-
-    def __init__(self, views: int, dim: int) -> None:
-        import tempfile
-        from array import array
-
-        self._shape = (1 + views, dim)
-        self._file = tempfile.TemporaryFile(prefix="sigvault-reembed-")  # noqa: SIM115 - closed by __exit__
-        self._ids = array("q")
-        self._captures = array("d")
-        self._map: np.memmap | None = None
-
-    def add(self, ref_id: int, vectors: np.ndarray, capture: imaging.InkCapture) -> None:
-        """``vectors``: (1 + views, dim), the reference's own vector first."""
-        if self._ids and ref_id <= self._ids[-1]:
-            raise ValueError(f"reference {ref_id} added after {self._ids[-1]}: add them in ascending id order")
-        self._ids.append(ref_id)
-        self._captures.extend((capture.scale, capture.stroke))
-        self._file.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-
-    @property
-    def ids(self) -> list[int]:
-        return self._ids.tolist()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def _memmap(self) -> np.ndarray:
-        if not self._ids:  # an empty file cannot be mapped
-            return np.zeros((0, *self._shape), dtype=np.float32)
-        if self._map is None:
-            self._file.flush()
-            self._map = np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self._ids), *self._shape))
-        return self._map
-
-    def _rows(self, ids: Sequence[int]) -> np.ndarray:
-        """The spool's row of each of these reference ids."""
-        known = np.frombuffer(self._ids, dtype=np.int64)
-        wanted = np.asarray(ids, dtype=np.int64)
-        rows = np.searchsorted(known, wanted)
-        if np.any(rows >= len(known)) or np.any(known[np.minimum(rows, len(known) - 1)] != wanted):
-            raise KeyError(f"references {list(ids)} were not all spooled")
-        return rows
-
-    def encoded(self, chunk: int = 10_000) -> Iterator[tuple[int, bytes]]:
-        """(id, encoded vector) of every reference in id order, read ``chunk`` rows at a time."""
-        ids, rows = self.ids, self._memmap()
-        for at in range(0, len(ids), chunk):
-            part = np.array(rows[at : at + chunk, 0])
-            for i, vector in zip(ids[at : at + chunk], part, strict=True):
-                yield i, queries.encode_vector(vector)
-
-    def views(self, ids: Sequence[int]) -> np.ndarray:
-        """(len(ids), views, dim): these references' views, as added."""
-        return np.array(self._memmap()[self._rows(ids), 1:])
-
-    def captures(self, ids: Sequence[int]) -> list[imaging.InkCapture]:
-        c = self._captures
-        return [imaging.InkCapture(c[2 * r], c[2 * r + 1]) for r in self._rows(ids).tolist()]
-
-    def __enter__(self) -> _ReembedSpool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._map = None
-        self._file.close()
 
 
 @dataclass(frozen=True)
@@ -487,7 +243,7 @@ class Vault:
             self._embedder = embedder  # type: ignore[assignment]
         else:
             self._load_embedder = embedder
-        self._index_cache: tuple[tuple[int, int], VectorIndex] | None = None
+        self._indexes = IndexSync(engine, self.home / config.INDEX_DIRNAME)
 
     @classmethod
     def open(cls, settings: config.Settings, *, embedder: Embedder | None = None) -> Vault:
@@ -779,7 +535,7 @@ class Vault:
         items: Sequence[VerifyItem],
         *,
         kind: Literal["verify", "audit"] = "audit",
-        batch_size: int = EMBED_BATCH,
+        batch_size: int = VERIFY_BATCH,
     ) -> list[Verification | SigvaultError]:
         """Verify many questioned signatures, embedding them in batches; one transaction per batch.
 
@@ -795,7 +551,7 @@ class Vault:
 
     def _verify_batch(self, items: Sequence[VerifyItem], kind: str) -> list[Verification | SigvaultError]:
         out: list[Verification | SigvaultError | None] = [None] * len(items)
-        ready: list[tuple[int, str, Prepared | _Loaded]] = []
+        ready: list[tuple[int, str, Prepared | _LoadedImage]] = []
         spec = self.embedder.spec
         for i, item in enumerate(items):
             try:
@@ -814,7 +570,7 @@ class Vault:
             cfg = self.embedder.scoring
             with transaction(self.engine, write=True) as conn:
                 people: dict[str, _PersonRefs | SigvaultError] = {}
-                judged: list[tuple[int, Prepared | _Loaded, _PersonRefs, float, list[ReferenceMatch]]] = []
+                judged: list[tuple[int, Prepared | _LoadedImage, _PersonRefs, float, list[ReferenceMatch]]] = []
                 for (i, person_id, loaded), query in zip(ready, vectors, strict=True):
                     if person_id not in people:
                         try:
@@ -1030,7 +786,7 @@ class Vault:
         with transaction(self.engine, write=True) as conn:
             row = self._get_person(conn, person_id, lock=True)
             ids = queries.delete_person(conn, row.pk)
-        self._purge_from_index_files(np.asarray(ids, dtype=np.int64))
+        self._indexes.purge(np.asarray(ids, dtype=np.int64))
         try:
             self.compact()
         except SigvaultError as exc:
@@ -1044,270 +800,54 @@ class Vault:
         """Rewrite the tables that hold images and vectors so that deleted bytes are physically gone."""
         reclaim_space(self.engine, ("refs", "ref_images"))
 
+
     # ------------------------------------------------------------------------------------- reembed
 
-    def reembed(self) -> ReembedResult:
-        """Recompute every reference's embedding from its stored image with the loaded model, atomically.
+    def reembed(self, progress: ReembedProgress | None = None) -> ReembedResult:
+        """Recompute every reference's embedding from its stored image with the loaded model, atomically
+        (:mod:`sigvault.reembed`).
 
-        Images are read, measured and embedded first, with the scoring's reference views (each image decoded
-        and shrunk once, outside any write transaction); then one transaction replaces every vector and refits
-        every threshold from them, reading no image. Meanwhile every reference's vector and its views' wait in
-        a temporary file (:class:`_ReembedSpool`: 14.3 KB per reference with the shipped model's 896-d vectors
-        and three views), so its memory does not grow with the vault.
-        Overrides are cleared (they were set on the old model's score scale) and listed in the
+        Images are read, measured and embedded first, with the scoring's reference views, outside any write
+        transaction; then one transaction replaces every vector and refits every threshold from them, reading
+        no image. Overrides are cleared (they were set on the old model's score scale) and listed in the
         result. The old models' index files are deleted and the index is rebuilt. When every vector is the
         loaded model's already, the persons whose scorer was fitted for another scoring (method, cohort or
         views: the model's card changed, not its network) are refitted instead, in one transaction
-        (``n_refitted``).
+        (``n_refitted``). ``progress`` is called with (references embedded, references in all).
 
         Raises:
             ImageError: a stored image cannot be used by this model (nothing changed).
         """
-        embedder = self.embedder
-        with transaction(self.engine) as conn:
-            previous = queries.model_counts(conn)
-            up_to_date = set(previous) <= {embedder.model_id}
-        if up_to_date:
-            return self._refit_stale(previous)
-        with _ReembedSpool(len(embedder.scoring.views), embedder.dim) as spool:
-            return self._reembed(previous, spool)
+        from sigvault.reembed import reembed
 
-    def _reembed(self, previous: dict[str, int], spool: _ReembedSpool) -> ReembedResult:
-        """:meth:`reembed` once the vectors are known to be another model's."""
-        embedder = self.embedder
-        spec, wanted = embedder.spec, embedder.scoring.views
-        with transaction(self.engine) as conn:
-            batch: list[tuple[int, np.ndarray, imaging.InkCapture]] = []  # (reference id, canvas, capture)
-            for ref_id, person_id, source_name, data in queries.iter_reference_images(conn):
-                name = f"reference {ref_id} of {person_id!r} ({source_name or 'image'})"
-                grey = imaging.read_image(data, name=name, limits=self.limits)
-                canvases, capture = imaging.preprocess_views(grey, spec, wanted, name=name)
-                batch += [(ref_id, c, capture) for c in canvases]  # its views' canvases follow its own
-                if len(batch) >= EMBED_BATCH:
-                    self._embed_references(batch, spool)
-                    batch = []
-            self._embed_references(batch, spool)
-        cleared: list[str] = []
-        with transaction(self.engine, write=True) as conn:
-            if queries.all_reference_ids(conn) != spool.ids:
-                raise SigvaultError("references changed while re-embedding; run `sigvault reembed` again")
-            queries.set_embeddings(conn, embedder.model_id, spool.encoded())
-            persons = queries.all_persons(conn)
-            for person in persons:
-                current = queries.get_threshold(conn, person.pk)
-                if current is not None and current.is_override:
-                    cleared.append(person.person_id)
-                refs, blobs = queries.person_references(conn, person.pk)  # id order, vectors just stored
-                vectors = queries.decode_vectors(blobs, embedder.dim)
-                ids = [r.id for r in refs]
-                self._refresh_threshold(
-                    conn,
-                    person,
-                    vectors,
-                    views=spool.views(ids) if wanted and ids else None,
-                    captures=spool.captures(ids),
-                    keep_override=False,
-                )
-        index_dir = self.home / config.INDEX_DIRNAME
-        for stale in index_dir.glob("*.faiss"):
-            if stale != self.index_path:
-                delete_index_files(stale)
-        self.rebuild_index()
-        return ReembedResult(embedder.model_id, len(spool), len(persons), previous, tuple(sorted(cleared)))
-
-    def _refit_stale(self, previous: dict[str, int]) -> ReembedResult:
-        """Every vector is the loaded model's: refit, in one transaction, each person whose stored scorer
-        was made for another scoring method, cohort or views (what :meth:`_person_refs` would otherwise do
-        on each person's first use, one at a time, inside a verify or an audit). Overrides keep their value."""
-        with transaction(self.engine, write=True) as conn:
-            persons = queries.all_persons(conn)
-            refitted = 0
-            for person in persons:
-                threshold = queries.get_threshold(conn, person.pk)
-                if threshold is None or self._rule_is_current(threshold):
-                    continue
-                vectors = queries.decode_vectors(queries.person_embeddings(conn, person.pk), self.embedder.dim)
-                self._refresh_threshold(conn, person, vectors)
-                refitted += 1
-        return ReembedResult(self.model_id, 0, len(persons), previous, (), refitted)
-
-    def _embed_references(self, batch: list[tuple[int, np.ndarray, imaging.InkCapture]], spool: _ReembedSpool) -> None:
-        """Embed (reference id, canvas, capture) rows, each reference's own canvas first and then its views'
-        (when the scoring has views), and spool each reference's vectors and capture."""
-        if not batch:
-            return
-        vectors = self._embed([canvas for _, canvas, _ in batch])
-        k = 1 + len(self.embedder.scoring.views)
-        for at in range(0, len(batch), k):
-            ref_id, _, capture = batch[at]
-            spool.add(ref_id, vectors[at : at + k], capture)
+        return reembed(self, progress)
 
     # --------------------------------------------------------------------------------------- index
 
-    def check_index(self) -> IndexReport:
-        """Compare the index files (base and journal) with SQL, ids and vectors, without changing anything.
+    @property
+    def _index_cache(self) -> tuple[tuple[int, int], VectorIndex] | None:
+        """The index this process last brought in line with SQL (None: load it again, as a fresh process)."""
+        return self._indexes.cache
 
-        Vectors are compared in chunks of 10,000 in id order, so memory stays bounded at a million."""
-        path = self.index_path
-        dim = self.embedder.dim
-        try:
-            index: VectorIndex | None = VectorIndex.load(path)
-            failure = None
-        except FileNotFoundError:
-            index, failure = None, None
-        except IndexError_ as exc:
-            index, failure = None, str(exc)
-        with transaction(self.engine) as conn:
-            sql_ids = queries.reference_ids(conn, self.model_id)
-            sql = Fingerprint.of(sql_ids)
-            if index is None:
-                if failure is not None:
-                    return IndexReport(self.model_id, path, sql, None, False, failure)
-                empty = sql.count == 0  # nothing enrolled with this model: no file is the right state
-                return IndexReport(self.model_id, path, sql, None, empty, None if empty else "no index file")
-            ids = index.ids()
-            found = Fingerprint.of(ids)
-            if index.dim != dim:
-                return IndexReport(self.model_id, path, sql, found, False, f"index has {index.dim} dimensions")
-            if found != sql:
-                missing, extra = np.setdiff1d(sql_ids, ids).size, np.setdiff1d(ids, sql_ids).size
-                problem = f"{missing} references missing from the index, {extra} in the index but not in SQL"
-                return IndexReport(self.model_id, path, sql, found, False, problem)
-            chunk_ids: list[int] = []
-            blobs: list[bytes] = []
-            same = True
-            for ref_id, blob in queries.iter_embeddings(conn, self.model_id):
-                chunk_ids.append(ref_id)
-                blobs.append(blob)
-                if len(chunk_ids) == 10_000:
-                    same = same and np.array_equal(
-                        index.vectors(np.asarray(chunk_ids)), queries.decode_vectors(blobs, dim)
-                    )
-                    chunk_ids, blobs = [], []
-            if chunk_ids:
-                same = same and np.array_equal(index.vectors(np.asarray(chunk_ids)), queries.decode_vectors(blobs, dim))
-        if not same:
-            return IndexReport(self.model_id, path, sql, found, False, "vectors differ from SQL")
-        if index.damaged:
-            return IndexReport(self.model_id, path, sql, found, False, index.damaged)
-        return IndexReport(self.model_id, path, sql, found, True)
+    @_index_cache.setter
+    def _index_cache(self, value: tuple[tuple[int, int], VectorIndex] | None) -> None:
+        self._indexes.cache = value
+
+    def check_index(self) -> IndexReport:
+        """Compare the index files (base and journal) with SQL, ids and vectors, without changing anything."""
+        return self._indexes.check(self.model_id, self.embedder.dim)
 
     def rebuild_index(self) -> IndexReport:
-        """Rebuild the index files from SQL alone (HNSW above ``index.HNSW_THRESHOLD`` references) and save
-        them atomically."""
-        path = self.index_path
-        with file_lock(path):
-            index = VectorIndex(self.embedder.dim)
-            with transaction(self.engine) as conn:
-                generation = queries.id_generation(conn, self.model_id)
-                ids: list[int] = []
-                blobs: list[bytes] = []
-                for ref_id, blob in queries.iter_embeddings(conn, self.model_id):
-                    ids.append(ref_id)
-                    blobs.append(blob)
-                    if len(ids) == 10_000:
-                        index.add(np.asarray(ids), queries.decode_vectors(blobs, index.dim))
-                        ids, blobs = [], []
-                index.add(np.asarray(ids, dtype=np.int64), queries.decode_vectors(blobs, index.dim))
-            index.save(path)
-        self._index_cache = (generation, index)
-        found = index.fingerprint()
-        return IndexReport(self.model_id, path, found, found, True)
-
-    def _sync_index(self) -> VectorIndex:
-        """Bring the index in line with SQL and return it.
-
-        The index this process already holds is brought up to date from the journal (cheap); otherwise
-        the files are loaded (or an empty index started if missing or damaged). A freshly loaded index,
-        a damaged journal, or one whose (count, max id) disagrees with SQL is compared id by id with SQL:
-        missing references are added (and journaled), extra ones removed. The files are compacted when
-        the journal grew large, when something had to be removed, or when they were unusable."""
-        path = self.index_path
-        dim = self.embedder.dim
-        with file_lock(path):
-            cached = self._index_cache[1] if self._index_cache is not None else None
-            index: VectorIndex | None = None
-            verified = False
-            if cached is not None and cached.dim == dim and cached.epoch is not None and cached.refresh(path):
-                index, verified = cached, True  # compared with SQL id by id when this process loaded it
-            else:
-                try:
-                    index = VectorIndex.load(path)
-                except (FileNotFoundError, IndexError_):
-                    index = None
-            rebuild = index is None or index.dim != dim
-            if index is None or index.dim != dim:
-                index = VectorIndex(dim)
-            extra = missing = np.zeros(0, dtype=np.int64)
-            fetched: list[tuple[np.ndarray, np.ndarray]] = []
-            with transaction(self.engine) as conn:
-                generation = queries.id_generation(conn, self.model_id)
-                if not (verified and index.damaged is None and (index.ntotal, index.max_id()) == generation):
-                    sql_ids = queries.reference_ids(conn, self.model_id)
-                    have = index.ids()
-                    extra = np.setdiff1d(have, sql_ids, assume_unique=True)
-                    missing = np.setdiff1d(sql_ids, have, assume_unique=True)
-                    index.remove(extra)
-                    for start in range(0, missing.size, 10_000):
-                        ids, blobs = queries.embeddings_by_ids(conn, missing[start : start + 10_000].tolist())
-                        fetched.append((ids, queries.decode_vectors(blobs, dim)))
-                        index.add(*fetched[-1])
-            if rebuild or index.damaged or extra.size or index.needs_compaction():
-                index.save(path)
-            else:
-                for ids, vectors in fetched:  # already in memory: this records them for other processes
-                    index.append(path, ids, vectors)
-        self._index_cache = (generation, index)
-        return index
+        """Rebuild the index files from SQL alone and save them atomically."""
+        return self._indexes.rebuild(self.model_id, self.embedder.dim)
 
     def _current_index(self, conn: Connection) -> VectorIndex:
-        """The index for searching; re-synced only when the references changed since it was loaded."""
-        generation = queries.id_generation(conn, self.model_id)
-        if self._index_cache is not None and self._index_cache[0] == generation:
-            return self._index_cache[1]
-        return self._sync_index()
+        """The index for searching, in line with SQL."""
+        return self._indexes.current(conn, self.model_id, self.embedder.dim)
 
     def _update_index_after_commit(self, ids: np.ndarray, vectors: np.ndarray) -> list[str]:
-        """Record committed references in the index: one fsynced journal append, O(len(ids)) whatever the
-        vault's size. With no index file yet, a small vault's index is built now; a large one's (over
-        ``index.HNSW_THRESHOLD`` references, e.g. after a bulk import) at the next ``identify`` or
-        ``sigvault index rebuild``. SQL is already right, so a failure here is only a warning: the next
-        command that needs the index repairs it from SQL."""
-        path = self.index_path
-        try:
-            with file_lock(path):
-                if append_journal(path, ids, vectors):
-                    return []
-                with transaction(self.engine) as conn:
-                    n, _ = queries.id_generation(conn, self.model_id)
-                if n <= HNSW_THRESHOLD:
-                    self._sync_index()
-        except (OSError, IndexError_) as exc:
-            return [f"index not updated ({exc}); it will be rebuilt on next use"]
-        return []
-
-    def _purge_from_index_files(self, ids: np.ndarray) -> None:
-        """Erase ids from every model's index files: load, remove, compact (the base and the journal are
-        rewritten without them, like ``VACUUM`` for the database). A damaged file is deleted (it is only a
-        cache), and so is a journal left without its base."""
-        self._index_cache = None
-        index_dir = self.home / config.INDEX_DIRNAME
-        for path in sorted(index_dir.glob("*.faiss")):
-            with file_lock(path):
-                try:
-                    index = VectorIndex.load(path)
-                except FileNotFoundError:
-                    continue
-                except IndexError_:
-                    delete_index_files(path)
-                    continue
-                if index.remove(ids) or index.damaged:
-                    index.save(path)
-        for journal in sorted(index_dir.glob("*.faiss.journal")):
-            base = journal.with_name(journal.name.removesuffix(".journal"))
-            with file_lock(base):
-                if not base.exists():
-                    journal.unlink(missing_ok=True)
+        """Record committed references in the index; returns a warning when it could not (repaired on next use)."""
+        return self._indexes.record_added(self.model_id, self.embedder.dim, ids, vectors)
 
     # ---------------------------------------------------------------------------------------- log
 
@@ -1349,7 +889,7 @@ class Vault:
                 f"{self.model_id}; run `sigvault reembed`"
             )
 
-    def _load(self, source: Source, name: str | None = None, *, views: bool = False) -> _Loaded:
+    def _load(self, source: Source, name: str | None = None, *, views: bool = False) -> _LoadedImage:
         """Read an image once (its exact bytes are hashed and stored) and preprocess it; with ``views`` (for
         enrolment), also its views' canvases when the scoring has views."""
         if name is None:
@@ -1360,12 +900,12 @@ class Vault:
         wanted = self.embedder.scoring.views if views else ()
         # the scan is shrunk once for its canvas, its capture and its views (none when no views are wanted)
         canvases, capture = imaging.preprocess_views(grey, self.embedder.spec, wanted, name=name)
-        return _Loaded(name, data, sha256, canvases[0], capture, canvases[1:] if wanted else None)
+        return _LoadedImage(name, data, sha256, canvases[0], capture, canvases[1:] if wanted else None)
 
-    def _load_reference(self, source: Source) -> _Loaded:
+    def _load_reference(self, source: Source) -> _LoadedImage:
         return self._load(source, views=True)
 
-    def _load_all(self, sources: Sequence[Source]) -> list[_Loaded]:
+    def _load_all(self, sources: Sequence[Source]) -> list[_LoadedImage]:
         """:meth:`_load_reference` of each source, in order, on two threads: decoding (Pillow), preprocessing
         (OpenCV) and hashing release the GIL, so 10 scans of 1800x800 load 1.9x faster on 2 cores (156 -> 83
         ms). The first failing source in order raises, as with a loop."""
@@ -1377,7 +917,7 @@ class Vault:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sigvault-load") as pool:
             return list(pool.map(self._load_reference, sources))
 
-    def _embed_with_views(self, loaded: Sequence[_Loaded]) -> tuple[np.ndarray, np.ndarray | None]:
+    def _embed_with_views(self, loaded: Sequence[_LoadedImage]) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings of loaded references (n, dim), and of their views (n, len(scoring.views), dim) or None
         when the scoring has none; one batched pass."""
         k = len(self.embedder.scoring.views)
@@ -1410,13 +950,13 @@ class Vault:
         return self._embed(canvases).reshape(len(refs), len(wanted), -1), captures
 
     def _embed(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`EMBED_BATCH`."""
+        """(n, H, W) canvases -> (n, dim) float32 L2-normalised, in batches of :data:`MODEL_BATCH`."""
         embedder = self.embedder
         if not canvases:
             return np.zeros((0, embedder.dim), dtype=np.float32)
         parts = [
-            np.asarray(embedder.embed(np.stack(canvases[i : i + EMBED_BATCH])), dtype=np.float32)
-            for i in range(0, len(canvases), EMBED_BATCH)
+            np.asarray(embedder.embed(np.stack(canvases[i : i + MODEL_BATCH])), dtype=np.float32)
+            for i in range(0, len(canvases), MODEL_BATCH)
         ]
         return np.concatenate(parts)
 
@@ -1424,3 +964,4 @@ class Vault:
 def _display_name(name: str) -> str:
     """The file name kept with a reference (its base name only: paths can reveal more than needed)."""
     return Path(name).name[:1000] if name != "<bytes>" else name
+

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sigvault.errors import IndexError_
+from sigvault.errors import IndexFileError
 from sigvault.index import MAGIC, Fingerprint, VectorIndex
 
 
@@ -38,7 +38,7 @@ def test_remove_reconstruct_and_items(index: VectorIndex) -> None:
     assert index.reconstruct(30).tolist() == pytest.approx([2**-0.5, 2**-0.5])
     ids, vectors = index.items()
     assert ids.tolist() == [10, 30] and vectors.shape == (2, 2)
-    with pytest.raises(IndexError_, match=r"^reference 20 is not in the index; run `sigvault index rebuild`$"):
+    with pytest.raises(IndexFileError, match=r"^reference 20 is not in the index; run `sigvault index rebuild`$"):
         index.reconstruct(20)
 
 
@@ -74,7 +74,7 @@ def test_damaged_files_are_refused(index: VectorIndex, tmp_path: Path, damage, m
     path = tmp_path / "m.faiss"
     index.save(path)
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(IndexError_) as err:
+    with pytest.raises(IndexFileError) as err:
         VectorIndex.load(path)
     assert str(err.value) == f"{path}: {message}; run `sigvault index rebuild`"
 
@@ -184,7 +184,7 @@ def test_hnsw_tombstones_are_erased_filtered_and_persisted(small_threshold: int,
     assert idx.kind == "hnsw"
     assert idx.remove(np.array([1, 2, 3, 4, 5, 999])) == 5  # person 0, entirely
     assert idx.ntotal == 495 and 1 not in idx.ids()
-    with pytest.raises(IndexError_, match="reference 3 is not in the index"):
+    with pytest.raises(IndexFileError, match="reference 3 is not in the index"):
         idx.reconstruct(3)
     _, found = idx.search(xb[0], 20)
     assert not set(found.tolist()) & {1, 2, 3, 4, 5}

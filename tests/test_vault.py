@@ -629,7 +629,7 @@ def test_reembed_to_a_new_model_fits_as_enrolment_does_reading_each_image_once(
 def test_reembed_spools_vectors_views_and_captures_to_a_temporary_file_exactly() -> None:
     from sigvault import imaging
     from sigvault.db import queries
-    from sigvault.vault import _ReembedSpool
+    from sigvault.reembed import ReembedSpool as _ReembedSpool
 
     rng = np.random.default_rng(0)
     rows = {ref_id: rng.standard_normal((3, 5)).astype(np.float32) for ref_id in (3, 7, 12)}

@@ -31,7 +31,7 @@ from sigvault.errors import (
 if TYPE_CHECKING:
     from sigvault.audit.manifest import Row
     from sigvault.audit.policy import Policy
-    from sigvault.vault import Verification
+    from sigvault.results import Verification
 
 #: Decision fields of a result record, after the input columns (``results.jsonl``). The keys of
 #: ``verify --json`` except ``person`` (the manifest's column is kept), ``decision_id`` (the log position

@@ -279,7 +279,8 @@ def _decide_chunk(
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Decide one chunk. ``prepared``: the outcome of :func:`prepare_many` for :func:`_to_prepare`'s rows
     (None: read them here). Returns (records in row order, rows decided, rows recovered)."""
-    from sigvault.vault import Verification, VerifyItem
+    from sigvault.results import Verification
+    from sigvault.vault import VerifyItem
 
     records: list[dict[str, Any] | None] = [None] * len(chunk.rows)
     todo: list[tuple[int, Row, str]] = []

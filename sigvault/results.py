@@ -1,0 +1,197 @@
+"""The vault's results: frozen dataclasses returned by :class:`sigvault.vault.Vault`'s methods, each with the
+``to_dict()`` that ``--json`` prints where the CLI shows it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sigvault import scoring
+
+if TYPE_CHECKING:
+    from sigvault.db import decision_log
+    from sigvault.index import Fingerprint
+
+COMPARE_LABELS = {"accept": "same writer", "refer": "uncertain", "reject": "different writers"}
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """One reference's similarity to a questioned signature."""
+
+    reference_id: int
+    sha256: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of one verification, as logged (``decision_id`` is its position in the decision log)."""
+
+    person: str
+    decision: scoring.Decision
+    score: float
+    probability: float
+    threshold: float
+    threshold_method: str
+    model: str
+    references: tuple[ReferenceMatch, ...]
+    best_reference: ReferenceMatch
+    image_sha256: str
+    decision_id: int
+    source: str
+    model_decision: scoring.Decision | None = None  # the model's own decision when a decision rule applied
+    # scoring.capture_ratio of the scan against the references, when it is a capture mismatch
+    # (scoring.capture_mismatch: a rejection near the threshold was referred instead)
+    capture_ratio: float | None = None
+
+    @classmethod
+    def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
+        """The verification a decision-log entry records (references and model decision included)."""
+        refs = tuple(ReferenceMatch(**m) for m in entry.references_used)
+        return cls(
+            person=entry.person_id,
+            decision=entry.decision,  # type: ignore[arg-type]
+            score=entry.score,
+            probability=entry.probability,
+            threshold=entry.threshold,
+            threshold_method=entry.threshold_method,
+            model=entry.model_id,
+            references=refs,
+            best_reference=max(refs, key=lambda m: m.similarity),
+            image_sha256=entry.image_sha256,
+            decision_id=entry.id,
+            source=source,
+            model_decision=(entry.details or {}).get("model_decision"),
+            capture_ratio=((entry.details or {}).get("capture") or {}).get("ratio"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self) | {"references": [asdict(r) for r in self.references]}
+        for key in ("model_decision", "capture_ratio"):
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+@dataclass(frozen=True)
+class EnrolledReference:
+    reference_id: int
+    sha256: str
+    source: str
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    person: str
+    created: bool  # the person was new
+    added: tuple[EnrolledReference, ...]
+    n_references: int
+    threshold: float
+    threshold_method: str
+    is_override: bool
+    model: str
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"added": [asdict(r) for r in self.added], "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    similarity: float
+    probability: float  # that the two share a writer
+    label: str  # "same writer" | "uncertain" | "different writers"
+    model: str
+    # scoring.capture_ratio of b against a, when the two are captured at too different scales
+    # (scoring.capture_guard: "different writers" near the threshold becomes "uncertain")
+    capture_ratio: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["capture_ratio"] is None:
+            del out["capture_ratio"]
+        return out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An ``identify`` result: the person's fused score against all their references, as ``verify`` computes it."""
+
+    person: str
+    score: float
+    threshold: float
+    decision: scoring.Decision
+    best_reference: ReferenceMatch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    reference_id: int
+    sha256: str
+    source: str | None
+    model: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PersonDetail:
+    person: str
+    created_at: datetime
+    references: tuple[ReferenceInfo, ...]
+    threshold: float | None
+    threshold_method: str | None
+    is_override: bool
+    threshold_set_at: datetime | None
+    capture_scale: float | None = None  # the references' median ink scale (scoring.capture_guard); None: not yet stored
+    capture_stroke: float | None = None  # the references' median stroke width in scan pixels (imaging.InkCapture)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["created_at"] = self.created_at.isoformat()
+        out["threshold_set_at"] = self.threshold_set_at.isoformat() if self.threshold_set_at else None
+        out["references"] = [asdict(r) | {"created_at": r.created_at.isoformat()} for r in self.references]
+        return out
+
+
+@dataclass(frozen=True)
+class ThresholdChange:
+    person: str
+    threshold: float
+    threshold_method: str
+    is_override: bool
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    person: str
+    n_references: int
+
+
+@dataclass(frozen=True)
+class ReembedResult:
+    model: str
+    n_references: int
+    n_persons: int
+    previous_models: dict[str, int]
+    overrides_cleared: tuple[str, ...]
+    n_refitted: int = 0  # persons whose scorer was refitted to the model's scoring (references unchanged)
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """SQL and index agree when both fingerprints (count + checksum of the sorted ids) and vectors match."""
+
+    model: str
+    path: Path
+    sql: Fingerprint
+    index: Fingerprint | None  # None: no readable index file
+    consistent: bool
+    problem: str | None = None
