@@ -4,4 +4,4 @@ The library API lives in :mod:`sigvault.vault` (``Vault``); the command line in 
 This package imports nothing heavy, so ``sigvault --help`` stays instant.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
