@@ -121,6 +121,33 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+class _Bar:
+    """Moves a rich progress display: ``bar(done, total)``, ``total`` None while unknown; ``stage`` relabels it."""
+
+    def __init__(self, display: Any, task: Any) -> None:
+        self._display, self._task = display, task
+
+    def __call__(self, done: int, total: int | None, stage: str | None = None) -> None:
+        label = {"description": stage} if stage is not None else {}
+        self._display.update(self._task, completed=done, total=total, **label)
+
+
+@contextmanager
+def _progress(label: str, *, quiet: bool = False) -> Iterator[_Bar | None]:
+    """A progress display on stderr while the block runs (rich; removed when done); yields the :class:`_Bar`
+    that moves it. Yields None, and shows nothing, with ``quiet`` or when stderr is not a terminal: piped or
+    logged output gets no animation."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as display:
+        yield _Bar(display, display.add_task(label, total=None))
+
+
 def _settings(ctx: typer.Context) -> Settings:
     from sigvault.config import Settings
 
@@ -301,8 +328,8 @@ def reembed(ctx: typer.Context) -> None:
     Example:
       SIGVAULT_MODEL=/opt/models/v2 sigvault reembed
     """
-    with _vault(ctx) as vault:
-        result = vault.reembed()
+    with _vault(ctx) as vault, _progress("re-embedding references") as update:
+        result = vault.reembed(update)
     if result.n_references == 0:
         if result.n_refitted:
             typer.echo(
@@ -525,7 +552,8 @@ def backup(
     """
     from sigvault.backup import backup_vault
 
-    result = backup_vault(_settings(ctx), directory)
+    with _progress("backing up"):
+        result = backup_vault(_settings(ctx), directory)
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -559,7 +587,8 @@ def restore(
     """
     from sigvault.backup import restore_vault
 
-    result = restore_vault(_settings(ctx), directory, force=force)
+    with _progress("restoring"):
+        result = restore_vault(_settings(ctx), directory, force=force)
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -637,24 +666,37 @@ def audit(
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per embedding batch and transaction.")] = 32,
     policy: Annotated[Path | None, typer.Option(help="Amount-aware policy (TOML).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted audit in --out.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json); the result files are the same.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Verify every item of a manifest as `verify` does; write results, a summary and a review report.
 
     Exit 1 when some rows could not be decided (their decision is "error"); they are listed in the
-    results. An interrupted audit is finished with --resume.
+    results. An interrupted audit is finished with --resume. A progress bar shows on a terminal.
 
     \b
     Example:
       sigvault audit cheques-2025-11-25.csv --out audit-2025-11-25/ --workers 2
+      sigvault audit cheques-2025-11-25.csv --out audit-2025-11-25/ --quiet   # e.g. from cron
     """
     from sigvault.audit import run_audit
 
-    with _vault(ctx) as vault:
-        summary = run_audit(vault, manifest, out, workers=workers, batch_size=batch_size, policy=policy, resume=resume)
+    with _vault(ctx) as vault, _progress("auditing", quiet=quiet) as update:
+        summary = run_audit(
+            vault,
+            manifest,
+            out,
+            workers=workers,
+            batch_size=batch_size,
+            policy=policy,
+            resume=resume,
+            progress=None if update is None else (lambda p: update(p.done, p.total)),
+        )
     if as_json:
         _echo_json(summary.to_dict())
-    else:
+    elif not quiet:
         counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
         typer.echo(f"audited {summary.rows} items in {summary.elapsed_s:.1f} s: {counts}")
         typer.echo(f"results and report in {summary.out_dir}")
@@ -697,16 +739,18 @@ def evaluate(
     from sigvault.evaluation import render_text, run_evaluation
 
     settings = _settings(ctx)
-    report = run_evaluation(
-        dataset,
-        embedder=load_embedder(settings.model),
-        references=references,
-        splits=splits,
-        seed=seed,
-        out_dir=out,
-        limits=settings.image_limits(),
-        questioned_dir=questioned,
-    )
+    with _progress("evaluating") as update:
+        report = run_evaluation(
+            dataset,
+            embedder=load_embedder(settings.model),
+            references=references,
+            splits=splits,
+            seed=seed,
+            out_dir=out,
+            limits=settings.image_limits(),
+            questioned_dir=questioned,
+            progress=None if update is None else (lambda stage, done, total: update(done, total, stage)),
+        )
     if as_json:
         _echo_json(report.to_json())
     else:

@@ -53,7 +53,7 @@ READ_PASS_BATCH = 64  # canvases the model embeds per call in the read pass (no 
 TARGET_FAR = 0.01  # FRR is reported at this false-accept rate on skilled forgeries
 SHORTCUT_WARN_EER = 0.35  # swapped-reference skilled EER below this: the model separates without comparing
 SHORTCUT_WARN_AUC = 0.75  # ...or the per-writer swapped-reference AUC above this (a comparing model is near 0.5)
-DECISIONS = scoring.DECISIONS
+DECISIONS: tuple[str, ...] = scoring.DECISIONS
 FIGURE_KEYS = (
     "eer_skilled",
     "eer_random",

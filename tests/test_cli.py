@@ -278,6 +278,55 @@ def test_audit_command(cli: Invoke, images: ImageFactory, tmp_path: Path) -> Non
     assert cli("log", "verify").stdout.startswith("decision log intact: 1 entries")
 
 
+def test_audit_quiet_prints_nothing_and_writes_the_same_files(cli: Invoke, images: ImageFactory, tmp_path: Path) -> None:
+    cli("enroll", "alice", *images.refs(1, 3))
+    manifest = tmp_path / "items.csv"
+    rows = [("c1", "alice", images.write("c1.png", 1, 6)), ("c2", "alice", images.write("c2.png", 2, 6))]
+    manifest.write_text("item_id,person,image\n" + "".join(f"{i},{p},{img}\n" for i, p, img in rows))
+    loud = cli("audit", manifest, "--out", tmp_path / "loud")
+    quiet = cli("audit", manifest, "--out", tmp_path / "quiet", "--quiet")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    # without --quiet: the summary lines, and no progress display (stderr is not a terminal here)
+    assert loud.exit_code == 0 and loud.stderr == ""
+    lines = loud.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("audited 2 items in ")
+    assert lines[1] == f"results and report in {tmp_path / 'loud'}"
+    for name in ("results.jsonl", "results.csv", "report.html"):
+        assert (tmp_path / "quiet" / name).read_bytes() == (tmp_path / "loud" / name).read_bytes(), name
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("loud", "quiet")]
+    assert summaries[0]["counts"] == summaries[1]["counts"] and summaries[1]["rows"] == 2
+
+
+def test_audit_quiet_still_reports_failed_rows_and_json(cli: Invoke, images: ImageFactory, tmp_path: Path) -> None:
+    cli("enroll", "alice", *images.refs(1, 3))
+    manifest = tmp_path / "items.csv"
+    manifest.write_text(f"item_id,person,image\nc1,alice,{images.write('c1.png', 1, 6)}\nc2,alice,{tmp_path / 'absent.png'}\n")
+    failed = cli("audit", manifest, "--out", tmp_path / "a", "-q")
+    assert (failed.exit_code, failed.stdout) == (1, "")
+    assert failed.stderr == 'error: 1 item(s) could not be decided; see decision "error" in the results\n'
+    as_json = cli("audit", manifest, "--out", tmp_path / "b", "--quiet", "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["failed_rows"] == 1
+
+
+def test_progress_display_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from sigvault.cli import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for tty, quiet, shown in ((False, False, False), (True, True, False), (True, False, True)):
+        stream = Terminal() if tty else io.StringIO()
+        monkeypatch.setattr("sys.stderr", stream)
+        with _progress("auditing", quiet=quiet) as bar:
+            assert (bar is not None) == shown
+            if bar is not None:
+                bar(1, 2)
+        assert ("auditing" in stream.getvalue()) == shown, (tty, quiet)
+
+
 def test_demo_command(cli: Invoke, tmp_path: Path) -> None:
     out = cli("--home", tmp_path / "demo", "demo", "--people", "2", "--references", "2", "--json")
     assert out.exit_code == 0, out.stderr
