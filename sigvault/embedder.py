@@ -120,9 +120,9 @@ class OnnxEmbedder:
         """Open the onnxruntime session: ``threads`` intra-op threads (None: ``SIGVAULT_THREADS``, else
         min(2, CPUs)), without spin-waiting.
 
-        onnxruntime's pool threads spin by default between and after runs; on this 2-core machine that
-        doubled the CPU of a batch-1 embedding (12.1 ms against 6.1 ms, 2 threads) and took the other core
-        from whatever ran next (audit workers, SQL, other processes), for no gain in wall time."""
+        onnxruntime's pool threads spin by default between and after runs: that about doubles the CPU time of a
+        batch-1 embedding and takes the other core from whatever runs next (audit workers, SQL, other
+        processes), for no gain in wall time (docs/speed.md, "Non-model overheads")."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
