@@ -609,19 +609,8 @@ def run_evaluation(
         raise UsageError(f"--splits {splits}: run at least 1 split")
     root = Path(dataset_dir)
     writer_names, items = scan_dataset(root)
-    loaded = _read_all(items, embedder, limits, progress)
-    q_emb, q_captures = None, None
-    if questioned_dir is not None:
-        loaded, q_emb, q_captures = _pair_questioned(loaded, Path(questioned_dir), embedder, limits, progress)
-    n_used = len(loaded.items)
-    writers = np.array([it.writer for it in loaded.items], dtype=object)
-    forged = np.array([it.forged for it in loaded.items], dtype=bool)
-    paths = [it.path for it in loaded.items]
-    emb = np.vstack(loaded.emb) if loaded.emb else np.zeros((0, embedder.dim), dtype=np.float32)
-    cfg = embedder.scoring
-    cohort = getattr(embedder, "cohort", None)
-
-    genuine_count = {w: int(np.sum((writers == w) & ~forged)) for w in writer_names}
+    data = _read_dataset(items, embedder, limits, progress, questioned_dir)
+    genuine_count = {w: int(np.sum((data.writers == w) & ~data.forged)) for w in writer_names}
     evaluable = [w for w in writer_names if genuine_count[w] > references]
     not_evaluated = tuple(w for w in writer_names if genuine_count[w] <= references)
     if len(evaluable) < 2:
@@ -630,113 +619,31 @@ def run_evaluation(
             "evaluation needs at least 2 (lower --references or add scans)"
         )
 
-    views = np.stack(loaded.views) if cfg.views and loaded.views else None
     cached = _CachedEmbedder(
         embedder,
-        loaded.canvas_keys + loaded.view_keys,
-        np.vstack([emb, *loaded.view_emb]) if loaded.view_emb else emb,
+        data.loaded.canvas_keys + data.loaded.view_keys,
+        np.vstack([data.emb, *data.loaded.view_emb]) if data.loaded.view_emb else data.emb,
     )
-    per_split: dict[str, list[float]] = {k: [] for k in FIGURE_KEYS}
-    confusion = {k: dict.fromkeys(DECISIONS, 0) for k in protocol.KINDS}
-    trial_counts = {k: 0 for k in protocol.KINDS}
-    capture_mismatch = {k: 0 for k in protocol.KINDS}
-    capture_referred = {k: 0 for k in protocol.KINDS}
-    pooled: dict[str, list[np.ndarray]] = {k: [] for k in protocol.KINDS}
-    mismatched = 0
+    tally = _SplitTally()
     for s in range(splits):
-        rng = np.random.default_rng([seed, s])
-        refs = choose_references(writers, forged, references, rng)
-        thresholds = enroll_references(refs, paths, cached, limits)
-        trials = protocol.run_split(
-            emb,
-            writers,
-            forged,
-            references,
-            int(rng.integers(2**31)),
-            cfg,
-            references=refs,
-            cohort=cohort,
-            views=views,
-            questioned=q_emb,
-            captures=loaded.captures,
-            questioned_captures=q_captures,
-        )
-        # The deployed rule uses the thresholds the vault stored at enrolment.
-        vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)
-        mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
-        trials = replace(trials, threshold=vault_thr)
-        figs = split_figures(trials, cfg)
-        per_writer = swapped_by_writer(emb, writers, forged, refs, cfg, cohort, views, q_emb)
-        figs["eer_skilled_swapped"] = _eer(*pooled_swapped(per_writer))
-        figs["auc_skilled_swapped_writer"] = swapped_writer_auc(per_writer)
-        for k in FIGURE_KEYS:
-            per_split[k].append(figs[k])
-        decided = trials.decisions(cfg)
-        for kind, row in _decisions(trials, decided).items():
-            for d, n in row.items():
-                confusion[kind][d] += n
-        mismatch = np.array([scoring.capture_mismatch(c, cfg) for c in trials.capture], dtype=bool)
-        turned = (trials.decisions(cfg, guard=False) == "reject") & (decided == "refer")
-        for kind in protocol.KINDS:
-            sc = trials.scores(kind)
-            trial_counts[kind] += int(sc.size)
-            capture_mismatch[kind] += int(np.sum(mismatch & (trials.kind == kind)))
-            capture_referred[kind] += int(np.sum(turned & (trials.kind == kind)))
-            pooled[kind].append(sc)
+        _run_split(data, embedder, cached, limits, references, np.random.default_rng([seed, s]), tally)
         if progress is not None:
             progress("splits", s + 1, splits)
 
-    figures = {k: Figure.of(v) for k, v in per_split.items()}
-    probe_results = probes.run_probes(loaded.stats, emb, writers, forged, seed) if n_used else ()
-    warnings: list[str] = []
+    figures = {k: Figure.of(v) for k, v in tally.figures.items()}
+    probe_results = probes.run_probes(data.loaded.stats, data.emb, data.writers, data.forged, seed) if data.loaded.items else ()
     capture = probes.capture_warning(probe_results)
-    if capture:
-        warnings.append(capture)
-    shortcut_text = shortcut_warning(figures["eer_skilled_swapped"].mean, figures["auc_skilled_swapped_writer"].mean)
-    shortcut = shortcut_text is not None
-    if shortcut_text:
-        warnings.append(shortcut_text)
-    if not forged.any():
-        warnings.append(
-            "no usable skilled forgeries (forged/ folders): skilled-forgery figures and probes are not available"
-        )
-    if not_evaluated:
-        shown = ", ".join(not_evaluated[:10]) + (", ..." if len(not_evaluated) > 10 else "")
-        warnings.append(
-            f"{len(not_evaluated)} writer(s) have {references} or fewer usable genuine signatures and were not "
-            f"evaluated: {shown}"
-        )
-    if trial_counts["genuine"] and capture_mismatch["genuine"] > 0.1 * trial_counts["genuine"]:
-        share = 100 * capture_mismatch["genuine"] / trial_counts["genuine"]
-        warnings.append(
-            f"{share:.0f} % of the genuine questioned items are scanned at another resolution than their references "
-            f"(ink enlarged more than {cfg.capture_ratio_max:g} times as much, or less, with its strokes thinner, or "
-            f"thicker, by more than {cfg.capture_stroke_min:g} times): the network rejects such "
-            "captures too often, so their rejections near the threshold are referred (the refer rate rises); "
-            "enroll references captured like the questioned items"
-        )
-    if loaded.skipped:
-        why = "unreadable, no ink, duplicate or unpaired" if questioned_dir is not None else "unreadable, no ink or duplicate"
-        warnings.append(f"{len(loaded.skipped)} image(s) skipped ({why}); see the list")
-    if mismatched:
-        warnings.append(
-            f"internal check: {mismatched} threshold(s) stored by the vault differ from the protocol's; "
-            "please report this"
-        )
-    if cached.misses:
-        warnings.append(
-            f"internal check: {cached.misses} reference(s) preprocessed differently by the vault; please report this"
-        )
-
+    shortcut = shortcut_warning(figures["eer_skilled_swapped"].mean, figures["auc_skilled_swapped_writer"].mean)
+    warnings = _warnings(data, tally, cached, embedder.scoring, references, not_evaluated, capture, shortcut, questioned_dir)
     counts = Counts(
         writers=len(writer_names),
         writers_evaluated=len(evaluable),
         images=len(items),
-        images_used=n_used,
-        genuine=int((~forged).sum()),
-        forged=int(forged.sum()),
-        skipped=len(loaded.skipped),
-        trials_per_split={k: trial_counts[k] / splits for k in protocol.KINDS},
+        images_used=len(data.loaded.items),
+        genuine=int((~data.forged).sum()),
+        forged=int(data.forged.sum()),
+        skipped=len(data.loaded.skipped),
+        trials_per_split={k: tally.trials[k] / splits for k in protocol.KINDS},
     )
     report = EvaluationReport(
         dataset=str(root),
@@ -746,22 +653,181 @@ def run_evaluation(
         seed=seed,
         counts=counts,
         figures=figures,
-        confusion=confusion,
+        confusion=tally.confusion,
         probes=probe_results,
         warnings=tuple(warnings),
-        skipped=tuple(loaded.skipped),
+        skipped=tuple(data.loaded.skipped),
         writers_not_evaluated=not_evaluated,
         capture_bias=capture is not None,
-        shortcut=shortcut,
+        shortcut=shortcut is not None,
         questioned=None if questioned_dir is None else str(questioned_dir),
-        capture_mismatch=capture_mismatch,
-        capture_referred=capture_referred,
-        questioned_capture=None if q_captures is None else _capture_change(loaded.captures, q_captures),
+        capture_mismatch=tally.capture_mismatch,
+        capture_referred=tally.capture_referred,
+        questioned_capture=None if data.q_captures is None else _capture_change(data.loaded.captures, data.q_captures),
     )
     if out_dir is not None:
-        scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
+        scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in tally.pooled.items()}
         report = replace(report, files=tuple(str(p) for p in write_outputs(report, scores, Path(out_dir))))
     return report
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    """The read pass's outcome as the splits use it: one row per usable image (arrays in item order)."""
+
+    loaded: _ReadPass
+    writers: np.ndarray  # (n,) object: writer names
+    forged: np.ndarray  # (n,) bool
+    paths: list[Path]
+    emb: np.ndarray  # (n, dim) float32
+    views: np.ndarray | None  # (n, len(scoring.views), dim) when the scoring has views
+    q_emb: np.ndarray | None  # (n, dim): the questioned captures' embeddings (--questioned), else None
+    q_captures: list[imaging.InkCapture] | None
+
+
+def _read_dataset(
+    items: Sequence[DatasetItem],
+    embedder: Embedder,
+    limits: imaging.ImageLimits,
+    progress: Progress | None,
+    questioned_dir: Path | str | None,
+) -> _Dataset:
+    """Step 1: read, measure and embed every image once (and pair the questioned captures, if given)."""
+    loaded = _read_all(items, embedder, limits, progress)
+    q_emb, q_captures = None, None
+    if questioned_dir is not None:
+        loaded, q_emb, q_captures = _pair_questioned(loaded, Path(questioned_dir), embedder, limits, progress)
+    emb = np.vstack(loaded.emb) if loaded.emb else np.zeros((0, embedder.dim), dtype=np.float32)
+    return _Dataset(
+        loaded=loaded,
+        writers=np.array([it.writer for it in loaded.items], dtype=object),
+        forged=np.array([it.forged for it in loaded.items], dtype=bool),
+        paths=[it.path for it in loaded.items],
+        emb=emb,
+        views=np.stack(loaded.views) if embedder.scoring.views and loaded.views else None,
+        q_emb=q_emb,
+        q_captures=q_captures,
+    )
+
+
+@dataclass
+class _SplitTally:
+    """What the splits add up to: figures per split, decisions and capture counts and scores per trial kind."""
+
+    figures: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in FIGURE_KEYS})
+    confusion: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {k: dict.fromkeys(DECISIONS, 0) for k in protocol.KINDS}
+    )
+    trials: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.KINDS, 0))
+    capture_mismatch: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.KINDS, 0))
+    capture_referred: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.KINDS, 0))
+    pooled: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in protocol.KINDS})
+    mismatched: int = 0  # thresholds the vault stored that differ from the protocol's (an internal check)
+
+
+def _run_split(
+    data: _Dataset,
+    embedder: Embedder,
+    cached: _CachedEmbedder,
+    limits: imaging.ImageLimits,
+    references: int,
+    rng: np.random.Generator,
+    tally: _SplitTally,
+) -> None:
+    """Step 2, once per split: choose references, enroll them through the vault, score every questioned
+    item with the thresholds the vault stored, and add the split's figures and decisions to ``tally``."""
+    cfg = embedder.scoring
+    cohort = getattr(embedder, "cohort", None)
+    refs = choose_references(data.writers, data.forged, references, rng)
+    thresholds = enroll_references(refs, data.paths, cached, limits)
+    trials = protocol.run_split(
+        data.emb,
+        data.writers,
+        data.forged,
+        references,
+        int(rng.integers(2**31)),
+        cfg,
+        references=refs,
+        cohort=cohort,
+        views=data.views,
+        questioned=data.q_emb,
+        captures=data.loaded.captures,
+        questioned_captures=data.q_captures,
+    )
+    # The deployed rule uses the thresholds the vault stored at enrolment.
+    vault_thr = np.array([thresholds[w] for w in trials.writer.tolist()], dtype=np.float64)
+    tally.mismatched += int(np.sum(~np.isclose(vault_thr, trials.threshold, rtol=0, atol=1e-6)))
+    trials = replace(trials, threshold=vault_thr)
+    figs = split_figures(trials, cfg)
+    per_writer = swapped_by_writer(data.emb, data.writers, data.forged, refs, cfg, cohort, data.views, data.q_emb)
+    figs["eer_skilled_swapped"] = _eer(*pooled_swapped(per_writer))
+    figs["auc_skilled_swapped_writer"] = swapped_writer_auc(per_writer)
+    for k in FIGURE_KEYS:
+        tally.figures[k].append(figs[k])
+    decided = trials.decisions(cfg)
+    for kind, row in _decisions(trials, decided).items():
+        for d, n in row.items():
+            tally.confusion[kind][d] += n
+    mismatch = np.array([scoring.capture_mismatch(c, cfg) for c in trials.capture], dtype=bool)
+    turned = (trials.decisions(cfg, guard=False) == "reject") & (decided == "refer")
+    for kind in protocol.KINDS:
+        sc = trials.scores(kind)
+        tally.trials[kind] += int(sc.size)
+        tally.capture_mismatch[kind] += int(np.sum(mismatch & (trials.kind == kind)))
+        tally.capture_referred[kind] += int(np.sum(turned & (trials.kind == kind)))
+        tally.pooled[kind].append(sc)
+
+
+def _warnings(
+    data: _Dataset,
+    tally: _SplitTally,
+    cached: _CachedEmbedder,
+    cfg: scoring.ScoringConfig,
+    references: int,
+    not_evaluated: tuple[str, ...],
+    capture: str | None,
+    shortcut: str | None,
+    questioned_dir: Path | str | None,
+) -> list[str]:
+    """Step 3: what the reader must know before trusting the figures, in the order the report lists it."""
+    warnings: list[str] = []
+    if capture:
+        warnings.append(capture)
+    if shortcut:
+        warnings.append(shortcut)
+    if not data.forged.any():
+        warnings.append(
+            "no usable skilled forgeries (forged/ folders): skilled-forgery figures and probes are not available"
+        )
+    if not_evaluated:
+        shown = ", ".join(not_evaluated[:10]) + (", ..." if len(not_evaluated) > 10 else "")
+        warnings.append(
+            f"{len(not_evaluated)} writer(s) have {references} or fewer usable genuine signatures and were not "
+            f"evaluated: {shown}"
+        )
+    genuine = tally.trials["genuine"]
+    if genuine and tally.capture_mismatch["genuine"] > 0.1 * genuine:
+        share = 100 * tally.capture_mismatch["genuine"] / genuine
+        warnings.append(
+            f"{share:.0f} % of the genuine questioned items are scanned at another resolution than their references "
+            f"(ink enlarged more than {cfg.capture_ratio_max:g} times as much, or less, with its strokes thinner, or "
+            f"thicker, by more than {cfg.capture_stroke_min:g} times): the network rejects such "
+            "captures too often, so their rejections near the threshold are referred (the refer rate rises); "
+            "enroll references captured like the questioned items"
+        )
+    if data.loaded.skipped:
+        why = "unreadable, no ink, duplicate or unpaired" if questioned_dir is not None else "unreadable, no ink or duplicate"
+        warnings.append(f"{len(data.loaded.skipped)} image(s) skipped ({why}); see the list")
+    if tally.mismatched:
+        warnings.append(
+            f"internal check: {tally.mismatched} threshold(s) stored by the vault differ from the protocol's; "
+            "please report this"
+        )
+    if cached.misses:
+        warnings.append(
+            f"internal check: {cached.misses} reference(s) preprocessed differently by the vault; please report this"
+        )
+    return warnings
 
 
 # -------------------------------------------------------------------------------------------- outputs
