@@ -72,9 +72,10 @@ def _locate(path: Path) -> tuple[Path, Path]:
 
 
 def model_id_for(graph_bytes: bytes, card: dict[str, Any]) -> str:
-    """Architecture + hash of (graph bytes, preprocessing spec)."""
+    """Architecture + hash of (graph bytes, preprocessing spec). The spec is hashed as the library resolves it,
+    defaults included, so a rule the library adds with a default changes the id of a card that predates it."""
     h = hashlib.sha256(graph_bytes)
-    h.update(json.dumps(card.get("preprocess", {}), sort_keys=True).encode())
+    h.update(json.dumps(PreprocessSpec.from_dict(card.get("preprocess", {})).to_dict(), sort_keys=True).encode())
     return f"{card.get('name', 'model')}-{h.hexdigest()[:12]}"
 
 

@@ -3,14 +3,19 @@
 The pipeline (``preprocess``) turns any scan into the model's canvas:
 
 1. shrink very large scans to a working size (box filter: ink grey levels survive);
-2. find the ink with Otsu's threshold on a lightly blurred copy (works for a light pen on a dark scan,
+2. even out the paper: where its level varies across the scan (uneven light, a shadow, a phone capture), divide
+   by a local estimate of it, so one threshold separates ink from paper everywhere;
+3. find the ink with Otsu's threshold on a lightly blurred copy (works for a light pen on a dark scan,
    since only the separation between the two modes matters);
-3. drop specks and scanner borders (connected components: tiny ones, and long ones lying along the image's
-   edges; a signature cropped so tightly that its strokes touch the edge is kept);
-4. remove the paper completely: every non-ink pixel becomes exactly 0 after inversion;
-5. normalise ink strength: ink darkness relative to the paper is scaled so its median is fixed, so
+4. erase printed lines (a signature line, a box's rules): long, straight, of even thickness, keeping the
+   handwriting that crosses them;
+5. drop specks, dust and scanner borders (connected components: tiny ones, dots far from the writing, and
+   long ones lying along the image's edges; a signature cropped so tightly that its strokes touch the edge is
+   kept);
+6. remove the paper completely: every non-ink pixel becomes exactly 0 after inversion;
+7. normalise ink strength: ink darkness relative to the paper is scaled so its median is fixed, so
    neither the paper shade nor the pen's darkness can tell one capture session from another;
-6. crop to the ink with a margin, scale into the canvas keeping the aspect ratio, centre.
+8. crop to the ink with a margin, scale into the canvas keeping the aspect ratio, centre.
 
 Everything that shapes the output is in :class:`PreprocessSpec`, which is saved with the weights.
 """
@@ -57,6 +62,10 @@ class PreprocessSpec:
     border_reach: float = 0.01  # a border line's neighbours within this fraction of the longer side are erased with it
     ink_median: float = 0.6  # median ink strength after normalisation
     margin: float = 0.04  # margin around the ink, as a fraction of the canvas
+    background_window: float = 0.125  # the paper's local level is estimated over this fraction of the longer side (0: off)
+    background_tolerance: float = 0.04  # paper whose level varies less than this fraction is left as it is
+    line_length: float = 0.3  # a straight printed line spanning this fraction of the width (or height) is erased (0: off)
+    speck_reach: float = 0.1  # a dot farther than this fraction of the writing's extent from the writing is dust (0: off)
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -330,6 +339,201 @@ def _blur(work: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(Image.fromarray(work).filter(ImageFilter.GaussianBlur(radius)), dtype=np.uint8)
 
 
+# The paper's local level is estimated on a copy shrunk by this factor (its shape, not its detail, matters), after a
+# grey dilation of this many of its pixels erases strokes up to about that many times the factor wide.
+_BACKGROUND_SHRINK = 4
+_BACKGROUND_DILATE = 5
+# Light can fall off across a capture by at most this factor either way; a darker area (a black scanner border, a
+# dense blot) is left for the border and ink rules rather than brightened into paper.
+_BACKGROUND_MAX_GAIN = 2.0
+
+
+def flatten_background(work: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray:
+    """The scan with its paper evened out: each pixel divided by the local paper level and multiplied by the
+    median one, where the paper's level varies across the scan by more than ``spec.background_tolerance``.
+
+    Under uneven light (a brightness ramp, a shadow, a phone held at an angle) the paper at one side is darker
+    than the ink's halo at the other, and one Otsu threshold takes half the paper for ink. Light multiplies
+    what the paper reflects, so dividing by the paper's local level restores one level everywhere. The local
+    level is the scan with its strokes erased (a grey dilation) and then its remaining marks smoothed away (a
+    median over ``spec.background_window`` of the longer side), made on a copy shrunk 4 times. A scan whose
+    paper is even is returned unchanged, as the same array (clean scans preprocess exactly as before).
+
+    Args:
+        work: uint8 (H, W) grey, 0 = ink.
+    Returns:
+        uint8 (H, W).
+    """
+    if not spec.background_window:
+        return work
+    import cv2
+
+    h, w = work.shape
+    f = _BACKGROUND_SHRINK if min(h, w) >= 8 * _BACKGROUND_SHRINK else 1
+    small = cv2.resize(work, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (_BACKGROUND_DILATE, _BACKGROUND_DILATE))
+    paper = cv2.dilate(small, kernel, borderType=cv2.BORDER_REPLICATE)
+    window = max(3, int(spec.background_window * max(small.shape)) | 1)
+    paper = cv2.medianBlur(paper, min(window, 255))
+    level = float(np.median(paper))
+    lo, hi = np.percentile(paper, [2, 98])
+    if level <= 0 or (hi - lo) < spec.background_tolerance * level:
+        return work
+    local = cv2.resize(paper.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    gain = np.clip(level / np.maximum(local, 1.0), 1.0 / _BACKGROUND_MAX_GAIN, _BACKGROUND_MAX_GAIN)
+    return np.clip(np.rint(work.astype(np.float32) * gain), 0, 255).astype(np.uint8)
+
+
+# A printed line is straight: the centres of its thin runs stray from a straight line by at most this many pixels
+# (a pen line drawn freehand over half the width bows by several), and it covers at least this share of the
+# columns it spans.
+_LINE_STRAY = 1.0
+_LINE_COVER = 0.9
+# How far (pixels) from the line found by the Hough transform its runs are looked for, and the widest run
+# (pixels, perpendicular) still taken for the line alone: a thicker one is a stroke crossing it, and is kept.
+_LINE_SEARCH = 8
+_LINE_SLACK = 2
+# At most this many candidate paths are examined: a signature's dense baseline and a long flourish give a few.
+_LINE_PATHS = 8
+# At each end a printed line reaches the image's edge, or runs past the rest of the ink, within this fraction of
+# the width.
+_LINE_BEYOND = 0.02
+
+
+def _line_runs(m: np.ndarray, xs: np.ndarray, yc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along the path ``yc`` (float rows at columns ``xs``) of the mask ``m``: whether ink lies on the path
+    (within a pixel), and how many ink pixels run up and down from there without a gap."""
+    h = m.shape[0]
+    offs = np.arange(-_LINE_SEARCH, _LINE_SEARCH + 1)
+    rows = np.clip(np.rint(yc)[:, None].astype(int) + offs[None, :], 0, h - 1)
+    win = m[rows, xs[:, None]] > 0  # (len(xs), 2 * search + 1)
+    c = _LINE_SEARCH
+    # the path's pixel, or the nearer of its neighbours when the path itself missed the ink by rounding
+    centre = np.where(win[:, c], c, np.where(win[:, c - 1], c - 1, np.where(win[:, c + 1], c + 1, -1)))
+    on = centre >= 0
+    idx = np.arange(len(xs))
+    up = np.zeros(len(xs), dtype=int)
+    down = np.zeros(len(xs), dtype=int)
+    for k in range(1, _LINE_SEARCH + 1):
+        above = centre - k
+        below = centre + k
+        up += on & (up == k - 1) & (above >= 0) & win[idx, np.clip(above, 0, 2 * c)]
+        down += on & (down == k - 1) & (below <= 2 * c) & win[idx, np.clip(below, 0, 2 * c)]
+    top = rows[idx, np.clip(centre, 0, 2 * c)] - up
+    # a run reaching the window's edge is wider than any printed rule: never thin
+    whole = (centre - up > 0) & (centre + down < 2 * c)
+    return on, top, np.where(whole, up + down + 1, 4 * _LINE_SEARCH)
+
+
+def _line_paths(m: np.ndarray, min_length: float) -> list[tuple[float, float]]:
+    """Straight paths (slope, row at the middle column) within 8 degrees of the rows of the mask ``m`` along
+    which a band 5 pixels wide holds the tops of at least ``min_length`` columns' ink, strongest first, one per
+    band.
+
+    A projection of the ink pixels along each slope, half a degree apart (deterministic, where a probabilistic
+    Hough transform missed thin tilted lines crossed by writing)."""
+    h, w = m.shape
+    # the top pixel of each run down a column: a line counts once per column however thick it is, so a long thin
+    # printed line outranks a thick pen stroke's short straight stretch
+    ink = m > 0
+    tops = ink.copy()
+    tops[1:] &= ~ink[:-1]
+    ys, xs = np.nonzero(tops)
+    if ys.size < min_length:
+        return []
+    found: list[tuple[float, float, float]] = []
+    for deg in np.arange(-8.0, 8.01, 0.5):
+        slope = float(np.tan(np.radians(deg)))
+        pad = int(np.ceil(abs(slope) * w / 2)) + 3
+        prof = np.bincount(np.rint(ys - (xs - w / 2) * slope).astype(np.int64) + pad, minlength=h + 2 * pad)
+        band = np.convolve(prof, np.ones(5, dtype=np.int64), mode="same")
+        for r in np.flatnonzero(band >= min_length):
+            found.append((float(band[r]), slope, float(r - pad)))
+    found.sort(reverse=True)
+    paths: list[tuple[float, float]] = []
+    for _, slope, row in found:  # the strongest of each band: a path within 6 rows at both ends is the same one
+        if all(max(abs(row - r), abs(row - r + (slope - s) * w / 2)) > 6 for s, r in paths):
+            paths.append((slope, row))
+            if len(paths) == _LINE_PATHS:
+                break
+    return paths
+
+
+def _erase_lines_along_rows(m: np.ndarray, min_length: float) -> bool:
+    """Erase, in place, the printed lines of the mask ``m`` that run within 8 degrees of its rows; -> any."""
+    w = m.shape[1]
+    xs = np.arange(w)
+    gap = max(3, int(0.01 * w))
+    erased = False
+    for slope, row in _line_paths(m, min_length):
+        on, top, run = _line_runs(m, xs, row + (xs - w / 2) * slope)
+        thin = on & (run <= 2 * _LINE_SEARCH)
+        if np.count_nonzero(thin) < min_length:
+            continue
+        thickness = float(np.median(run[thin]))
+        thin &= run <= thickness + _LINE_SLACK
+        if np.count_nonzero(thin) < 0.5 * min_length:  # mostly thick runs: a stroke, not a line
+            continue
+        centres = top[thin] + (run[thin] - 1) / 2.0
+        fit = np.polyfit(xs[thin], centres, 1)
+        if float(np.std(centres - np.polyval(fit, xs[thin]))) > _LINE_STRAY:
+            continue
+        on, top, run = _line_runs(m, xs, np.polyval(fit, xs))
+        # the line's extent: the longest stretch of columns with ink on the path, gaps of a few pixels allowed
+        cols = np.flatnonzero(on)
+        if cols.size == 0:
+            continue
+        breaks = np.flatnonzero(np.diff(cols) > gap)
+        starts, ends = np.r_[cols[0], cols[breaks + 1]], np.r_[cols[breaks], cols[-1]]
+        k = int(np.argmax(ends - starts))
+        lo, hi = int(starts[k]), int(ends[k])
+        if hi - lo + 1 < min_length or np.count_nonzero(on[lo : hi + 1]) < _LINE_COVER * (hi - lo + 1):
+            continue
+        rest = m.copy()
+        for x in np.flatnonzero(on & (run <= thickness + _LINE_SLACK) & (xs >= lo) & (xs <= hi)):
+            rest[max(0, top[x]) : top[x] + run[x], x] = 0
+        # the writing sits on a printed line, which runs past it, or out of the image, at both ends; a pen's
+        # straight underline or tail starts or ends inside the writing
+        ink_cols = np.flatnonzero(rest.any(axis=0))
+        reach = _LINE_BEYOND * w
+        left = lo <= reach or ink_cols.size == 0 or lo <= ink_cols[0] - reach
+        right = hi >= w - 1 - reach or ink_cols.size == 0 or hi >= ink_cols[-1] + reach
+        if left and right:
+            m[:] = rest
+            erased = True
+    return erased
+
+
+def erase_printed_lines(ink: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC) -> np.ndarray | None:
+    """The ink mask without its printed lines (a signature line, the rules of a box or table), or None if it
+    has none.
+
+    A printed line is found by projecting the ink along slopes within 8 degrees of the rows, as a path at
+    least ``spec.line_length`` of the width long, or of the columns, as a box's rule half the image's longer
+    side long (in a tight crop a capital's straight stem spans the whole height); it is
+    taken for a printed line only if its thin runs cover 90 % of it, stray from one straight line by at most a
+    pixel, and at both ends run out of the image or past the rest of the ink (the writing sits on a printed
+    line; a pen's straight underline or tail starts or ends inside the writing). Along it, a column whose ink runs no thicker
+    than the line (plus 2 pixels) is erased; where a stroke crosses, the run is thicker and is kept whole, so
+    the handwriting stays continuous.
+
+    Args:
+        ink: uint8 (H, W), 255 = ink.
+    Returns:
+        uint8 (H, W), 255 = ink, or None.
+    """
+    if not spec.line_length:
+        return None
+    out = ink.copy()
+    rows = _erase_lines_along_rows(out, spec.line_length * out.shape[1])
+    # a vertical rule at least half the longer side: in a tight crop a capital's straight stem spans the height
+    cols_view = np.ascontiguousarray(out.T)
+    cols = _erase_lines_along_rows(cols_view, max(spec.line_length, 0.5) * max(out.shape))
+    if cols:
+        out = np.ascontiguousarray(cols_view.T)
+    return out if rows or cols else None
+
+
 def _ink_mask(work: np.ndarray, spec: PreprocessSpec, name: str) -> tuple[np.ndarray, int, np.ndarray, float]:
     """Ink mask of the working image (uint8, 255 = ink), its pixel count, its grey histogram, the paper level."""
     import cv2
@@ -407,6 +611,38 @@ def _along_edges(labels: np.ndarray, candidates: np.ndarray, sizes: np.ndarray, 
     return border
 
 
+# A dot is a compact component (filling at least this share of its box, at most this elongated) holding less than
+# this share of the ink: a speck of dust, or the dot of an i, which lies close to the writing.
+_DOT_FILL = 0.4
+_DOT_ASPECT = 3.0
+_DOT_SHARE = 0.02
+
+
+def _far_dots(stats: np.ndarray, keep: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Which kept components (rows of OpenCV's component ``stats``) are dots of dust far from the writing: compact,
+    small, and outside the box of the other kept ink enlarged by ``spec.speck_reach`` of its longer side on
+    every side. Each would otherwise stretch the crop, and the signature would shrink in the canvas.
+    Returns a mask over labels."""
+    import cv2
+
+    far = np.zeros(keep.shape[0], dtype=bool)
+    if not spec.speck_reach or not keep.any():
+        return far
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    bw, bh = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    area = stats[:, cv2.CC_STAT_AREA]
+    compact = (area >= _DOT_FILL * bw * bh) & (np.maximum(bw, bh) <= _DOT_ASPECT * np.minimum(bw, bh))
+    dot = keep & compact & (area < _DOT_SHARE * area[keep].sum())
+    writing = keep & ~dot
+    if not writing.any():
+        return far
+    y0, y1 = top[writing].min(), (top + bh)[writing].max()
+    x0, x1 = left[writing].min(), (left + bw)[writing].max()
+    reach = spec.speck_reach * max(y1 - y0, x1 - x0)
+    outside = (top + bh < y0 - reach) | (top > y1 + reach) | (left + bw < x0 - reach) | (left > x1 + reach)
+    return dot & outside
+
+
 def _clean_mask(
     ink: np.ndarray, n_ink: int, spec: PreprocessSpec, name: str = "image"
 ) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
@@ -424,6 +660,11 @@ def _clean_mask(
         ink, n_ink = erased, int(np.count_nonzero(erased))
         if n_ink == 0:
             raise NoInkError(f"{name}: no signature ink found, only scanner-border lines; scan the signed area")
+    lined = erase_printed_lines(ink, spec)
+    if lined is not None:
+        ink, n_ink = lined, int(np.count_nonzero(lined))
+        if n_ink == 0:
+            raise NoInkError(f"{name}: no signature ink found, only printed lines; scan the signed area")
     # 8-connected components; 16-bit labels (3x faster statistics in OpenCV 5) whenever they cannot overflow
     ltype = cv2.CV_16U if n_ink < 2**16 - 1 else cv2.CV_32S
     _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8, ltype=ltype)
@@ -437,6 +678,7 @@ def _clean_mask(
     spans = (bottom - top > spec.border_span * h) | (right - left > spec.border_span * w)
     keep = (sizes >= min_size) & ~_along_edges(labels, np.flatnonzero(touches & spans), sizes, spec)
     keep[0] = False
+    keep &= ~_far_dots(stats, keep, spec)
     if not keep.any():  # only specks: keep the largest component rather than fail on a tiny signature
         largest = np.flatnonzero(sizes == sizes.max())
         # among equal sizes, the first in raster order (the order of scipy.ndimage.label's numbering)
@@ -444,7 +686,7 @@ def _clean_mask(
     box = int(top[keep].min()), int(bottom[keep].max()), int(left[keep].min()), int(right[keep].max())
     y0, y1, x0, x1 = box
     if keep[1:].all():
-        return ink[y0:y1, x0:x1], box, erased is not None
+        return ink[y0:y1, x0:x1], box, erased is not None or lined is not None
     lut = np.where(keep, np.uint8(255), np.uint8(0))
     return lut[labels[y0:y1, x0:x1]], box, True
 
@@ -508,7 +750,7 @@ def _locate_ink(grey: np.ndarray, spec: PreprocessSpec, name: str, caller: str) 
     """Shrink the scan, find its ink, drop specks and borders, and measure how much the ink box is scaled."""
     if grey.ndim != 2 or grey.dtype != np.uint8:
         raise ValueError(f"{caller} expects uint8 (H, W), got {grey.dtype} {grey.shape}")
-    work = _shrink(grey, spec.work_max_side)
+    work = flatten_background(_shrink(grey, spec.work_max_side), spec)
     ink, n_ink, hist_ink, paper = _ink_mask(work, spec, name)
     mask, box, dropped = _clean_mask(ink, n_ink, spec, name)
     y0, y1, x0, x1 = box

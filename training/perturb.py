@@ -16,6 +16,12 @@ original; the difference is what that change of capture costs. Kinds (fixed para
 - ``rotate``: placed askew (rotated by 4 degrees, alternately clockwise and anticlockwise; white fill);
 - ``noise``: a grainy scanner (Gaussian noise, standard deviation 12 grey levels).
 
+and the captures a back office receives (``sigvault.captures``, random parameters seeded per image):
+``tinted`` (tinted paper, coloured ink, a 20 % brightness ramp; saved in colour), ``line`` (a printed
+signature line under the ink), ``specks`` (5-40 specks of dust, 1-5 px), ``blurjpeg`` (light blur and JPEG
+quality 55-85), ``skew`` (turned by up to 5 degrees), ``lowres`` (45-90 % of the resolution) and ``cheque`` (all
+of them together).
+
 Only copies outside the repository: the development datasets' terms allow research use, not
 redistribution.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,8 +79,22 @@ def noise(im: Image.Image, index: int) -> Image.Image:
     return Image.fromarray(np.clip(a + rng.normal(0.0, 12.0, a.shape), 0, 255).astype(np.uint8))
 
 
+def _capture(kind: str) -> Callable[[Image.Image, int], Image.Image]:
+    """The capture ``kind`` of ``sigvault.captures`` as a kind of this module, seeded by the image's index."""
+    from sigvault.captures import CAPTURES
+
+    fn, salt = CAPTURES[kind], zlib.crc32(kind.encode())
+
+    def perturb(im: Image.Image, index: int) -> Image.Image:
+        grey = np.asarray(_grey(im), dtype=np.uint8)
+        return Image.fromarray(fn(grey, np.random.default_rng((salt, index))))
+
+    return perturb
+
+
 KINDS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
     "dpi150": dpi150, "dpi75": dpi75, "jpeg40": jpeg40, "blur": blur, "faint": faint, "rotate": rotate, "noise": noise,
+    **{k: _capture(k) for k in ("tinted", "line", "specks", "blurjpeg", "skew", "lowres", "cheque")},
 }
 
 
