@@ -16,6 +16,9 @@ What is rendered, from the card's ``evaluation`` (one ``sigvault evaluate --json
   report of that set under that capture (``sigvault.captures``), on both sides or on the questioned side
   only; every row says how many images were refused and how many writers could not be evaluated, since a
   figure that skipped a quarter of the items describes the rest only.
+
+When the reports name another model than the one beside the card (the weights or the preprocessing changed
+after the measurement), both blocks say so first.
 """
 
 from __future__ import annotations
@@ -87,6 +90,26 @@ def _protocol(card: Mapping[str, Any]) -> str:
     splits = " or ".join(str(n) for n in sorted({int(r["splits"]) for r in reports.values()}))
     seeds = " or ".join(str(n) for n in sorted({int(r["seed"]) for r in reports.values()}))
     return f"{', '.join(parts)}; {splits} seeded splits, seed {seeds}"
+
+
+def stale_notice(card: Mapping[str, Any], shipped: str | None) -> str:
+    """A line saying the figures describe another model than the one shipped beside the card, else ''."""
+    measured = _model(card)
+    if shipped is None or shipped == measured:
+        return ""
+    return (f"**These figures were measured with `{measured}`; the model shipped is `{shipped}`** (its weights or "
+            "preprocessing changed since): they describe the earlier model until `python -m training.card` "
+            "measures this one.")
+
+
+def shipped_model_id(card_path: Path) -> str | None:
+    """The id of the model beside ``card_path`` (``model.onnx``), as ``sigvault verify`` reports it; None when absent."""
+    graph = card_path.with_name("model.onnx")
+    if not graph.is_file():
+        return None
+    from sigvault.embedder import model_id_for
+
+    return model_id_for(graph.read_bytes(), json.loads(card_path.read_text(encoding="utf-8")))
 
 
 def render_expect(card: Mapping[str, Any]) -> str:
@@ -177,10 +200,14 @@ def _join(*parts: str) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-# file -> {block name: renderer}
-BLOCKS: dict[str, dict[str, Callable[[Mapping[str, Any]], str]]] = {
-    "README.md": {"expect": lambda card: _join(render_expect(card), render_captures(card))},
-    "docs/figures.md": {"accuracy": lambda card: _join(render_accuracy(card), render_captures(card))},
+# file -> {block name: renderer(card, id of the model shipped beside it)}
+BLOCKS: dict[str, dict[str, Callable[[Mapping[str, Any], str | None], str]]] = {
+    "README.md": {
+        "expect": lambda card, shipped: _join(stale_notice(card, shipped), render_expect(card), render_captures(card)),
+    },
+    "docs/figures.md": {
+        "accuracy": lambda card, shipped: _join(stale_notice(card, shipped), render_accuracy(card), render_captures(card)),
+    },
 }
 
 
@@ -199,13 +226,13 @@ def replace_block(text: str, name: str, body: str) -> str:
     return f"{before}{start}\n{body}\n{end}{after}"
 
 
-def generate(card: Mapping[str, Any], root: Path = ROOT) -> dict[Path, str]:
-    """Each file's text with its blocks rendered from ``card``."""
+def generate(card: Mapping[str, Any], shipped: str | None, root: Path = ROOT) -> dict[Path, str]:
+    """Each file's text with its blocks rendered from ``card`` (and the id of the model shipped with it)."""
     out = {}
     for rel, blocks in BLOCKS.items():
         text = (root / rel).read_text(encoding="utf-8")
         for name, render in blocks.items():
-            text = replace_block(text, name, render(card))
+            text = replace_block(text, name, render(card, shipped))
         out[root / rel] = text
     return out
 
@@ -217,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     card = json.loads(args.card.read_text(encoding="utf-8"))
     stale = []
-    for path, text in generate(card).items():
+    for path, text in generate(card, shipped_model_id(args.card)).items():
         if path.read_text(encoding="utf-8") != text:
             stale.append(path)
             if not args.check:

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_readme_and_figures_match_the_model_card():
     card = json.loads(readme_figures.CARD.read_text(encoding="utf-8"))
-    for path, text in readme_figures.generate(card).items():
+    shipped = readme_figures.shipped_model_id(readme_figures.CARD)
+    for path, text in readme_figures.generate(card, shipped).items():
         assert path.read_text(encoding="utf-8") == text, f"{path.name}: run python scripts/readme_figures.py"
 
 
@@ -53,8 +54,16 @@ def test_captures_table_states_refusals_and_lost_writers_on_every_row():
     ]
     assert "**held-out SigComp 2009 preview**" in text
     assert readme_figures.render_captures(_fake_card()) == ""  # no captures key: no table
-    readme = readme_figures.BLOCKS["README.md"]["expect"](card)
+    readme = readme_figures.BLOCKS["README.md"]["expect"](card, "siglite-000000000000")
     assert readme.startswith(readme_figures.render_expect(card)) and text in readme
+
+
+def test_figures_of_another_model_say_so_first():
+    card = _fake_card()
+    assert readme_figures.stale_notice(card, "siglite-000000000000") == ""
+    block = readme_figures.BLOCKS["docs/figures.md"]["accuracy"](card, "siglite-111111111111")
+    assert block.startswith("**These figures were measured with `siglite-000000000000`; the model shipped is "
+                            "`siglite-111111111111`**")
 
 
 def test_expect_table_reads_the_protocol_and_every_set():
