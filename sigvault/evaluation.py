@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -126,6 +126,18 @@ class Counts:
     trials_per_split: dict[str, float]  # kind -> mean number of questioned items per split
 
 
+class TrialRecord(NamedTuple):
+    """One scored questioned item of one split: the claimed writer, the kind of item (genuine, skilled, random),
+    its score, the writer's threshold and the deployed rule's decision."""
+
+    split: int
+    writer: str
+    kind: str
+    score: float
+    threshold: float
+    decision: str
+
+
 @dataclass(frozen=True)
 class EvaluationReport:
     dataset: str
@@ -151,6 +163,8 @@ class EvaluationReport:
     # with a questioned folder: how its captures differ from the dataset's, scan by scan (the same scan in both
     # folders), medians: {"scale": questioned ink scale / dataset's, "stroke": questioned stroke width / dataset's}
     questioned_capture: dict[str, float] | None = None
+    # every scored questioned item of every split, for comparisons writer by writer (training.cv); not in to_json
+    trials: tuple[TrialRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object: the figures' means at top level (fractions), ``<key>_std`` beside them."""
@@ -664,6 +678,7 @@ def run_evaluation(
         capture_mismatch=tally.capture_mismatch,
         capture_referred=tally.capture_referred,
         questioned_capture=None if data.q_captures is None else _capture_change(data.loaded.captures, data.q_captures),
+        trials=tuple(tally.records),
     )
     if out_dir is not None:
         scores = {k: np.concatenate(v) if v else np.zeros(0) for k, v in tally.pooled.items()}
@@ -723,6 +738,7 @@ class _SplitTally:
     capture_referred: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.KINDS, 0))
     pooled: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in protocol.KINDS})
     mismatched: int = 0  # thresholds the vault stored that differ from the protocol's (an internal check)
+    records: list[TrialRecord] = field(default_factory=list)
 
 
 def _run_split(
@@ -765,6 +781,11 @@ def _run_split(
     for k in FIGURE_KEYS:
         tally.figures[k].append(figs[k])
     decided = trials.decisions(cfg)
+    split = len(tally.figures[FIGURE_KEYS[0]]) - 1
+    tally.records.extend(
+        TrialRecord(split, w, k, float(sc), float(t), str(d))
+        for w, k, sc, t, d in zip(trials.writer.tolist(), trials.kind.tolist(), trials.score, trials.threshold, decided)
+    )
     for kind, row in _decisions(trials, decided).items():
         for d, n in row.items():
             tally.confusion[kind][d] += n

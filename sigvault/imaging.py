@@ -295,7 +295,7 @@ def _hist_mad(hist: np.ndarray, centre: float) -> float:
 
 # The ink's contrast is measured at the 25th percentile of the ink pixels (the strokes' cores): the mask comes
 # from a blurred copy, so a thin stroke's mask is mostly the halo the blur adds around it, and its median
-# (the measure until session 14) sat near the paper. At 150 dpi (SigComp 2009 scans halved) the median
+# (the measure before 2026-11-26) sat near the paper. At 150 dpi (SigComp 2009 scans halved) the median
 # measured 9-23 grey levels on 49 of 120 signatures, which were refused as "no ink", against 38 and more
 # at the 25th percentile; on the 3,209 development scans as they are, 61 and more.
 INK_QUANTILE = 0.25

@@ -266,7 +266,7 @@ def test_blank_images_are_no_ink_errors(paper, ink):
 def test_a_one_pixel_pen_is_ink():
     """A 1-px stroke (a fine pen, or a scan at 150 dpi) is found: the contrast is measured on the strokes'
     cores (25th percentile of the ink mask), not on the median, which the blur's halo around a thin stroke
-    put at the paper's level (contrast 0 here: refused as "no ink" until session 14), and the ink strength is
+    put at the paper's level (contrast 0 here: refused as "no ink" with the median), and the ink strength is
     normalised at the cores when the median of the mask is paper."""
     c = preprocess(scan(paper=235, ink=120, width=1), name="fine-pen.png")
     assert c.shape == (128, 256) and int((c > 0).sum()) > 300
@@ -279,7 +279,7 @@ def test_a_one_pixel_pen_is_ink():
 ])
 def test_paper_grain_alone_is_not_ink(sd, message):
     """A blank page with grain (Gaussian, standard deviation ``sd``): the darker half of the grain is not ink
-    (at 20 and 30 grey levels it passed the contrast test alone before session 14)."""
+    (at 20 and 30 grey levels it passes the contrast test alone)."""
     page = np.clip(235 + np.random.default_rng(0).normal(0, sd, (300, 600)), 0, 255).astype(np.uint8)
     with pytest.raises(NoInkError, match=rf"^grain.png: no signature ink found \({message}\)"):
         preprocess(page, name="grain.png")
