@@ -157,7 +157,11 @@ def render_accuracy(card: Mapping[str, Any]) -> str:
 
 
 def capture_row(capture: str, side: str, report: Report) -> str:
-    """One row: images refused and writers not evaluated first, then the figures measured on the rest."""
+    """One row: images refused and writers not evaluated first, then the figures measured on the rest (none when
+    too few writers were left to evaluate: ``training.capture_table`` then records the error and the refusals)."""
+    if "error" in report:
+        return (f"| {capture} | {SIDES.get(side, side)} | {report['refused']} of {report['images']} | all: "
+                f"{report['error']} | | | | | |")
     counts = report.get("counts", {})
     refused = f"{counts.get('skipped', 0)} of {counts.get('images', 0)}"
     lost = report.get("writers_not_evaluated") or []

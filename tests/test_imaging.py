@@ -159,7 +159,7 @@ def _scipy_clean(ink: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def test_speck_and_border_filter_matches_the_scipy_reference():
     """The component rules (specks by size, scanner borders) against a plain scipy reference; dots far from the
     writing and printed lines have tests of their own below."""
-    spec = replace(DEFAULT_SPEC, speck_reach=0.0, line_length=0.0)
+    spec = replace(DEFAULT_SPEC, dot_share=0.0, line_length=0.0)
     rng = np.random.default_rng(7)
     for i in range(300):
         h, w = int(rng.integers(3, 120)), int(rng.integers(3, 120))

@@ -77,9 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--captures", default=",".join(CAPTURES))
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--out", type=Path, required=True, help="one JSON report per set, capture and side (kept: reruns resume)")
+    ap.add_argument("--card", action="store_true",
+                    help="also store the reports under captures in WEIGHTS/model_card.json (for the README's tables)")
     args = ap.parse_args(argv)
     emb = load_embedder(args.weights)
     captures = args.captures.split(",")
+    table: dict[str, dict[str, dict[str, dict]]] = {}
     for name in args.sets.split(","):
         clean = args.splits_dir / name
         refs = 4 if name.startswith("heldout-sigcomp2009") else 5  # 5 genuine per writer there: 4 references and 1 questioned
@@ -103,7 +106,16 @@ def main(argv: list[str] | None = None) -> None:
                         rep = {"error": str(exc).split(": ", 1)[-1], "refused": n, "images": total}
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(rep, indent=1) + "\n")
-                print(row(capture, side, json.loads(path.read_text())), flush=True)
+                report = json.loads(path.read_text())
+                print(row(capture, side, report), flush=True)
+                for bulky in ("per_split", "probes", "files", "skipped"):
+                    report.pop(bulky, None)
+                table.setdefault(name, {}).setdefault(capture, {})[side] = report
+    if args.card:
+        card_path = args.weights / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["captures"] = table
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 if __name__ == "__main__":
