@@ -53,7 +53,7 @@ def test_the_comparison_pairs_writers_and_finds_a_real_difference(tmp_path):
     _write_recipe(tmp_path, "a", 0.0, {"genuine": "accept", "skilled": "reject", "random": "reject"})
     _write_recipe(tmp_path, "b", 0.5, {"genuine": "accept", "skilled": "accept", "random": "reject"})
     table = cv.compare(tmp_path, "a", "b", resamples=200)
-    assert table.startswith("a against b: 2 fold(s) [0, 1], 6 writers, 72 scored items of a")
+    assert table.startswith("a against b (clean): 2 fold(s) [0, 1], 6 writers, 72 scored items of a")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     # every skilled forgery accepted by b, none by a: +100 points, whatever writers are drawn
     assert rows["far_skilled"] == "| far_skilled | 0.00 | 100.00 | +100.00 | [+100.00, +100.00] |"

@@ -119,6 +119,44 @@ def test_coarse_captures_are_the_scans_shrunk_then_preprocessed(tmp_path: Path):
     assert cfg["augment"]["coarse_p"] == 0.0 and cfg["data"]["coarse_factor"] == [0.25, 0.55]
 
 
+def test_captured_copies_are_the_scans_through_seeded_captures_then_preprocessed(tmp_path: Path):
+    from PIL import Image
+
+    from sigvault import captures
+    from sigvault.imaging import PreprocessSpec, preprocess
+    from sigvault.synth import SyntheticWriter
+    from training.data import CAPTURE_SEED, Sample, capture_canvases, concat, load_canvases
+
+    spec = PreprocessSpec(canvas_height=32, canvas_width=64)
+    samples = []
+    for k in range(3):
+        path = tmp_path / f"w{k}" / "genuine" / "a.png"
+        path.parent.mkdir(parents=True)
+        SyntheticWriter(k).genuine(0).save(path)
+        samples.append(Sample(f"set/w{k}", False, path))
+    data = load_canvases(samples, spec, tmp_path / "cache")
+    assert data.captured is None
+    made = capture_canvases(samples, data, spec, tmp_path / "cache", ["line", "tinted"], 2)
+    assert made.captured.shape == (2, 3, 32, 64) and made.captured.dtype == np.float16
+    np.testing.assert_array_equal(made.canvases, data.canvases)
+    # each copy is one of the kinds applied with the copy's seed, then the product's preprocessing
+    grey = np.asarray(Image.open(samples[1].path))
+    options = [preprocess(captures.apply(kind, grey, CAPTURE_SEED + 1 * 3 + 1), spec).astype(np.float16)
+               for kind in ("line", "tinted")]
+    assert any(np.array_equal(made.captured[1, 1], o) for o in options)
+    assert not np.array_equal(made.captured[0], made.captured[1])  # two different draws
+    again = capture_canvases(samples, data, spec, tmp_path / "cache", ["line", "tinted"], 2)  # from the cache file
+    np.testing.assert_array_equal(again.captured, made.captured)
+    one = made.subset({"set/w2"})
+    np.testing.assert_array_equal(one.captured, made.captured[:, 2:])
+    both = concat(one, data.subset({"set/w0"}))
+    np.testing.assert_array_equal(both.captured[:, 1], np.stack([data.canvases[0]] * 2))
+    with pytest.raises(SystemExit, match=r"\[data\] captures: unknown \['fax'\]"):
+        capture_canvases(samples, data, spec, tmp_path / "cache", ["fax"], 1)
+    cfg = tomllib.loads(CONFIG.read_text())
+    assert cfg["augment"]["capture_p"] == 0.0 and cfg["data"]["capture_copies"] == 2
+
+
 def test_splits_follow_a_changed_config_exactly(tmp_path: Path):
     """Rerunning training.splits after writers moved between groups leaves each folder holding exactly its
     group (a stale validation link would have measured a training writer)."""

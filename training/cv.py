@@ -3,6 +3,7 @@
     python -m training.cv run --recipe s7-220 --member s7                 # every fold; a rerun resumes
     python -m training.cv run --recipe s7-220-line --member s7 --set augment.line_p=0.3 --folds 0,1
     python -m training.cv compare s7-220 s7-220-line                      # paired, writer by writer
+    python -m training.cv compare s7-220 s7-220-line --on cheque          # questioned scans as cheque images
 
 **Folds.** Every writer with skilled forgeries in the development datasets (``--datasets``: CEDAR 1-30, SigComp
 2011 Dutch, SigComp 2009; about 106 writers) is dealt into ``--k`` folds, dataset by dataset in a seeded order,
@@ -15,7 +16,10 @@ config's top-level values) and ``--set`` overrides: ``training.ship`` trains it,
 features and fits the scoring, in ``<runs>/<recipe>/fold<f>/``; an interrupted fold resumes from its checkpoint.
 Each fold's writers are then measured with the product's own ``sigvault evaluate`` protocol (5 references, 4 on
 SigComp 2009 whose writers have 5 genuine signatures; 5 splits, seed 0), and every scored item is kept
-(``trials-<group>.json``) so that two recipes can be compared writer by writer.
+(``trials-<group>.json``) so that two recipes can be compared writer by writer. Each fold is also measured with
+its questioned scans through the captures of ``--captures`` (default ``cheque``: tinted paper under uneven
+light, a printed line, dust, skew, lower resolution, blur and JPEG together; references clean, as ``sigvault
+evaluate --questioned`` does; ``trials-<group>-<capture>.json``).
 
 **The comparison** pairs the two recipes' results on the folds both have finished, writer by writer: for each
 figure, both values, their difference (B - A) and its 95 % bootstrap interval over writers (2,000 resamples,
@@ -118,7 +122,8 @@ def run_fold(args: argparse.Namespace, folds: list[list[str]], f: int, root: Pat
 
     run = args.runs / args.recipe / f"fold{f}"
     done = run / "measured.json"
-    if done.exists():
+    wanted = [run / f"trials-{g}-{kind}.json" for g in ("refs5", "refs4") for kind in args.captures]
+    if done.exists() and all(p.exists() or not (run / "splits" / p.name.split("-")[1]).is_dir() for p in wanted):
         print(f"fold {f}: measured already ({done})", flush=True)
         return
     evaluation, calibration, training = fold_plan(folds, f, args.calibration)
@@ -137,35 +142,55 @@ def run_fold(args: argparse.Namespace, folds: list[list[str]], f: int, root: Pat
     cfg_path.write_text(dump_toml(copy.deepcopy(cfg)))
     print(f"fold {f}: {len(training)} training, {len(calibration)} calibration, {len(evaluation)} evaluated writers",
           flush=True)
-    ship.main(["--config", str(cfg_path), "--runs", str(run / "members"), "--out", str(run / "model"),
-               "--splits-dir", str(splits)])
+    if not (run / "model" / "model_card.json").exists():  # trained, exported and calibrated once
+        ship.main(["--config", str(cfg_path), "--runs", str(run / "members"), "--out", str(run / "model"),
+                   "--splits-dir", str(splits)])
     emb = load_embedder(run / "model")
-    summary = {"fold": f, "model": emb.model_id, "writers": evaluation, "groups": {}}
+    summary = json.loads(done.read_text()) if done.exists() else {"fold": f, "model": emb.model_id, "writers": evaluation,
+                                                                    "groups": {}}
     for name, keys in groups.items():
         if len(keys) < 2:
             continue
-        rep = run_evaluation(splits / name, embedder=emb, references=5 if name == "refs5" else 4, splits=5, seed=0)
-        (run / f"trials-{name}.json").write_text(json.dumps([list(t) for t in rep.trials]))
-        data = rep.to_json()
-        data.pop("per_split", None)
-        summary["groups"][name] = data
-        print(f"fold {f} {name}: {len(keys)} writers, {data['counts']['skipped']} images refused, EER skilled "
-              f"{100 * data['eer_skilled']:.1f} %, random {100 * data['eer_random']:.1f} %, FRR {100 * data['frr']:.1f} %, "
-              f"FAR skilled {100 * data['far_skilled']:.1f} %, refer {100 * data['refer_rate']:.1f} %", flush=True)
+        for kind in ("clean", *args.captures):
+            trials = run / (f"trials-{name}.json" if kind == "clean" else f"trials-{name}-{kind}.json")
+            if trials.exists():
+                continue
+            questioned = None
+            if kind != "clean":  # the fold's writers' questioned scans through the capture, references clean
+                from training.perturb import perturb_folder
+
+                questioned = run / "captures" / f"{name}-{kind}"
+                if not questioned.is_dir():
+                    perturb_folder(splits / name, questioned, kind)
+            rep = run_evaluation(splits / name, embedder=emb, references=5 if name == "refs5" else 4, splits=5, seed=0,
+                                 questioned_dir=questioned)
+            trials.write_text(json.dumps([list(t) for t in rep.trials]))
+            data = rep.to_json()
+            data.pop("per_split", None)
+            summary["groups"][name if kind == "clean" else f"{name}-{kind}"] = data
+            print(f"fold {f} {name} {kind}: {len(keys)} writers, {data['counts']['skipped']} images refused, EER skilled "
+                  f"{100 * data['eer_skilled']:.1f} %, random {100 * data['eer_random']:.1f} %, FRR {100 * data['frr']:.1f} %, "
+                  f"FAR skilled {100 * data['far_skilled']:.1f} %, refer {100 * data['refer_rate']:.1f} %", flush=True)
     done.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 # ---- the comparison -------------------------------------------------------------------------------------------
 
 
-def load_trials(runs: Path, recipe: str) -> dict[int, list[tuple]]:
-    """fold -> every scored item of the fold's groups: (split, writer, kind, score, threshold, decision)."""
+def load_trials(runs: Path, recipe: str, on: str = "clean") -> dict[int, list[tuple]]:
+    """fold -> every scored item of the fold's groups measured ``on`` clean scans or a capture of the questioned
+    ones: (split, writer, kind, score, threshold, decision). Folds without that measurement are left out."""
     out: dict[int, list[tuple]] = {}
+    suffix = "" if on == "clean" else f"-{on}"
     for done in sorted((runs / recipe).glob("fold*/measured.json")):
         f = int(done.parent.name[4:])
+        paths = [done.parent / f"trials-{g}{suffix}.json" for g in ("refs5", "refs4")]
+        if not paths[0].exists():
+            continue
         rows: list[tuple] = []
-        for path in sorted(done.parent.glob("trials-*.json")):
-            rows.extend(tuple(r) for r in json.loads(path.read_text()))
+        for path in paths:
+            if path.exists():
+                rows.extend(tuple(r) for r in json.loads(path.read_text()))
         out[f] = rows
     return out
 
@@ -211,9 +236,10 @@ def _pooled(per_fold: list[dict[str, float]], weights: list[int]) -> dict[str, f
     return {k: float(np.average([p[k] for p in per_fold], weights=weights)) for k in FIGURES}
 
 
-def compare(runs: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) -> str:
-    """The Markdown table comparing recipes ``a`` and ``b`` on the folds both have measured."""
-    ta, tb = load_trials(runs, a), load_trials(runs, b) if b != a else {}
+def compare(runs: Path, a: str, b: str, resamples: int = 2000, seed: int = 0, on: str = "clean") -> str:
+    """The Markdown table comparing recipes ``a`` and ``b`` on the folds both have measured (``on`` clean scans, or
+    with the questioned scans through a capture)."""
+    ta, tb = load_trials(runs, a, on), load_trials(runs, b, on) if b != a else {}
     folds = sorted(set(ta) & set(tb)) if b != a else sorted(ta)
     if not folds:
         raise SystemExit(f"no fold measured by both {a} and {b} under {runs}; run python -m training.cv run first")
@@ -235,7 +261,7 @@ def compare(runs: Path, a: str, b: str, resamples: int = 2000, seed: int = 0) ->
         for k in FIGURES:
             diffs[k].append(pb[k] - pa[k])
     n_items = sum(len(ta[f]) for f in folds)
-    lines = [f"{a} against {b}: {len(folds)} fold(s) {folds}, {sum(sizes)} writers, {n_items} scored items of {a}; "
+    lines = [f"{a} against {b} ({on}): {len(folds)} fold(s) {folds}, {sum(sizes)} writers, {n_items} scored items of {a}; "
              f"95 % interval of B - A over {resamples} paired writer resamples (within folds)", "",
              f"| figure (%) | A: {a} | B: {b} | B - A | 95 % interval |", "|---|---|---|---|---|"]
     for k in FIGURES:
@@ -259,17 +285,21 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--calibration", type=int, default=15, help="calibration writers borrowed from the next fold")
     r.add_argument("--datasets", default=",".join(DATASETS))
     r.add_argument("--root", type=Path, default=Path("../shared/datasets"))
+    r.add_argument("--captures", default="cheque",
+                   help="also measure with the questioned scans through these captures (sigvault.captures; '' for none)")
     r.add_argument("--runs", type=Path, default=Path("../runs/cv"))
     c = sub.add_parser("compare", help="paired comparison of two recipes, writer by writer")
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--runs", type=Path, default=Path("../runs/cv"))
     c.add_argument("--resamples", type=int, default=2000)
+    c.add_argument("--on", default="clean", help="clean, or a capture measured with run --captures (e.g. cheque)")
     args = ap.parse_args(argv)
     if args.command == "compare":
-        print(compare(args.runs, args.a, args.b, args.resamples))
+        print(compare(args.runs, args.a, args.b, args.resamples, on=args.on))
         return
     args.datasets = args.datasets.split(",")
+    args.captures = [k for k in args.captures.split(",") if k]
     root = args.root.resolve()
     folds = make_folds(writers_with_forgeries(root, args.datasets), args.k, args.seed)
     args.runs.mkdir(parents=True, exist_ok=True)

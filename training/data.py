@@ -51,11 +51,13 @@ class CanvasSet:
     writers: np.ndarray  # (n,) str
     forged: np.ndarray  # (n,) bool
     coarse: np.ndarray | None = None  # (n, H, W) float16
+    captured: np.ndarray | None = None  # (copies, n, H, W) float16: each scan through random captures (capture_canvases)
 
     def subset(self, writers: set[str]) -> CanvasSet:
         keep = np.isin(self.writers, sorted(writers))
         coarse = None if self.coarse is None else self.coarse[keep]
-        return CanvasSet(self.canvases[keep], self.writers[keep], self.forged[keep], coarse)
+        captured = None if self.captured is None else self.captured[:, keep]
+        return CanvasSet(self.canvases[keep], self.writers[keep], self.forged[keep], coarse, captured)
 
 
 def _files_key(samples: list[Sample], spec: PreprocessSpec, extra: str = "") -> str:
@@ -145,6 +147,47 @@ def coarse_canvases(
     return CanvasSet(data.canvases, data.writers, data.forged, arr)
 
 
+CAPTURE_SEED = 4321  # the draw of each scan's captures
+
+
+def capture_canvases(
+    samples: list[Sample], data: CanvasSet, spec: PreprocessSpec, cache_dir: Path, kinds: list[str], copies: int
+) -> CanvasSet:
+    """``data`` (the canvases of ``samples``, row for row) with ``copies`` captured canvases of each scan: the scan
+    through a capture of ``sigvault.captures`` drawn among ``kinds`` (seeded per scan and copy), then the
+    product's preprocessing, as a back office would receive it (tinted paper, a printed line, dust, blur and
+    JPEG, skew, another resolution, or all of these). Where the captured scan is refused as inkless the scan's
+    own canvas stands in. Cached like the canvases, keyed by the files, spec, kinds and copies."""
+    from sigvault import captures
+    from sigvault.errors import NoInkError
+    from sigvault.imaging import preprocess, read_image
+
+    unknown = sorted(set(kinds) - set(captures.CAPTURES))
+    if unknown:
+        raise SystemExit(f"[data] captures: unknown {unknown}; choose among {', '.join(captures.CAPTURES)}")
+    cache = cache_dir / f"captured-{_files_key(samples, spec, f'|{sorted(kinds)}|{copies}|{CAPTURE_SEED}')}.npz"
+    if cache.exists():
+        return CanvasSet(data.canvases, data.writers, data.forged, data.coarse, np.load(cache)["captured"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arr = np.repeat(data.canvases[None], copies, axis=0)
+    refused = 0
+    rng = np.random.default_rng(CAPTURE_SEED)
+    draws = rng.integers(0, len(kinds), size=(copies, len(samples)))
+    for i, s in enumerate(samples):
+        grey = read_image(s.path)
+        for c in range(copies):
+            kind = kinds[int(draws[c, i])]
+            try:
+                arr[c, i] = preprocess(captures.apply(kind, grey, CAPTURE_SEED + c * len(samples) + i), spec, name=str(s.path))
+            except NoInkError:
+                refused += 1
+        if i % 500 == 0:
+            log.info("captured copies %d/%d", i, len(samples))
+    log.info("captured copies: %d of %d refused as inkless (the scan's own canvas stands in)", refused, copies * len(samples))
+    _save_npz(cache, captured=arr)
+    return CanvasSet(data.canvases, data.writers, data.forged, data.coarse, arr)
+
+
 SYNTH_SEED0 = 100_000  # synthetic training writers: seeds SYNTH_SEED0 .. SYNTH_SEED0 + n - 1 (the demo and tests use others)
 
 
@@ -191,11 +234,20 @@ def concat(a: CanvasSet, b: CanvasSet) -> CanvasSet:
     coarse = None
     if a.coarse is not None or b.coarse is not None:
         coarse = np.concatenate([a.canvases if a.coarse is None else a.coarse, b.canvases if b.coarse is None else b.coarse])
+    captured = None
+    if a.captured is not None or b.captured is not None:
+        copies = (a.captured if a.captured is not None else b.captured).shape[0]  # type: ignore[union-attr]
+
+        def own(x: CanvasSet) -> np.ndarray:
+            return np.repeat(x.canvases[None], copies, axis=0) if x.captured is None else x.captured
+
+        captured = np.concatenate([own(a), own(b)], axis=1)
     return CanvasSet(
         np.concatenate([a.canvases, b.canvases]),
         np.concatenate([a.writers, b.writers]),
         np.concatenate([a.forged, b.forged]),
         coarse,
+        captured,
     )
 
 

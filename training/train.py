@@ -99,6 +99,11 @@ def load_splits(cfg: dict, config_path: Path):
 
         low, high = cfg["data"].get("coarse_factor", [0.25, 0.55])
         data = coarse_canvases(samples, data, spec, cache, float(low), float(high))
+    if float(cfg.get("augment", {}).get("capture_p", 0.0)) > 0:
+        from training.data import capture_canvases
+
+        kinds = list(cfg["data"].get("captures", ["tinted", "line", "specks", "blurjpeg", "skew", "lowres", "cheque"]))
+        data = capture_canvases(samples, data, spec, cache, kinds, int(cfg["data"].get("capture_copies", 2)))
     calib = set(cfg["data"]["calibration_writers"])
     val = set(cfg["data"]["validation_writers"])
     if calib & val:
@@ -235,6 +240,8 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
     canv = torch.from_numpy(tr.canvases.astype(np.float32))
     coarse_p = float(a_cfg.get("coarse_p", 0.0))
     coarse = None if not coarse_p or tr.coarse is None else torch.from_numpy(tr.coarse.astype(np.float32))
+    capture_p = float(a_cfg.get("capture_p", 0.0))
+    captured = None if not capture_p or tr.captured is None else torch.from_numpy(tr.captured.astype(np.float32))
     loss_ema = None
     d_terms: tuple[float, float] | None = None  # running cosine and relational distillation terms
     while step < steps:
@@ -247,6 +254,9 @@ def train(cfg: dict, run: Path, config_path: Path) -> None:
         x = canv[idx]
         if coarse is not None:  # a share of the images as a coarser capture would give them (training.data)
             x = torch.where((torch.rand(len(idx), generator=gen) < coarse_p)[:, None, None], coarse[idx], x)
+        if captured is not None:  # a share of the images as a back office would receive them (training.data)
+            copy = torch.randint(0, captured.shape[0], (len(idx),), generator=gen)
+            x = torch.where((torch.rand(len(idx), generator=gen) < capture_p)[:, None, None], captured[copy, idx], x)
         x = augment(x.unsqueeze(1), a_cfg, gen)
         y = torch.from_numpy(labels)
         f = torch.from_numpy(forged)
