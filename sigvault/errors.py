@@ -39,6 +39,10 @@ class NoInkError(ImageError):
     """The image decodes but holds no signature ink."""
 
 
+class NoSignatureFoundError(ImageError):
+    """A document image (a cheque, a form) on which one signature could not be told: none, or two candidates."""
+
+
 class InvalidPersonIdError(UsageError):
     """A person id is empty, too long, or contains forbidden characters."""
 
