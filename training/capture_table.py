@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.card:
         card_path = args.weights / "model_card.json"
         card = json.loads(card_path.read_text())
-        card["captures"] = table
+        card["captures"] = {**card.get("captures", {}), **table}  # the sets measured now replace their old reports
         card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
