@@ -8,7 +8,7 @@ How (pure numpy + OpenCV, on a copy whose longer side is 1200 px, about a cheque
 
 1. the paper is evened out (``imaging.flatten_background``) and ink is what is clearly darker than it;
 2. a round stamp is erased (a component as wide as tall whose convex hull is a circle);
-3. printed rules are erased: runs of ink longer than 60 px along a row or a column (a box, a field's line);
+3. printed rules are erased: runs of ink 150 px long along a row (a field's line), 45 px down a column (a box);
 4. printed text is told from handwriting by size: printed characters are the commonest component height, and
    a component at least 1.8 times as tall, or 4 times as wide, is handwriting (cursive joins its letters);
 5. the handwriting is grouped into fields (components within 90 px across and 2 px up or down: a tall
@@ -30,7 +30,8 @@ import numpy as np
 from sigvault.errors import NoSignatureFoundError
 
 WORK_SIDE = 1200
-RULE_LENGTH = 60  # px at WORK_SIDE: a straight run this long is a printed rule, not handwriting
+RULE_LENGTH = 150  # px at WORK_SIDE: a straight run this long along a row is a printed rule, not handwriting
+BOX_SIDE = 45  # ...and along a column, a box's side
 TALLER = 1.8  # handwriting: components this many times as tall as printed characters...
 WIDER = 4.0  # ...or this many times as wide as they are tall
 GROUP = (90, 2)  # handwriting within this many px across and up or down is one field
@@ -64,7 +65,7 @@ def _rules(ink: np.ndarray) -> np.ndarray:
     import cv2
 
     h = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (RULE_LENGTH, 1)))
-    v = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, RULE_LENGTH)))
+    v = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, BOX_SIDE)))
     return cv2.bitwise_or(h, v)
 
 
@@ -85,7 +86,8 @@ def _ring(labels: np.ndarray, label: int, stat: np.ndarray) -> bool:
 
 
 def _without_rings(ink: np.ndarray) -> np.ndarray:
-    """The ink mask (uint8, 255 = ink) without the components that are stamps' rings (:func:`_ring`)."""
+    """The ink mask (uint8, 255 = ink) without the components that are round stamps (:func:`_ring`). A stamp
+    that a signature's strokes cross is one component with them, and stays (docs/documents.md)."""
     import cv2
 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
