@@ -261,7 +261,7 @@ def bench_rows(args: argparse.Namespace) -> None:
             f"counts {json.dumps(summary.counts)}"
         )
         print(
-            f"report: {summary.report_items} items (truncated: {summary.report_truncated}), "
+            f"report: {summary.report_items} items in {summary.report_pages} page(s), first page "
             f"{(root / 'out' / 'report.html').stat().st_size / 2**20:.1f} MB"
         )
         print(

@@ -1,12 +1,19 @@
-"""``report.html`` of an audit: one self-contained page a reviewer reads at a glance.
+"""``report.html`` of an audit: the review queue, in self-contained pages a reviewer reads at a glance.
 
-The page is the review queue, riskiest first (rejects, then refers, then errors; the lowest probability
-first within each). Each item shows the questioned signature beside the person's references (the best
-match outlined), the score against the threshold on a small bar, and the reason for an error. Buttons
-filter by decision. Everything is inline: CSS, a few lines of JavaScript, and thumbnails as ``data:``
-URIs (small greyscale WebP made with Pillow), so the file opens from disk in any browser with no server
-and makes no request. A reference used by several items is embedded once (a JavaScript table fills in
-the ``<img>`` elements when the page loads).
+Every item not accepted is in the report, in the order a reviewer works (:mod:`sigvault.audit.summary`):
+referred items first, then rejects, then errors; the lowest probability of a genuine signature first within
+each. A large audit's queue is split into pages of ``page_size`` items (``report.html``, ``report-2.html``,
+...), each linked to the others and saying which pages hold which decision, so that a 1,000,000-row audit
+gives pages a browser opens as quickly as a small one's.
+
+Each item shows the questioned signature beside the person's references (the best match outlined), the
+score against the threshold on a small bar, and the reason for an error. Buttons filter the page by
+decision (``[hidden]`` wins over every ``display`` rule). Text wraps between words only: identifiers and
+paths may also wrap after a separator (``/``, ``_``, ``-``, ``.``), never inside a run of letters and digits;
+a run too long for its column is clipped, its full text in the tooltip. Everything is inline: CSS, a few lines
+of JavaScript, and thumbnails as ``data:`` URIs (small greyscale WebP made with Pillow), so a page opens from
+disk in any browser with no server and makes no request. A reference used by several items of a page is
+embedded once (a JavaScript table fills in the ``<img>`` elements when the page loads).
 
 The page holds no time of day, so an interrupted and resumed audit writes the same bytes as an
 uninterrupted one.
@@ -19,11 +26,13 @@ import html
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sigvault import imaging
+from sigvault.audit.files import report_page_name
 from sigvault.audit.summary import DECISIONS, REVIEW_ORDER
 from sigvault.errors import SigvaultError
 
@@ -69,6 +78,14 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+_AFTER_SEPARATOR = re.compile(r"(?<=[/\\_.\-:@,;=])")
+
+
+def _w(value: Any) -> str:
+    """Escaped text that may wrap after a separator (an id, a path, an error naming a file), never mid-word."""
+    return "<wbr>".join(_e(part) for part in _AFTER_SEPARATOR.split("" if value is None else str(value)))
+
+
 def _pct(x: float) -> str:
     return f"{max(0.0, min(100.0, x)):.1f}%"
 
@@ -98,18 +115,20 @@ def _bar(record: Mapping[str, Any], refer_band: float) -> str:
 
 CSS = """
 :root{--accept:#1a7f37;--reject:#c62828;--refer:#b26a00;--error:#6a1b9a;--muted:#666;--line:#ddd}
-*{box-sizing:border-box}body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
+*{box-sizing:border-box}[hidden]{display:none!important}body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
 header{background:#fff;border-bottom:1px solid var(--line);padding:14px 20px;position:sticky;top:0;z-index:1}
 h1{font-size:18px;margin:0 0 4px}.sub{color:var(--muted);margin:2px 0}
 .chips span{display:inline-block;margin-right:10px}.chips b{font-variant-numeric:tabular-nums}
 .filters{margin-top:8px}.filters button{font:inherit;border:1px solid var(--line);background:#fff;border-radius:14px;padding:3px 12px;margin-right:6px;cursor:pointer}
 .filters button[aria-pressed=true]{background:#222;color:#fff;border-color:#222}
 main{padding:12px 20px}.empty{color:var(--muted);padding:20px}
-.item{display:grid;grid-template-columns:260px 240px 1fr;gap:14px;background:#fff;border:1px solid var(--line);border-left:5px solid var(--muted);border-radius:6px;padding:10px;margin-bottom:10px}
+.item{display:grid;grid-template-columns:260px 240px minmax(0,1fr);gap:14px;background:#fff;border:1px solid var(--line);border-left:5px solid var(--muted);border-radius:6px;padding:10px;margin-bottom:10px}
 .item.reject{border-left-color:var(--reject)}.item.refer{border-left-color:var(--refer)}.item.error{border-left-color:var(--error)}
 .badge{display:inline-block;color:#fff;border-radius:3px;padding:0 6px;font-weight:600;text-transform:uppercase;font-size:12px}
 .badge.reject{background:var(--reject)}.badge.refer{background:var(--refer)}.badge.error{background:var(--error)}.badge.accept{background:var(--accept)}
-.id{font-weight:600;word-break:break-all}.meta{color:var(--muted);font-size:12px;word-break:break-all}.err{color:var(--error);font-size:12px;word-break:break-word}
+.item>div{min-width:0;overflow:hidden}.pages a{color:#1565c0}
+.id{font-weight:600}.meta{color:var(--muted);font-size:12px}.err{color:var(--error);font-size:12px}
+.id,.meta,.err{word-break:normal;overflow-wrap:normal;hyphens:none;text-overflow:ellipsis}
 .bar{position:relative;height:10px;background:#eee;border-radius:5px;margin:6px 0 2px}
 .bar .band{position:absolute;top:0;bottom:0;background:#f3d9a4}.bar .thr{position:absolute;top:-3px;bottom:-3px;width:2px;background:#222}
 .bar .dot{position:absolute;top:-2px;width:14px;height:14px;margin-left:-7px;border-radius:50%;border:2px solid #fff;background:var(--muted)}
@@ -151,8 +170,9 @@ def render_report(
 
     Args:
         summary: ``manifest`` (name), ``rows``, ``counts`` (per decision), ``model``, ``policy`` (or None),
-            ``needing_review`` (all items not accepted), ``cap``, ``refer_band`` (the model's).
-        queue: (row index, result record) of the items to show, riskiest first.
+            ``needing_review`` (all items not accepted), ``refer_band`` (the model's), ``page`` (this page,
+            from 1), ``pages``, ``page_size``.
+        queue: (row index, result record) of this page's items, in review order.
         reference_images: reference id -> stored image bytes, for the ids asked.
         limits: image limits for reading the questioned images.
     """
@@ -174,21 +194,23 @@ def render_report(
     counts = summary["counts"]
     in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in REVIEW_ORDER}
     refer_band = float(summary.get("refer_band") or 0.0)
+    page, pages, page_size = int(summary.get("page", 1)), int(summary.get("pages", 1)), int(summary.get("page_size", 0))
+    first = (page - 1) * page_size
     cards = [
         _card(rank, index, record, refs, thumbs, q_uri, refer_band)
-        for rank, ((index, record), refs, q_uri) in enumerate(zip(queue, per_item, q_uris), start=1)
+        for rank, ((index, record), refs, q_uri) in enumerate(zip(queue, per_item, q_uris), start=first + 1)
     ]
 
     needing = summary["needing_review"]
     if needing == 0:
         scope = "No item needs review: every item was accepted."
-    elif len(queue) < needing:
-        scope = (
-            f"Showing the {len(queue):,} riskiest of {needing:,} items needing review (the report is capped at "
-            f"{summary['cap']:,}; results.csv lists every item)."
-        )
+    elif pages == 1:
+        scope = f"All {needing:,} items needing review: referred first, then rejects, then errors."
     else:
-        scope = f"Showing all {needing:,} items needing review, riskiest first."
+        scope = (
+            f"Items {first + 1:,} to {first + len(queue):,} of the {needing:,} needing review (referred first, then "
+            f"rejects, then errors), page {page:,} of {pages:,}."
+        )
     policy = summary.get("policy")
     policy_text = (
         f"policy {_e(policy['name'])} (sha256 {_e(policy['sha256'][:12])}…; bands {', '.join(_e(b['name']) for b in policy['bands'])})"
@@ -216,6 +238,7 @@ def render_report(
         )
         + "</div>"
         f'<p class="sub">{_e(scope)} Visible now: <b id="shown">{len(queue)}</b>.</p>'
+        + _page_links(page, pages, page_size, counts)
         + (
             f'<p class="sub">{summary["capture_mismatch"]:,} item(s) scanned at another resolution than their '
             "references (coarser or finer): their rejections near the threshold are referred; see the capture "
@@ -230,6 +253,29 @@ def render_report(
         + "\n</main>\n"
         f'<script type="application/json" id="ref-thumbs">{ref_json}</script>\n'
         f"<script>{JS}</script>\n</body></html>\n"
+    )
+
+
+def _page_links(page: int, pages: int, page_size: int, counts: Mapping[str, int]) -> str:
+    """Previous / next page, and the pages each decision is on (the queue holds them in :data:`REVIEW_ORDER`)."""
+    if pages <= 1:
+        return ""
+
+    def link(p: int, text: str) -> str:
+        return text if p == page else f'<a href="{report_page_name(p)}">{text}</a>'
+
+    sections, start = [], 0
+    for d in REVIEW_ORDER:
+        n = counts.get(d, 0)
+        if n:
+            lo, hi = start // page_size + 1, (start + n - 1) // page_size + 1
+            where = link(lo, f"page {lo:,}") if lo == hi else f"pages {link(lo, f'{lo:,}')}&nbsp;to&nbsp;{link(hi, f'{hi:,}')}"
+            sections.append(f"{d} {where}")
+        start += n
+    nav = [link(page - 1, "previous page") if page > 1 else "", link(page + 1, "next page") if page < pages else ""]
+    return (
+        f'<p class="sub pages">Page {page:,} of {pages:,} ({page_size:,} items a page; filters apply to this page). '
+        f"{' · '.join(sections)}. {' · '.join(n for n in nav if n)}</p>"
     )
 
 
@@ -264,11 +310,11 @@ def _card(
         ref_html.append('<span class="meta">no references compared</span>')
     p = record.get("probability")
     policy = record.get("policy") or {}
-    meta = [f"person {_e(record.get('person'))}", f"row {index + 1}"]
+    meta = [f"person {_w(record.get('person'))}", f"row {index + 1}"]
     if record.get("amount") not in (None, ""):
         meta.append(f"amount {_e(record.get('amount'))}")
     if policy:
-        meta.append(f"policy band {_e(policy.get('band'))}")
+        meta.append(f"policy band {_w(policy.get('band'))}")
     if record.get("model_decision") not in (None, decision):
         meta.append(f"model alone: {_e(record.get('model_decision'))}")
     if record.get("capture_ratio") is not None:  # scoring.capture_guard: a rejection near the threshold referred
@@ -276,14 +322,14 @@ def _card(
         meta.append(f"scanned {'coarser' if ratio > 1 else 'finer'} than the references (ink scale x{ratio:.2f})")
     lines = [
         f'<div><span class="badge {_e(decision)}">{_e(decision)}</span> <span class="meta">#{rank}</span></div>',
-        f'<div class="id">{_e(record["item_id"])}</div>',
+        f'<div class="id" title="{_e(record["item_id"])}">{_w(record["item_id"])}</div>',
         f'<div class="meta">{" · ".join(meta)}</div>',
     ]
     if p is not None:
         lines.append(f'<div class="nums">P(genuine) {p * 100:.1f} %</div>')
     lines.append(_bar(record, refer_band))
     if decision == "error":
-        lines.append(f'<div class="err">{_e(record.get("error_kind"))}: {_e(record.get("error"))}</div>')
+        lines.append(f'<div class="err">{_w(record.get("error_kind"))}: {_w(record.get("error"))}</div>')
     return (
         f'<article class="item {_e(decision)}" data-decision="{_e(decision)}" data-item="{_e(record["item_id"])}">'
         f'<div>{"".join(lines)}</div><div>{questioned}</div><div class="refs">{"".join(ref_html)}</div></article>'

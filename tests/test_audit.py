@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import html
 import io
 import json
 import os
@@ -480,19 +481,23 @@ def test_audit_end_to_end(vault, tmp_path: Path) -> None:
     assert (
         saved["items_per_s"] > 0 and saved["manifest_sha256"] == hashlib.sha256(data.manifest.read_bytes()).hexdigest()
     )
-    assert saved["report_items"] == counts["reject"] + counts["refer"] + 6 and saved["report_truncated"] is False
+    assert saved["report_items"] == counts["reject"] + counts["refer"] + 6 and saved["report_pages"] == 1
 
     # progress: from 0 to n, monotonic, in the calling thread
     assert seen[0] == AuditProgress(0, n, 0, 0) and seen[-1] == AuditProgress(n, n, 6, 0)
     assert [p.done for p in seen] == sorted(p.done for p in seen)
 
-    # report.html: the review queue riskiest first, self-contained
+    # report.html: the review queue in review order (referred, rejects, errors), self-contained
     page = (out / "report.html").read_text(encoding="utf-8")
     order = re.findall(r'<article class="item (\w+)" data-decision="\w+" data-item="([^"]+)"', page)
     assert len(order) == saved["report_items"]
-    queue = sorted((r for r in records if r["decision"] != "accept"), key=lambda r: audit.risk_key(r, 0))
+    queue = sorted(
+        (r for r in records if r["decision"] != "accept"),
+        key=lambda r: (["refer", "reject", "error"].index(r["decision"]), r["probability"] or 0.0),
+    )
     assert [item for _, item in order] == [r["item_id"] for r in queue]
-    assert [d for d, _ in order] == sorted((d for d, _ in order), key=["reject", "refer", "error"].index)
+    assert [d for d, _ in order] == sorted((d for d, _ in order), key=["refer", "reject", "error"].index)
+    assert [d for d, _ in order] == ["refer"] * counts["refer"] + ["reject"] * counts["reject"] + ["error"] * 6
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
     assert "<script src" not in page and "<link" not in page
 
@@ -688,7 +693,9 @@ def _processes_running(script: Path) -> list[int]:
     return found
 
 
-def test_report_is_capped_and_escapes(sq_vault, tmp_path: Path) -> None:
+def test_report_pages_hold_every_item_and_escape(sq_vault, tmp_path: Path) -> None:
+    """A queue longer than a page: every item not accepted is on exactly one page, in review order; the
+    pages link to each other; a second run with a bigger page removes the pages it no longer needs."""
     data = build_dataset(sq_vault, tmp_path, persons=3, items=30)
     rows = [dict(r) for r in data.rows]
     rows[0]["item_id"] = '<script>alert("x")</script>'
@@ -696,15 +703,40 @@ def test_report_is_capped_and_escapes(sq_vault, tmp_path: Path) -> None:
         writer = csv.DictWriter(fh, data.columns)
         writer.writeheader()
         writer.writerows(rows)
-    summary = run_audit(sq_vault, data.manifest, tmp_path / "out", report_cap=5)
-    needing = summary.counts["reject"] + summary.counts["refer"] + summary.counts["error"]
-    assert needing > 5
-    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert page.count("<article ") == 5 == summary.report_items and summary.report_truncated
-    assert f"Showing the 5 riskiest of {needing} items needing review (the report is capped at 5" in page
-    assert '<script>alert("x")</script>' not in page
-    results = (tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8")
+    out = tmp_path / "out"
+    summary = run_audit(sq_vault, data.manifest, out, report_page_size=2)
+    records = read_jsonl(out / "results.jsonl")
+    needing = [r for r in records if r["decision"] != "accept"]
+    n = len(needing)
+    assert n == summary.counts["reject"] + summary.counts["refer"] + 6 == summary.report_items and n == 6
+    pages = -(-n // 2)
+    assert summary.report_pages == pages
+    assert sorted(p.name for p in out.glob("report*.html")) == sorted(
+        ["report.html", *(f"report-{k}.html" for k in range(2, pages + 1))]
+    )
+    shown = []
+    for k in range(1, pages + 1):
+        page = (out / audit.report_page_name(k)).read_text(encoding="utf-8")
+        items = re.findall(r'data-item="([^"]+)"', page)
+        assert len(items) == (2 if k < pages else n - 2 * (pages - 1))
+        shown += items
+        assert f"Page {k} of {pages} (2 items a page; filters apply to this page)." in page
+        assert (f'<a href="report-{k + 1}.html">next page</a>' in page) == (k < pages)
+        previous = "report.html" if k == 2 else f"report-{k - 1}.html"
+        assert (f'<a href="{previous}">previous page</a>' in page) == (k > 1)
+        if k == 1:
+            assert f"Items 1 to 2 of the {n} needing review (referred first, then rejects, then errors), page 1 of {pages}." in page
+        assert '<script>alert("x")</script>' not in page
+    order = ["refer", "reject", "error"]
+    queue = sorted(needing, key=lambda r: (order.index(r["decision"]), r["probability"] or 0.0))
+    assert shown == [html.escape(r["item_id"], quote=True) for r in queue]
+    results = (out / "results.jsonl").read_text(encoding="utf-8")
     assert json.dumps('<script>alert("x")</script>') in results
+
+    # the finished audit resumed with one page: the other pages are gone
+    again = run_audit(sq_vault, data.manifest, out, report_page_size=1000, resume=True)
+    assert again.report_pages == 1 and sorted(p.name for p in out.glob("report*.html")) == ["report.html"]
+    assert re.findall(r'data-item="([^"]+)"', (out / "report.html").read_text(encoding="utf-8")) == shown
 
 
 def test_bad_arguments(sq_vault, tmp_path: Path) -> None:
@@ -729,7 +761,7 @@ def test_runner_is_in_sync_with_signature() -> None:
         "policy",
         "resume",
         "progress",
-        "report_cap",
+        "report_page_size",
     ]
     assert textwrap.dedent(run_audit.__doc__ or "").count("exit_code") == 1
 

@@ -1,14 +1,23 @@
 """Open an audit's ``report.html`` in real headless Chromium (Debian's package, installed by ``.ci/run``).
 
 No WebDriver is needed: the test copies the report, appends a small script that waits until every
-``<img>`` has finished loading, checks each thumbnail's ``naturalWidth``, clicks the "Reject" filter and
-counts the visible items, then writes its findings into the page; ``chromium --dump-dom`` prints the page
-as it stands after the script ran. The report's own Content-Security-Policy allows inline scripts only,
-so the page provably loads nothing from outside.
+``<img>`` has finished loading and then measures what the browser DRAWS (never what an attribute says):
+
+- an item counts as shown when it has a layout box (``offsetParent``) and a non-zero height
+  (``getBoundingClientRect``), so a filter whose ``hidden`` attribute is overridden by CSS fails;
+- the order of the drawn items, top to bottom (referred first, then rejects, then errors);
+- every run of letters and digits in an item is drawn on one line (no text wrapped mid-word), measured
+  with a DOM ``Range`` per word;
+- an item's three columns (text, questioned image, references) sit side by side inside the card.
+
+The findings are written into the page; ``chromium --dump-dom`` prints the page as it stands after the
+script ran. The report's own Content-Security-Policy allows inline scripts only, so the page provably
+loads nothing from outside.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -16,9 +25,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import FakeEmbedder
 from test_audit import build_dataset, sq_vault  # noqa: F401 - sq_vault is a fixture
 
-from sigvault.audit import run_audit
+from sigvault.audit import report_page_name, run_audit
+from sigvault.scoring import ScoringConfig
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -30,26 +41,65 @@ pytestmark = [
 PROBE = """
 <script>
 (function () {
+  function drawn(el) {
+    var r = el.getBoundingClientRect();
+    return el.offsetParent !== null && r.height > 0 && r.width > 0 && getComputedStyle(el).visibility !== 'hidden';
+  }
+  function shown() {
+    return Array.prototype.slice.call(document.querySelectorAll('article.item')).filter(drawn)
+      .sort(function (a, b) { return a.getBoundingClientRect().top - b.getBoundingClientRect().top; })
+      .map(function (el) { return el.getAttribute('data-decision'); });
+  }
+  function brokenWords() {
+    var out = [];
+    document.querySelectorAll('article.item').forEach(function (item) {
+      var walker = document.createTreeWalker(item, NodeFilter.SHOW_TEXT);
+      for (var node = walker.nextNode(); node; node = walker.nextNode()) {
+        var re = /[A-Za-z0-9]+/g, m;
+        while ((m = re.exec(node.data)) !== null) {
+          var range = document.createRange();
+          range.setStart(node, m.index);
+          range.setEnd(node, m.index + m[0].length);
+          var tops = {};
+          Array.prototype.forEach.call(range.getClientRects(), function (r) { if (r.width > 0) tops[Math.round(r.top)] = 1; });
+          if (Object.keys(tops).length > 1) out.push(m[0]);
+        }
+      }
+    });
+    return out;
+  }
+  function overlaps() {
+    var bad = [];
+    document.querySelectorAll('article.item').forEach(function (item) {
+      var box = item.getBoundingClientRect(), cols = item.children, prev = null;
+      for (var i = 0; i < cols.length; i++) {
+        var r = cols[i].getBoundingClientRect();
+        if (r.left < box.left - 1 || r.right > box.right + 1 || (prev && r.left < prev.right - 1)) {
+          bad.push(item.getAttribute('data-item') + ' column ' + i);
+        }
+        prev = r;
+      }
+    });
+    return bad;
+  }
   function finish() {
     var imgs = Array.prototype.slice.call(document.images);
     var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
                      .map(function (i) { return i.alt || i.getAttribute('data-ref') || '?'; });
-    var items = Array.prototype.slice.call(document.querySelectorAll('article.item'));
-    var visible = function () { return items.filter(function (el) { return !el.hidden && el.offsetParent !== null; }); };
-    var before = visible().length;
-    document.querySelector('button[data-filter="reject"]').click();
-    var rejects = visible();
-    var onlyRejects = rejects.every(function (el) { return el.getAttribute('data-decision') === 'reject'; });
-    var shownText = document.getElementById('shown').textContent;
-    document.querySelector('button[data-filter="all"]').click();
-    var after = visible().length;
+    var result = {
+      images: imgs.length, broken: broken,
+      minWidth: Math.min.apply(null, imgs.map(function (i) { return i.naturalWidth; })),
+      items: document.querySelectorAll('article.item').length,
+      before: shown(), brokenWords: brokenWords(), overlaps: overlaps(),
+      headerHeight: document.querySelector('header').getBoundingClientRect().height, filters: {}
+    };
+    ['refer', 'reject', 'error', 'all'].forEach(function (f) {
+      document.querySelector('button[data-filter="' + f + '"]').click();
+      result.filters[f] = {drawn: shown(), shownText: document.getElementById('shown').textContent};
+    });
     var out = document.createElement('pre');
     out.id = 'probe-result';
-    out.textContent = JSON.stringify({
-      images: imgs.length, broken: broken, minWidth: Math.min.apply(null, imgs.map(function (i) { return i.naturalWidth; })),
-      items: items.length, visibleBefore: before, visibleRejects: rejects.length, onlyRejects: onlyRejects,
-      shownText: shownText, visibleAfter: after, headerHeight: document.querySelector('header').offsetHeight
-    });
+    out.textContent = JSON.stringify(result);
     document.body.appendChild(out);
   }
   function wait(tries) {
@@ -60,6 +110,12 @@ PROBE = """
 })();
 </script>
 """
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    """A wide refer band, so the audit has referred items as well as rejects and errors."""
+    return FakeEmbedder(scoring=ScoringConfig(refer_band=0.08))
 
 
 def _dump_dom(page: Path, profile: Path) -> str:
@@ -74,6 +130,7 @@ def _dump_dom(page: Path, profile: Path) -> str:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--window-size=1000,800",
         f"--user-data-dir={profile}",
         "--virtual-time-budget=15000",
         "--dump-dom",
@@ -84,26 +141,63 @@ def _dump_dom(page: Path, profile: Path) -> str:
     return done.stdout
 
 
-def test_report_renders_in_chromium(sq_vault, tmp_path: Path) -> None:  # noqa: F811
-    data = build_dataset(sq_vault, tmp_path, persons=5, items=60)
-    summary = run_audit(sq_vault, data.manifest, tmp_path / "out", batch_size=16)
-    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    probe_page = tmp_path / "probe.html"
-    probe_page.write_text(report.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+def _long_ids(data) -> None:  # noqa: ANN001
+    """Item ids as long as a bank's (longer than the card's first column is wide), and a long error path."""
+    with open(data.manifest, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, data.columns)
+        writer.writeheader()
+        for row in data.rows:
+            row = dict(row)
+            row["item_id"] = f"CHEQUE-2024-BRANCH-ZURICH-HAUPTSITZ-SCHALTER-{row['item_id']}"
+            if row["image"] == "images/missing.png":
+                row["image"] = "images/scans_of_the_night_batch_from_the_branch_office/missing_cheque_scan.png"
+            writer.writerow(row)
 
+
+def _probe(report: Path, tmp_path: Path) -> dict:
+    probe_page = report.with_name("probe-" + report.name)
+    probe_page.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     dom = _dump_dom(probe_page, tmp_path / "chromium-profile")
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
     assert found, f"the probe did not run; page as rendered:\n{dom[:3000]}"
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
 
-    items = summary.counts["reject"] + summary.counts["refer"] + summary.counts["error"]
+
+def test_report_draws_what_its_filters_say(sq_vault, tmp_path: Path) -> None:  # noqa: F811
+    data = build_dataset(sq_vault, tmp_path, persons=5, items=60)
+    _long_ids(data)
+    summary = run_audit(sq_vault, data.manifest, tmp_path / "out", batch_size=16)
+    result = _probe(tmp_path / "out" / "report.html", tmp_path)
+
+    counts = summary.counts
+    assert counts["reject"] > 0 and counts["refer"] > 0 and counts["error"] == 6
+    items = counts["reject"] + counts["refer"] + counts["error"]
     assert result["items"] == items == summary.report_items
-    assert summary.counts["reject"] > 0 and summary.counts["error"] > 0
     # every thumbnail loaded: the questioned images that can be read, and the references shown
     assert result["images"] >= items and result["broken"] == [] and result["minWidth"] > 0
-    # the filter hides every non-reject item, and "All" brings them back
-    assert result["visibleBefore"] == items
-    assert result["visibleRejects"] == summary.counts["reject"] < items
-    assert result["onlyRejects"] is True and result["shownText"] == str(summary.counts["reject"])
-    assert result["visibleAfter"] == items
+    # drawn top to bottom in the order a reviewer works: referred, then rejects, then errors
+    expected = ["refer"] * counts["refer"] + ["reject"] * counts["reject"] + ["error"] * counts["error"]
+    assert result["before"] == expected
+    # each filter draws exactly its items, and "All" brings every item back
+    for f in ("refer", "reject", "error"):
+        assert result["filters"][f] == {"drawn": [f] * counts[f], "shownText": str(counts[f])}
+    assert result["filters"]["all"] == {"drawn": expected, "shownText": str(items)}
+    # no word broken across lines (ids, paths in error messages, captions), columns side by side
+    assert result["brokenWords"] == []
+    assert result["overlaps"] == []
     assert result["headerHeight"] > 0
+
+
+def test_every_page_of_a_paged_report_opens(sq_vault, tmp_path: Path) -> None:  # noqa: F811
+    """A report paged at 6 items: each page draws its own items, in review order across the pages."""
+    data = build_dataset(sq_vault, tmp_path, persons=5, items=60)
+    summary = run_audit(sq_vault, data.manifest, tmp_path / "out", batch_size=16, report_page_size=6)
+    items = summary.counts["reject"] + summary.counts["refer"] + summary.counts["error"]
+    assert len(list((tmp_path / "out").glob("report*.html"))) == summary.report_pages == -(-items // 6) == 3
+    drawn: list[str] = []
+    for k in range(1, summary.report_pages + 1):
+        result = _probe(tmp_path / "out" / report_page_name(k), tmp_path)
+        assert result["broken"] == [] and result["brokenWords"] == [] and result["overlaps"] == []
+        assert result["filters"]["all"]["drawn"] == result["before"]
+        drawn += result["before"]
+    assert drawn == ["refer"] * summary.counts["refer"] + ["reject"] * summary.counts["reject"] + ["error"] * 6

@@ -7,13 +7,14 @@ writes into an output folder:
 - ``results.jsonl`` and ``results.csv``: one line per item in manifest order, the input columns followed
   by the decision fields (the keys of ``verify --json``; see :data:`OUTPUT_FIELDS`);
 - ``summary.json``: counts per decision and per error kind, refer rate, throughput, model, policy;
-- ``report.html``: one self-contained page, the review queue riskiest first (:mod:`sigvault.report`).
+- ``report.html`` (and ``report-2.html``, ... for a long queue): self-contained pages of the review queue,
+  every item not accepted, referred first, then rejects, then errors (:mod:`sigvault.report`).
 
 The package, one job per module (imports point down the list):
 
 - :mod:`~sigvault.audit.run`: :func:`run_audit`, chunking and the worker processes that read images ahead;
 - :mod:`~sigvault.audit.files`: the output folder, crash-safe and resumable (``--resume``);
-- :mod:`~sigvault.audit.summary`: progress, the tally and review queue, ``summary.json``;
+- :mod:`~sigvault.audit.summary`: progress, the tally, the review queue and its order, ``summary.json``;
 - :mod:`~sigvault.audit.manifest`: validate the manifest in one streaming pass, then stream its rows;
 - :mod:`~sigvault.audit.records`: a row's result record and its CSV form;
 - :mod:`~sigvault.audit.policy`: amount-aware policies (optional TOML, :func:`load_policy`).
@@ -31,7 +32,8 @@ How it works, and why:
 4. **Crash-safe, resumable.** A resumed audit's result files and report equal those of an uninterrupted
    run byte for byte; times and throughput appear only in ``summary.json``.
 5. **Bounded memory.** Rows are streamed; at most ``2 * workers + 1`` chunks are in flight; the review
-   queue keeps only the :data:`REPORT_CAP` riskiest items.
+   queue is built from ``results.jsonl`` as row numbers and file offsets, and the report written a page of
+   :data:`REPORT_PAGE_SIZE` items at a time.
 
 The audit talks to the vault only through its methods (``verify_many``, ``log_head``, ``log_entries``,
 ``reference_images``); it never queries the database itself.
@@ -41,7 +43,7 @@ The library never prints: progress goes to the ``progress`` callback, problems a
 ``decision = "error"`` and the summary's ``exit_code`` is 1 so the CLI can say some rows failed.
 """
 
-from sigvault.audit.files import REPORT_HTML, RESULTS_CSV, RESULTS_JSONL, STATE_FILE, SUMMARY_JSON
+from sigvault.audit.files import REPORT_HTML, RESULTS_CSV, RESULTS_JSONL, STATE_FILE, SUMMARY_JSON, report_page_name
 from sigvault.audit.manifest import REQUIRED_COLUMNS, ManifestInfo, Row, iter_rows, validate_manifest
 from sigvault.audit.policy import Band, Policy, load_policy
 from sigvault.audit.records import (
@@ -54,18 +56,27 @@ from sigvault.audit.records import (
     error_record,
 )
 from sigvault.audit.run import ProgressCallback, prepare_many, run_audit
-from sigvault.audit.summary import DECISIONS, REPORT_CAP, AuditProgress, AuditSummary, risk_key
+from sigvault.audit.summary import (
+    DECISIONS,
+    REPORT_PAGE_SIZE,
+    REVIEW_ORDER,
+    AuditProgress,
+    AuditSummary,
+    review_queue,
+    risk_key,
+)
 
 __all__ = [
     "CSV_OUTPUT_FIELDS",
     "DECISIONS",
     "ERROR_KINDS",
     "OUTPUT_FIELDS",
-    "REPORT_CAP",
     "REPORT_HTML",
+    "REPORT_PAGE_SIZE",
     "REQUIRED_COLUMNS",
     "RESULTS_CSV",
     "RESULTS_JSONL",
+    "REVIEW_ORDER",
     "STATE_FILE",
     "SUMMARY_JSON",
     "AuditProgress",
@@ -82,6 +93,8 @@ __all__ = [
     "iter_rows",
     "load_policy",
     "prepare_many",
+    "report_page_name",
+    "review_queue",
     "risk_key",
     "run_audit",
     "validate_manifest",

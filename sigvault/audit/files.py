@@ -37,6 +37,11 @@ SUMMARY_JSON = "summary.json"
 REPORT_HTML = "report.html"
 
 
+def report_page_name(page: int) -> str:
+    """The file of a report page: ``report.html`` for the first, then ``report-2.html``, ``report-3.html``, ..."""
+    return REPORT_HTML if page == 1 else f"report-{page}.html"
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -147,7 +152,7 @@ def prepare_outputs(
                     f"{jsonl_path} line {done + 1} does not match row {done + 1} of {info.path.name}; "
                     "start the audit again in an empty --out"
                 )
-            tally.add(done, record)
+            tally.add(record)
             dst.write(csv_text([csv_row(record, state.columns)]))
             done += 1
             keep += len(raw)

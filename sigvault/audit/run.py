@@ -26,18 +26,26 @@ from typing import TYPE_CHECKING, Any
 
 from sigvault import scoring
 from sigvault.audit.files import (
-    REPORT_HTML,
     RESULTS_CSV,
     RESULTS_JSONL,
     SUMMARY_JSON,
     AuditState,
     now,
     prepare_outputs,
+    report_page_name,
 )
 from sigvault.audit.manifest import ManifestInfo, Row, image_path, iter_rows, validate_manifest
 from sigvault.audit.policy import Policy, load_policy, policy_field, policy_rule
 from sigvault.audit.records import csv_row, csv_text, decided_record, error_kind, error_record, json_line
-from sigvault.audit.summary import DECISIONS, REPORT_CAP, REVIEW_ORDER, AuditProgress, AuditSummary, Tally
+from sigvault.audit.summary import (
+    DECISIONS,
+    REPORT_PAGE_SIZE,
+    AuditProgress,
+    AuditSummary,
+    Tally,
+    read_records,
+    review_queue,
+)
 from sigvault.durable import append_durably, atomic_write
 from sigvault.errors import SigvaultError, UsageError
 
@@ -66,7 +74,7 @@ def run_audit(
     policy: Path | None = None,
     resume: bool = False,
     progress: ProgressCallback | None = None,
-    report_cap: int = REPORT_CAP,
+    report_page_size: int = REPORT_PAGE_SIZE,
 ) -> AuditSummary:
     """Decide every item of ``manifest`` as ``verify`` would and write the results into ``out_dir``.
 
@@ -81,7 +89,8 @@ def run_audit(
         policy: an amount-aware policy file (:func:`load_policy`).
         resume: finish an interrupted audit in ``out_dir`` (nothing to resume: start afresh).
         progress: called after each written chunk, in the calling thread.
-        report_cap: items shown in ``report.html`` at most.
+        report_page_size: items per page of the report. Every item not accepted is in the report, in review
+            order (:mod:`sigvault.audit.summary`): ``report.html``, then ``report-2.html``, ... when there are more.
 
     Returns:
         The summary; ``summary.exit_code`` is 1 when some rows could not be decided.
@@ -98,6 +107,8 @@ def run_audit(
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if report_page_size < 1:
+        raise UsageError(f"report_page_size must be at least 1, got {report_page_size}")
     manifest = Path(manifest).absolute()
     out_dir = Path(out_dir)
     info = validate_manifest(manifest)
@@ -109,7 +120,7 @@ def run_audit(
     from sigvault.index import file_lock
 
     with file_lock(out_dir / ".audit"):
-        tally = Tally(report_cap)
+        tally = Tally()
         state, done_rows, recovered = prepare_outputs(vault, info, out_dir, pol, model_id, batch_size, resume, tally, started)
         batch_size = state.batch_size
         columns = state.columns
@@ -132,7 +143,8 @@ def run_audit(
         )
         decide_s = perf_counter() - t_decide
 
-        queue, needing_review = _write_report(vault, info, out_dir, tally, pol, model_id, cfg, report_cap)
+        pages = _write_report(vault, info, out_dir, tally, pol, model_id, cfg, report_page_size)
+        needing_review = tally.needing_review
 
         rows = info.rows
         summary = AuditSummary(
@@ -157,8 +169,8 @@ def run_audit(
             batch_size=batch_size,
             model=model_id,
             policy=pol.to_dict() if pol is not None else None,
-            report_items=len(queue),
-            report_truncated=needing_review > len(queue),
+            report_items=needing_review,
+            report_pages=pages,
             first_started=state.first_started,
             started=started,
             finished=now(),
@@ -178,14 +190,16 @@ def _write_report(
     pol: Policy | None,
     model_id: str,
     cfg: scoring.ScoringConfig,
-    report_cap: int,
-) -> tuple[list[tuple[int, dict[str, Any]]], int]:
-    """Write ``report.html`` (the review queue, riskiest first); returns (the queue, items needing review)."""
+    page_size: int,
+) -> int:
+    """Write the report: every item not accepted, in review order, ``page_size`` items per page
+    (``report.html``, ``report-2.html``, ...); pages left over from an earlier run are removed.
+    Returns the number of pages."""
     from sigvault import report
 
-    queue = tally.queue()
-    needing_review = sum(tally.counts[d] for d in REVIEW_ORDER)
-    summary_head = {
+    queue = review_queue(out_dir / RESULTS_JSONL)
+    pages = max(1, -(-len(queue) // page_size))
+    head = {
         "manifest": info.path.name,
         "rows": info.rows,
         "counts": {d: tally.counts[d] for d in DECISIONS},
@@ -194,14 +208,23 @@ def _write_report(
         "policy": None
         if pol is None
         else {"name": pol.name, "sha256": pol.sha256, "bands": [b.to_dict() for b in pol.bands]},
-        "needing_review": needing_review,
+        "needing_review": tally.needing_review,
         "capture_mismatch": tally.capture_mismatch,
-        "cap": report_cap,
         "refer_band": cfg.refer_band,
+        "page_size": page_size,
+        "pages": pages,
     }
-    html = report.render_report(summary_head, queue, reference_images=vault.reference_images, limits=vault.limits)
-    atomic_write(out_dir / REPORT_HTML, html.encode("utf-8"))
-    return queue, needing_review
+    for page in range(1, pages + 1):
+        items = read_records(out_dir / RESULTS_JSONL, queue[(page - 1) * page_size : page * page_size])
+        html = report.render_report(
+            head | {"page": page}, items, reference_images=vault.reference_images, limits=vault.limits
+        )
+        atomic_write(out_dir / report_page_name(page), html.encode("utf-8"))
+    stale = pages + 1
+    while (out_dir / report_page_name(stale)).exists():
+        (out_dir / report_page_name(stale)).unlink()
+        stale += 1
+    return pages
 
 
 def prepare_many(
@@ -381,8 +404,8 @@ def _decide_all(
             append_durably(jsonl, "".join(lines).encode("utf-8"))
             # The CSV is made from the JSON text, exactly as a resume rebuilds it.
             append_durably(csvf, csv_text([csv_row(json.loads(line), columns) for line in lines]))
-            for offset, record in enumerate(records):
-                tally.add(chunk.start + offset, record)
+            for record in records:
+                tally.add(record)
             done += len(records)
             decided_total += decided
             recovered_total += rec
