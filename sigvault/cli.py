@@ -64,6 +64,16 @@ ImageArg = Annotated[
     Path, typer.Argument(help="Image file of a signature (PNG, JPEG, TIFF, BMP, GIF).", show_default=False)
 ]
 PersonArg = Annotated[str, typer.Argument(help="The person's id (name or customer number).", show_default=False)]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", metavar="X,Y,W,H", help="Use only this zone of a whole cheque or form: pixels, or % of the image (58%,54%,40%,27%)."),
+]
+LayoutOpt = Annotated[str | None, typer.Option("--layout", metavar="NAME", help="Use the signature zone of this layout (see --layouts).")]
+LayoutsOpt = Annotated[
+    Path | None,
+    typer.Option("--layouts", metavar="FILE", help="Layouts file (TOML) for --layout; default <home>/layouts.toml.", show_default=False),
+]
+LocateOpt = Annotated[bool, typer.Option("--locate", help="The image may be a whole document: find the signature on it.")]
 
 
 # -------------------------------------------------------------------------------------------- plumbing
@@ -183,19 +193,30 @@ def enroll(
     person: PersonArg,
     images: Annotated[list[Path], typer.Argument(help="Reference signature images.", show_default=False)],
     as_json: JsonFlag = False,
+    region: RegionOpt = None,
+    layout: LayoutOpt = None,
+    layouts: LayoutsOpt = None,
+    locate: LocateOpt = False,
 ) -> None:
     """Add reference signatures for a person (creating the person).
 
     All or nothing: if any image is unusable, nothing is enrolled and the error names the file. An image
     already enrolled for the person is refused; a reference unlike the person's others is kept with a
-    warning. Prints the person's reference count and threshold.
+    warning. Prints the person's reference count and threshold. From a signature card or an account-opening
+    form, --region, --layout or --locate choose the signature's zone of each image.
 
     \b
     Example:
       sigvault enroll alice ref1.png ref2.png ref3.png
+      sigvault enroll alice signature-card.tif --layout signature-card
     """
+    from sigvault.documents import DocumentOptions, signature_zone
+
+    options = DocumentOptions(region, layout, layouts, locate)
+    settings = _settings(ctx)
+    zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits()) for p in images]
     with _vault(ctx) as vault:
-        result = vault.enroll(person, images)
+        result = vault.enroll(person, [src for src, _ in zones], names=[str(p) for p in images])
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -208,22 +229,38 @@ def enroll(
 
 @app.command()
 @_handled
-def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: JsonFlag = False) -> None:
+def verify(
+    ctx: typer.Context,
+    person: PersonArg,
+    image: ImageArg,
+    as_json: JsonFlag = False,
+    region: RegionOpt = None,
+    layout: LayoutOpt = None,
+    layouts: LayoutsOpt = None,
+    locate: LocateOpt = False,
+) -> None:
     """Verify a questioned signature against the person's references.
 
     Decision accept, reject or refer (a review band around the person's threshold), with the fused score,
     the calibrated probability that the signature is genuine, the threshold and the similarity to each
-    reference. Every verification is recorded in the decision log.
+    reference. Every verification is recorded in the decision log. On a whole cheque or form, --region,
+    --layout or --locate choose the zone compared; the box used is printed and kept with the decision.
 
     \b
     Example:
       sigvault verify alice cheque-0042.png
       sigvault verify alice cheque-0042.png --json
+      sigvault verify alice cheque-10442.tif --region 58%,54%,40%,27%
     """
+    from sigvault.documents import DocumentOptions, signature_zone
+
+    settings = _settings(ctx)
+    source, zone = signature_zone(image, DocumentOptions(region, layout, layouts, locate), home=settings.home,
+                                  limits=settings.image_limits())
     with _vault(ctx) as vault:
-        result = vault.verify(person, image)
+        result = vault.verify(person, source, name=str(image), details={"region": zone} if zone else None)
     if as_json:
-        _echo_json(result.to_dict())
+        _echo_json({**result.to_dict(), **({"region": zone} if zone else {})})
         return
     best = result.best_reference
     _rows(
@@ -238,8 +275,15 @@ def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: Json
             ("model", result.model),
             ("decision-id", f"{result.decision_id} (in the decision log)"),
             *([("capture", _capture_note(result.capture_ratio, "the references", _VERIFY_CAPTURE))] if result.capture_ratio is not None else []),
+            *([("region", _region_note(zone))] if zone else []),
         ]
     )
+
+
+def _region_note(zone: dict[str, Any]) -> str:
+    """The zone of a document that was compared, as ``verify`` prints it."""
+    how = {"region": "--region", "layout": f"layout {zone.get('layout')}", "located": "located"}[str(zone["how"])]
+    return f"x {zone['x']}, y {zone['y']}, {zone['w']}x{zone['h']} px of the image ({how})"
 
 
 _VERIFY_CAPTURE = (
