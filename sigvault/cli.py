@@ -58,6 +58,8 @@ app.add_typer(people_app, name="people")
 app.add_typer(db_app, name="db")
 app.add_typer(index_app, name="index")
 app.add_typer(log_app, name="log")
+keys_app = typer.Typer(help="API keys of the HTTP service (`sigvault serve`).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 ImageArg = Annotated[
@@ -94,24 +96,39 @@ def _main(
         str | None, typer.Option("--database-url", help="SQLAlchemy URL [env: SIGVAULT_DATABASE_URL].")
     ] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Model folder or .onnx [env: SIGVAULT_MODEL].")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=lambda v: _version(v), help="Print the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = _Flags(home, database_url, model)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from sigvault import __version__
+
+        typer.echo(f"sigvault {__version__}")
+        raise typer.Exit(0)
+
+
 def _handled(fn: F) -> F:
-    """Turn library errors into ``error: <message>`` on stderr and the error's exit code, never a traceback.
+    """Turn library errors into ``error: <message>`` on stderr and the error's exit code, never a traceback;
+    with ``--json``, into one JSON object on stdout (:func:`_fail`).
 
     ``SIGVAULT_DEBUG=1`` re-raises unexpected exceptions with their traceback.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except SigvaultError as exc:
-            _fail(str(exc), exc.exit_code)
+            from sigvault.audit.records import error_kind
+
+            _fail(str(exc), exc.exit_code, kind=error_kind(exc), as_json=as_json)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", 130, kind="interrupted", as_json=as_json)
         except BrokenPipeError:  # the reader went away (`sigvault log export | head`): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None
@@ -121,13 +138,20 @@ def _handled(fn: F) -> F:
             if os.environ.get("SIGVAULT_DEBUG"):
                 raise
             detail = " ".join(str(exc).split())[:300]
-            _fail(f"internal error ({type(exc).__name__}: {detail}); rerun with SIGVAULT_DEBUG=1 and report it", 1)
+            message = f"internal error ({type(exc).__name__}: {detail}); rerun with SIGVAULT_DEBUG=1 and report it"
+            _fail(message, 1, kind="internal", as_json=as_json)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
+def _fail(message: str, code: int, *, kind: str = "failed", as_json: bool = False) -> None:
+    """Exit with ``code``: ``error: <message>`` on stderr, or with ``--json`` one object on stdout,
+    ``{"error": true, "kind": ..., "message": ..., "exit_code": ...}`` (``kind`` as in an audit's error rows)."""
+    message = " ".join(message.split())
+    if as_json:
+        _echo_json({"error": True, "kind": kind, "message": message, "exit_code": code})
+    else:
+        typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -690,6 +714,105 @@ def log_export(
     typer.echo(f"wrote {len(lines)} entries to {output}", err=True)
 
 
+# -------------------------------------------------------------------------------- HTTP service and keys
+
+
+@app.command()
+@_handled
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (put TLS in a reverse proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (several: use PostgreSQL).")] = 1,
+) -> None:
+    """Serve the vault over HTTP: versioned JSON endpoints under /v1, API keys, OpenAPI docs at /docs.
+
+    Every call but /healthz and /readyz needs `Authorization: Bearer <secret>` of a key made with
+    `sigvault keys create`. Needs the `serve` extra (pip install 'sigvault[serve]'). See docs/service.md.
+
+    \b
+    Example:
+      sigvault keys create teller-app --scope verify
+      sigvault serve --port 8080 --workers 2
+    """
+    try:
+        from sigvault.service import serve as run
+    except ImportError as exc:
+        raise UsageError(f"the HTTP service needs the serve extra ({exc}); pip install 'sigvault[serve]'") from None
+    run(_settings(ctx), host=host, port=port, workers=workers)
+
+
+ScopeOption = Annotated[
+    str, typer.Option("--scope", help="verify (verify, compare, identify, read), enroll (also enroll) or admin (also remove, thresholds).")
+]
+
+
+@keys_app.command("create")
+@_handled
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The key's name, recorded with each decision it asks for.", show_default=False)],
+    scope: ScopeOption = "verify",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key and print its secret, shown this once only (the vault keeps only its hash).
+
+    \b
+    Example:
+      sigvault keys create teller-app --scope verify
+    """
+    from sigvault.keys import ApiKeys
+
+    with _vault(ctx) as vault:
+        key, secret = ApiKeys(vault.engine).create(name, scope)
+    if as_json:
+        _echo_json(key.to_dict() | {"secret": secret})
+        return
+    typer.echo(f"created key {key.name!r} with scope {key.scope}; its secret (shown only now, keep it safe):")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+@_handled
+def keys_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List API keys (names, scopes, dates; never secrets).
+
+    \b
+    Example:
+      sigvault keys list
+    """
+    from sigvault.keys import ApiKeys
+
+    with _vault(ctx) as vault:
+        keys = ApiKeys(vault.engine).list()
+    if as_json:
+        _echo_json({"keys": [k.to_dict() for k in keys]})
+        return
+    if not keys:
+        typer.echo("no API keys; create one with `sigvault keys create NAME --scope verify`")
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        typer.echo(f"{k.name}\t{k.scope}\tcreated {k.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+
+@keys_app.command("revoke")
+@_handled
+def keys_revoke(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.", show_default=False)]
+) -> None:
+    """Revoke an API key: every later call with it is refused. Its name is never given to another key.
+
+    \b
+    Example:
+      sigvault keys revoke teller-app
+    """
+    from sigvault.keys import ApiKeys
+
+    with _vault(ctx) as vault:
+        key = ApiKeys(vault.engine).revoke(name)
+    typer.echo(f"key {key.name!r} is revoked (since {key.revoked_at:%Y-%m-%d %H:%M} UTC)")
+
+
 # -------------------------------------------------------------------------------------- other modules
 # Commands whose work lives in modules owned by other engineers; each calls one library function.
 
@@ -727,22 +850,28 @@ def audit(
     """
     from sigvault.audit import run_audit
 
-    with _vault(ctx) as vault, _progress("auditing", quiet=quiet) as update:
-        summary = run_audit(
-            vault,
-            manifest,
-            out,
-            workers=workers,
-            batch_size=batch_size,
-            policy=policy,
-            resume=resume,
-            progress=None if update is None else (lambda p: update(p.done, p.total)),
-        )
+    try:
+        with _vault(ctx) as vault, _progress("auditing", quiet=quiet) as update:
+            summary = run_audit(
+                vault,
+                manifest,
+                out,
+                workers=workers,
+                batch_size=batch_size,
+                policy=policy,
+                resume=resume,
+                progress=None if update is None else (lambda p: update(p.done, p.total)),
+            )
+    except KeyboardInterrupt:
+        hint = f"interrupted; finish the audit with: sigvault audit {manifest} --out {out} --resume"
+        _fail(hint, 130, kind="interrupted", as_json=as_json)
     if as_json:
         _echo_json(summary.to_dict())
     elif not quiet:
         counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
-        typer.echo(f"audited {summary.rows} items in {summary.elapsed_s:.1f} s: {counts}")
+        this_run = summary.rows - summary.resumed_rows
+        before = f" ({summary.resumed_rows} done before the resume)" if summary.resumed_rows else ""
+        typer.echo(f"audited {this_run} items in {summary.elapsed_s:.1f} s{before}; all {summary.rows} items: {counts}")
         typer.echo(f"results and report in {summary.out_dir}")
     if summary.exit_code:
         _fail(f'{summary.failed_rows} item(s) could not be decided; see decision "error" in the results', 1)

@@ -73,6 +73,10 @@ IDENTIFY_NEIGHBOURS_PER_RESULT = 10  # FAISS neighbours fetched per requested id
 
 
 
+class DecisionNotFoundError(SigvaultError):
+    """The decision log has no entry with that id (:meth:`Vault.decision`)."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A questioned image read, hashed and preprocessed by :func:`prepare` (picklable, so it can be made
@@ -295,7 +299,7 @@ class Vault:
 
     # -------------------------------------------------------------------------------------- enroll
 
-    def enroll(self, person: str, sources: Sequence[Source]) -> EnrollResult:
+    def enroll(self, person: str, sources: Sequence[Source], *, names: Sequence[str] | None = None) -> EnrollResult:
         """Add reference signatures for a person (created if new), all or nothing.
 
         Every image is read, checked and embedded first; if any fails nothing is written and the error
@@ -304,13 +308,18 @@ class Vault:
         so is one captured at another resolution than the others (``scoring.capture_mismatch``). The person's threshold is recomputed in the same transaction unless an override is set. SQL is
         committed first, then the index is updated.
 
+        ``names``: what to call each source in messages and store as its source name (uploaded bytes have no
+        path); by default a path's own name.
+
         Raises:
             InvalidPersonIdError, UsageError, ImageError, DuplicateReferenceError, ModelMismatchError.
         """
         person_id = normalize_person_id(person)
         if not sources:
             raise UsageError("no image given; name at least one reference image to enroll")
-        loaded = self._load_all(sources)
+        if names is not None and len(names) != len(sources):
+            raise ValueError(f"{len(names)} names for {len(sources)} sources")
+        loaded = self._load_all(sources, names)
         first_name: dict[str, str] = {}
         for item in loaded:
             if item.sha256 in first_name:
@@ -519,13 +528,16 @@ class Vault:
 
     # -------------------------------------------------------------------------------------- verify
 
-    def verify(self, person: str, source: Source, *, name: str | None = None) -> Verification:
-        """Compare a questioned signature with the person's references only, decide and log the decision.
+    def verify(
+        self, person: str, source: Source, *, name: str | None = None, details: dict[str, Any] | None = None
+    ) -> Verification:
+        """Compare a questioned signature with the person's references only, decide and log the decision
+        (with ``details``, e.g. the HTTP service's ``{"api_key": name}``).
 
         Raises:
             InvalidPersonIdError, ImageError, PersonNotFoundError, ModelMismatchError.
         """
-        result = self.verify_many([VerifyItem(person, source, name)], kind="verify")[0]
+        result = self.verify_many([VerifyItem(person, source, name, details)], kind="verify")[0]
         if isinstance(result, SigvaultError):
             raise result
         return result
@@ -670,9 +682,11 @@ class Vault:
 
     # ----------------------------------------------------------------------------- compare, identify
 
-    def compare(self, a: Source, b: Source) -> Comparison:
-        """Probability that two signatures share a writer; no enrolment needed."""
-        la, lb = self._load(a), self._load(b)
+    def compare(self, a: Source, b: Source, *, names: tuple[str, str] | None = None) -> Comparison:
+        """Probability that two signatures share a writer; no enrolment needed. ``names``: what messages call
+        the two (uploaded bytes have no path)."""
+        name_a, name_b = names if names is not None else (None, None)
+        la, lb = self._load(a, name_a), self._load(b, name_b)
         va, vb = self._embed([la.canvas, lb.canvas])
         cfg = self.embedder.scoring
         similarity = float(scoring.similarities(va, vb[np.newaxis, :])[0])
@@ -690,7 +704,7 @@ class Vault:
             capture_ratio=ratio if scoring.capture_mismatch(ratio, cfg) else None,
         )
 
-    def identify(self, source: Source, top: int = 5) -> list[Candidate]:
+    def identify(self, source: Source, top: int = 5, *, name: str | None = None) -> list[Candidate]:
         """Who most likely signed this: the ``top`` persons by fused score, best first.
 
         Candidates are the owners of the nearest references in the FAISS index; each is then scored
@@ -698,7 +712,7 @@ class Vault:
         """
         if top < 1:
             raise UsageError(f"--top must be at least 1, got {top}")
-        query = self._embed([self._load(source).canvas])[0]
+        query = self._embed([self._load(source, name).canvas])[0]
         with transaction(self.engine) as conn:
             self._require_model(conn)
             index = self._current_index(conn)
@@ -841,6 +855,12 @@ class Vault:
         """Rebuild the index files from SQL alone and save them atomically."""
         return self._indexes.rebuild(self.model_id, self.embedder.dim)
 
+    def sync_index(self) -> int:
+        """Bring this process's index in line with SQL (cheap when it already is, as after any search); returns
+        how many references it holds. The HTTP service's readiness check."""
+        with transaction(self.engine) as conn:
+            return int(self._current_index(conn).ntotal)
+
     def _current_index(self, conn: Connection) -> VectorIndex:
         """The index for searching, in line with SQL."""
         return self._indexes.current(conn, self.model_id, self.embedder.dim)
@@ -860,6 +880,18 @@ class Vault:
         """The decision log entries with id > ``after``, in order (streamed inside one read transaction)."""
         with transaction(self.engine) as conn:
             yield from decision_log.iter_entries(conn, after=after)
+
+    def decision(self, decision_id: int) -> decision_log.Entry:
+        """One decision log entry by id.
+
+        Raises:
+            DecisionNotFoundError: the log has no entry with that id.
+        """
+        with transaction(self.engine) as conn:
+            entry = decision_log.get_entry(conn, decision_id)
+        if entry is None:
+            raise DecisionNotFoundError(f"decision {decision_id} is not in the decision log; see `sigvault log export`")
+        return entry
 
     def log_head(self) -> int:
         """The id of the last decision log entry (0 when empty): later entries have larger ids."""
@@ -902,20 +934,21 @@ class Vault:
         canvases, capture = imaging.preprocess_views(grey, self.embedder.spec, wanted, name=name)
         return _LoadedImage(name, data, sha256, canvases[0], capture, canvases[1:] if wanted else None)
 
-    def _load_reference(self, source: Source) -> _LoadedImage:
-        return self._load(source, views=True)
+    def _load_reference(self, source: Source, name: str | None = None) -> _LoadedImage:
+        return self._load(source, name, views=True)
 
-    def _load_all(self, sources: Sequence[Source]) -> list[_LoadedImage]:
+    def _load_all(self, sources: Sequence[Source], names: Sequence[str] | None = None) -> list[_LoadedImage]:
         """:meth:`_load_reference` of each source, in order, on two threads: decoding (Pillow), preprocessing
         (OpenCV) and hashing release the GIL, so 10 scans of 1800x800 load 1.9x faster on 2 cores (156 -> 83
         ms). The first failing source in order raises, as with a loop."""
+        given = list(names) if names is not None else [None] * len(sources)
         if len(sources) < 2 or (os.cpu_count() or 1) < 2:
-            return [self._load_reference(s) for s in sources]
+            return [self._load_reference(s, n) for s, n in zip(sources, given, strict=True)]
         from concurrent.futures import ThreadPoolExecutor
 
         _ = self.embedder.spec  # load the model before the threads ask for its preprocessing
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sigvault-load") as pool:
-            return list(pool.map(self._load_reference, sources))
+            return list(pool.map(self._load_reference, sources, given))
 
     def _embed_with_views(self, loaded: Sequence[_LoadedImage]) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings of loaded references (n, dim), and of their views (n, len(scoring.views), dim) or None

@@ -24,7 +24,7 @@ from sigvault.errors import SigvaultError, UsageError
 from sigvault.vault import Vault, upgrade_database
 
 Invoke = Callable[..., Result]
-TABLES = ("persons", "refs", "ref_images", "thresholds", "decisions", "log_head")
+TABLES = ("persons", "refs", "ref_images", "thresholds", "decisions", "log_head", "api_keys")
 
 
 @pytest.fixture(autouse=True)

@@ -244,7 +244,7 @@ def test_stale_schema_is_refused(cli: Invoke, images: ImageFactory, db_url: str)
     out = cli("people", "list")
     assert out.exit_code == 1
     assert out.stderr.endswith(
-        "is at schema revision 0000, this sigvault needs 0001; run `sigvault db upgrade` "
+        "is at schema revision 0000, this sigvault needs 0002; run `sigvault db upgrade` "
         "(or install the newer sigvault that wrote it)\n"
     )
     assert out.stderr.count("\n") == 1
@@ -259,8 +259,8 @@ def test_empty_postgres_database_needs_db_upgrade(pg_url: str, home: Path, monke
     out = runner.invoke(app, ["people", "list"], env=env)
     assert out.exit_code == 1
     assert out.stderr == f"error: database {pg_url} has no sigvault schema yet; run `sigvault db upgrade`\n"
-    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database upgraded from empty to revision 0001\n"
-    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database already at revision 0001\n"
+    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database upgraded from empty to revision 0002\n"
+    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database already at revision 0002\n"
     assert runner.invoke(app, ["people", "list"], env=env).stdout == "nobody is enrolled\n"
 
 

@@ -74,7 +74,7 @@ def test_older_revision_is_refused_with_the_upgrade_hint(engine) -> None:  # noq
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(StaleSchemaError) as err:
         check_schema(engine, auto_init=True)
-    assert "is at schema revision 0000, this sigvault needs 0001; run `sigvault db upgrade`" in str(err.value)
+    assert "is at schema revision 0000, this sigvault needs 0002; run `sigvault db upgrade`" in str(err.value)
     with engine.connect() as conn:
         assert schema_revision(conn) == "0000"  # never changed behind the user's back
 

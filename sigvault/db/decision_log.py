@@ -154,6 +154,13 @@ def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:
         yield Entry(*row)
 
 
+def get_entry(conn: Connection, entry_id: int) -> Entry | None:
+    """The stored entry with this id, or None."""
+    cols = [Decision.c[f] for f in Entry.__dataclass_fields__]
+    row = conn.execute(select(*cols).where(Decision.c.id == entry_id)).first()
+    return Entry(*row) if row is not None else None
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """Outcome of :func:`verify_chain`. ``first_bad`` is the id of the first entry that fails, if any."""

@@ -18,6 +18,9 @@ Tables:
   embedding) and survive ``people remove``.
 - ``log_head``: a single row (``id`` = 1) holding the chain's last position and hash. Appenders lock it,
   which serialises the chain across processes, and it lets ``log verify`` detect a truncated tail.
+- ``api_keys``: the HTTP service's keys (:mod:`sigvault.keys`): a unique name (never reused, so the name a
+  decision records identifies one key forever), a scope, the SHA-256 of the secret (never the secret), and
+  when it was created and revoked.
 """
 
 from __future__ import annotations
@@ -172,4 +175,17 @@ LogHead = Table(
     _col("id", Integer, primary_key=True, autoincrement=False),
     _col("last_id", Id64),
     _col("last_hash", String(SHA256_HEX)),
+)
+
+API_KEY_NAME_MAX = 64
+
+ApiKey = Table(
+    "api_keys",
+    metadata,
+    _col("id", Integer, primary_key=True),
+    _col("name", String(API_KEY_NAME_MAX), unique=True),
+    _col("scope", String(16)),
+    _col("secret_sha256", String(SHA256_HEX), unique=True),
+    _col("created_at", UTCDateTime()),
+    _col("revoked_at", UTCDateTime(), nullable=True),
 )
