@@ -141,12 +141,17 @@ def read_bytes(source: Path | str | bytes, name: str, limits: ImageLimits = DEFA
 
 
 def read_image(
-    source: Path | str | bytes, *, name: str | None = None, limits: ImageLimits = DEFAULT_LIMITS
+    source: Path | str | bytes,
+    *,
+    name: str | None = None,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    page: int | None = None,
 ) -> np.ndarray:
     """Decode a scan to grey.
 
-    Accepts PNG, JPEG (EXIF orientation honoured), TIFF (first page), BMP, GIF (first frame) and WEBP in any
-    mode (palette, RGB, RGBA with transparent background, 16-bit, CMYK).
+    Accepts PNG, JPEG (EXIF orientation honoured), TIFF, BMP, GIF (first frame) and WEBP in any
+    mode (palette, RGB, RGBA with transparent background, 16-bit, CMYK). A TIFF of several pages is refused
+    unless ``page`` (from 1) says which one to use; ``page`` of any other image must be 1 or None.
 
     Returns:
         uint8 array (H, W): 0 = black ink, 255 = white paper.
@@ -165,6 +170,12 @@ def read_image(
                 raise ImageError(
                     f"{name}: {im.format} images are not supported; supply a PNG, JPEG, TIFF, BMP or GIF scan"
                 )
+            pages = getattr(im, "n_frames", 1) if im.format == "TIFF" else 1
+            if page is None and pages > 1:
+                raise ImageError(f"{name}: a TIFF of {pages} pages; save the page that holds the signature as its own file")
+            if page is not None and not 1 <= page <= pages:
+                raise ImageError(f"{name}: no page {page}; the image has {pages} page(s)")
+            im.seek((page or 1) - 1)
             width, height = im.size
             if width * height > limits.max_pixels:
                 raise ImageTooLargeError(
@@ -173,7 +184,7 @@ def read_image(
                 )
             if width < 8 or height < 8:
                 raise ImageError(f"{name}: {width}x{height} pixels is too small to hold a signature")
-            im.seek(0)
+            im.seek((page or 1) - 1)
             try:
                 im.load()
                 frame = ImageOps.exif_transpose(im) if im.format in ("JPEG", "MPO", "TIFF", "WEBP") else im

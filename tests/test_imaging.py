@@ -336,13 +336,17 @@ def test_exif_orientation_is_honoured():
     assert read_image(data).shape == base.shape
 
 
-def test_first_frame_and_first_page():
+def test_first_frame_and_a_chosen_page():
+    """A GIF's first frame is used; a TIFF of several pages is refused unless a page is chosen."""
     first, second = Image.fromarray(scan()), Image.fromarray(scan(ink=0, width=20))
     gif = encode(first.convert("P"), "GIF", save_all=True, append_images=[second.convert("P")])
     tif = encode(first, "TIFF", save_all=True, append_images=[second])
     expected = preprocess(scan())
     assert np.abs(load_canvas(gif) - expected).mean() < 0.02
-    assert np.abs(load_canvas(tif) - expected).mean() < 0.02
+    with pytest.raises(ImageError, match=r"^scan\.tif: a TIFF of 2 pages; save the page that holds the signature"):
+        read_image(tif, name="scan.tif")
+    assert np.abs(preprocess(read_image(tif, page=1)) - expected).mean() < 0.02
+    assert np.array_equal(read_image(tif, page=2), read_image(encode(second, "TIFF")))
 
 
 def _png_header_only(width: int, height: int) -> bytes:
