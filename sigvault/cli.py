@@ -58,12 +58,24 @@ app.add_typer(people_app, name="people")
 app.add_typer(db_app, name="db")
 app.add_typer(index_app, name="index")
 app.add_typer(log_app, name="log")
+keys_app = typer.Typer(help="API keys of the HTTP service (`sigvault serve`).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 ImageArg = Annotated[
     Path, typer.Argument(help="Image file of a signature (PNG, JPEG, TIFF, BMP, GIF).", show_default=False)
 ]
 PersonArg = Annotated[str, typer.Argument(help="The person's id (name or customer number).", show_default=False)]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", metavar="X,Y,W,H", help="Use only this zone of a whole cheque or form: pixels, or % of the image (58%,54%,40%,27%)."),
+]
+LayoutOpt = Annotated[str | None, typer.Option("--layout", metavar="NAME", help="Use the signature zone of this layout (see --layouts).")]
+LayoutsOpt = Annotated[
+    Path | None,
+    typer.Option("--layouts", metavar="FILE", help="Layouts file (TOML) for --layout; default <home>/layouts.toml.", show_default=False),
+]
+LocateOpt = Annotated[bool, typer.Option("--locate", help="The image may be a whole document: find the signature on it.")]
 
 
 # -------------------------------------------------------------------------------------------- plumbing
@@ -205,19 +217,30 @@ def enroll(
     person: PersonArg,
     images: Annotated[list[Path], typer.Argument(help="Reference signature images.", show_default=False)],
     as_json: JsonFlag = False,
+    region: RegionOpt = None,
+    layout: LayoutOpt = None,
+    layouts: LayoutsOpt = None,
+    locate: LocateOpt = False,
 ) -> None:
     """Add reference signatures for a person (creating the person).
 
     All or nothing: if any image is unusable, nothing is enrolled and the error names the file. An image
     already enrolled for the person is refused; a reference unlike the person's others is kept with a
-    warning. Prints the person's reference count and threshold.
+    warning. Prints the person's reference count and threshold. From a signature card or an account-opening
+    form, --region, --layout or --locate choose the signature's zone of each image.
 
     \b
     Example:
       sigvault enroll alice ref1.png ref2.png ref3.png
+      sigvault enroll alice signature-card.tif --layout signature-card
     """
+    from sigvault.documents import DocumentOptions, signature_zone
+
+    options = DocumentOptions(region, layout, layouts, locate)
+    settings = _settings(ctx)
+    zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits()) for p in images]
     with _vault(ctx) as vault:
-        result = vault.enroll(person, images)
+        result = vault.enroll(person, [src for src, _ in zones], names=[str(p) for p in images])
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -230,22 +253,38 @@ def enroll(
 
 @app.command()
 @_handled
-def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: JsonFlag = False) -> None:
+def verify(
+    ctx: typer.Context,
+    person: PersonArg,
+    image: ImageArg,
+    as_json: JsonFlag = False,
+    region: RegionOpt = None,
+    layout: LayoutOpt = None,
+    layouts: LayoutsOpt = None,
+    locate: LocateOpt = False,
+) -> None:
     """Verify a questioned signature against the person's references.
 
     Decision accept, reject or refer (a review band around the person's threshold), with the fused score,
     the calibrated probability that the signature is genuine, the threshold and the similarity to each
-    reference. Every verification is recorded in the decision log.
+    reference. Every verification is recorded in the decision log. On a whole cheque or form, --region,
+    --layout or --locate choose the zone compared; the box used is printed and kept with the decision.
 
     \b
     Example:
       sigvault verify alice cheque-0042.png
       sigvault verify alice cheque-0042.png --json
+      sigvault verify alice cheque-10442.tif --region 58%,54%,40%,27%
     """
+    from sigvault.documents import DocumentOptions, signature_zone
+
+    settings = _settings(ctx)
+    source, zone = signature_zone(image, DocumentOptions(region, layout, layouts, locate), home=settings.home,
+                                  limits=settings.image_limits())
     with _vault(ctx) as vault:
-        result = vault.verify(person, image)
+        result = vault.verify(person, source, name=str(image), details={"region": zone} if zone else None)
     if as_json:
-        _echo_json(result.to_dict())
+        _echo_json({**result.to_dict(), **({"region": zone} if zone else {})})
         return
     best = result.best_reference
     _rows(
@@ -260,8 +299,15 @@ def verify(ctx: typer.Context, person: PersonArg, image: ImageArg, as_json: Json
             ("model", result.model),
             ("decision-id", f"{result.decision_id} (in the decision log)"),
             *([("capture", _capture_note(result.capture_ratio, "the references", _VERIFY_CAPTURE))] if result.capture_ratio is not None else []),
+            *([("region", _region_note(zone))] if zone else []),
         ]
     )
+
+
+def _region_note(zone: dict[str, Any]) -> str:
+    """The zone of a document that was compared, as ``verify`` prints it."""
+    how = {"region": "--region", "layout": f"layout {zone.get('layout')}", "located": "located"}[str(zone["how"])]
+    return f"x {zone['x']}, y {zone['y']}, {zone['w']}x{zone['h']} px of the image ({how})"
 
 
 _VERIFY_CAPTURE = (
@@ -666,6 +712,105 @@ def log_export(
     except OSError as exc:
         raise SigvaultError(f"{output}: cannot be written ({exc.strerror or exc})") from None
     typer.echo(f"wrote {len(lines)} entries to {output}", err=True)
+
+
+# -------------------------------------------------------------------------------- HTTP service and keys
+
+
+@app.command()
+@_handled
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (put TLS in a reverse proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (several: use PostgreSQL).")] = 1,
+) -> None:
+    """Serve the vault over HTTP: versioned JSON endpoints under /v1, API keys, OpenAPI docs at /docs.
+
+    Every call but /healthz and /readyz needs `Authorization: Bearer <secret>` of a key made with
+    `sigvault keys create`. Needs the `serve` extra (pip install 'sigvault[serve]'). See docs/service.md.
+
+    \b
+    Example:
+      sigvault keys create teller-app --scope verify
+      sigvault serve --port 8080 --workers 2
+    """
+    try:
+        from sigvault.service import serve as run
+    except ImportError as exc:
+        raise UsageError(f"the HTTP service needs the serve extra ({exc}); pip install 'sigvault[serve]'") from None
+    run(_settings(ctx), host=host, port=port, workers=workers)
+
+
+ScopeOption = Annotated[
+    str, typer.Option("--scope", help="verify (verify, compare, identify, read), enroll (also enroll) or admin (also remove, thresholds).")
+]
+
+
+@keys_app.command("create")
+@_handled
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The key's name, recorded with each decision it asks for.", show_default=False)],
+    scope: ScopeOption = "verify",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key and print its secret, shown this once only (the vault keeps only its hash).
+
+    \b
+    Example:
+      sigvault keys create teller-app --scope verify
+    """
+    from sigvault.keys import ApiKeys
+
+    with _vault(ctx) as vault:
+        key, secret = ApiKeys(vault.engine).create(name, scope)
+    if as_json:
+        _echo_json(key.to_dict() | {"secret": secret})
+        return
+    typer.echo(f"created key {key.name!r} with scope {key.scope}; its secret (shown only now, keep it safe):")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+@_handled
+def keys_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List API keys (names, scopes, dates; never secrets).
+
+    \b
+    Example:
+      sigvault keys list
+    """
+    from sigvault.keys import ApiKeys
+
+    with _vault(ctx) as vault:
+        keys = ApiKeys(vault.engine).list()
+    if as_json:
+        _echo_json({"keys": [k.to_dict() for k in keys]})
+        return
+    if not keys:
+        typer.echo("no API keys; create one with `sigvault keys create NAME --scope verify`")
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        typer.echo(f"{k.name}\t{k.scope}\tcreated {k.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+
+@keys_app.command("revoke")
+@_handled
+def keys_revoke(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.", show_default=False)]
+) -> None:
+    """Revoke an API key: every later call with it is refused. Its name is never given to another key.
+
+    \b
+    Example:
+      sigvault keys revoke teller-app
+    """
+    from sigvault.keys import ApiKeys
+
+    with _vault(ctx) as vault:
+        key = ApiKeys(vault.engine).revoke(name)
+    typer.echo(f"key {key.name!r} is revoked (since {key.revoked_at:%Y-%m-%d %H:%M} UTC)")
 
 
 # -------------------------------------------------------------------------------------- other modules
