@@ -51,6 +51,10 @@ class PersonNotFoundError(SigvaultError):
     """The person is not enrolled."""
 
 
+class DecisionNotFoundError(SigvaultError):
+    """The decision log has no entry with that id."""
+
+
 class NotEnoughReferencesError(SigvaultError):
     """The person has too few references to decide."""
 

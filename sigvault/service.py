@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sigvault import __version__
 from sigvault.config import Settings, _positive_int
 from sigvault.errors import (
+    DecisionNotFoundError,
     DuplicateReferenceError,
     ImageError,
     ImageTooLargeError,
@@ -53,7 +54,6 @@ from sigvault.errors import (
 )
 from sigvault.keys import ApiKeys, AuthError, KeyInfo, Scope, require
 from sigvault.scoring import DECISIONS
-from sigvault.vault import DecisionNotFoundError
 
 if TYPE_CHECKING:
     from sigvault.embedder import Embedder

@@ -33,6 +33,7 @@ from sigvault import config, imaging, scoring
 from sigvault.db import decision_log, queries
 from sigvault.db.engine import check_schema, database_error, reclaim_space, transaction
 from sigvault.errors import (
+    DecisionNotFoundError,
     DuplicateReferenceError,
     InvalidPersonIdError,
     ModelMismatchError,
@@ -71,10 +72,6 @@ VERIFY_BATCH = 32  # questioned items per verify_many transaction, by default
 PERSON_ID_MAX = 200
 IDENTIFY_NEIGHBOURS_PER_RESULT = 10  # FAISS neighbours fetched per requested identify result
 
-
-
-class DecisionNotFoundError(SigvaultError):
-    """The decision log has no entry with that id (:meth:`Vault.decision`)."""
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a few seconds alone; minutes on a machine busy training
         while True:
             assert proc.poll() is None, (base / "server.log").read_text()
             try:
@@ -201,7 +201,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "server did not start in 60 s"
+            assert time.monotonic() < deadline, "server did not start:\n" + (base / "server.log").read_text()
             time.sleep(0.1)
         yield srv
     finally:
