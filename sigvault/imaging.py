@@ -65,7 +65,7 @@ class PreprocessSpec:
     background_window: float = 0.125  # the paper's local level is estimated over this fraction of the longer side (0: off)
     background_tolerance: float = 0.04  # paper whose level varies less than this fraction is left as it is
     line_length: float = 0.3  # a straight printed line spanning this fraction of the width (or height) is erased (0: off)
-    dot_share: float = 0.02  # a compact blot holding less than this share of the ink, touching no stroke, is dust (0: off)
+    dot_share: float = 0.05  # a compact blot holding less than this share of the ink, touching no stroke, is dust (0: off)
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
