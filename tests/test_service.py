@@ -101,6 +101,7 @@ class Server:
     model: Path
     secrets: dict[str, str]
     backend: str
+    pid: int = 0  # the server process (with several workers: uvicorn's supervisor)
 
     def call(
         self,
@@ -192,6 +193,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         [sys.executable, "-m", "sigvault", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", workers],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+    srv.pid = proc.pid
     try:
         deadline = time.monotonic() + 240  # a few seconds alone; minutes on a machine busy training
         while True:
@@ -416,6 +418,49 @@ def test_concurrent_enrolments_of_one_person_enroll_once(server: Server) -> None
     assert {a.body["code"] for a in answers if a.status == 409} == {"duplicate_reference"}
     assert server.call("GET", "/v1/persons/carol", key="verifier").body["references"].__len__() == 2
     assert index_clean(server) and chain_ok(server)[0]
+
+
+def test_a_worker_killed_under_load_loses_no_acknowledged_decision(server: Server) -> None:
+    if server.backend != "postgres":
+        pytest.skip("needs several workers: the PostgreSQL server runs two")
+    import signal
+
+    assert enroll(server, "kim", 3, seed=7).status == 200
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    workers = [int(p) for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(workers) == 2, children
+    acknowledged: list[dict[str, Any]] = []
+    failed = [0]
+    stop = time.monotonic() + 6
+
+    def client(k: int) -> None:
+        i = 0
+        while time.monotonic() < stop and i < 200:
+            i += 1
+            try:
+                answer = server.call("POST", "/v1/persons/kim/verify", key="verifier", files=[("image", "q.png", png(7, 10 + k))])
+            except OSError:
+                failed[0] += 1
+                continue
+            if answer.status == 200:
+                acknowledged.append(answer.body)
+            else:
+                failed[0] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    os.kill(workers[0], signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert acknowledged
+    for answer in acknowledged:
+        logged = server.call("GET", f"/v1/decisions/{answer['decision_id']}", key="verifier").body
+        assert (logged["image_sha256"], logged["score"], logged["person_id"]) == (answer["image_sha256"], answer["score"], "kim")
+    assert chain_ok(server)[0] and index_clean(server)
+    after = server.call("POST", "/v1/persons/kim/verify", key="verifier", files=[("image", "q.png", png(7, 30))])
+    assert after.status == 200  # the other worker (and uvicorn's replacement) still answer
 
 
 # ------------------------------------------------------------------------------------------------- keys
