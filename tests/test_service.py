@@ -517,3 +517,23 @@ def test_the_curl_examples_of_docs_service_md_run(server: Server, tmp_path: Path
         rest = rest.lstrip()[end:]
     assert answers[0] == {"status": "ok"} and answers[1]["n_references"] == 3 and answers[2]["person"] == "alice"
     assert [a.get("threshold_method") for a in answers[6:8]] == ["override", answers[1]["threshold_method"]]
+
+
+def test_serve_refuses_a_stale_schema_in_one_line(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from sigvault.config import Settings, sqlite_url
+    from sigvault.vault import upgrade_database
+
+    url = sqlite_url(tmp_path / "home" / "sigvault.db")
+    upgrade_database(Settings(home=tmp_path / "home", database_url=url))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    engine.dispose()
+    out = CliRunner().invoke(app, ["serve", "--port", str(free_port())], env={"SIGVAULT_HOME": str(tmp_path / "home")})
+    assert out.exit_code == 1
+    assert out.stderr == (
+        f"error: database {url} is at schema revision 0001, this sigvault needs 0002; run `sigvault db upgrade` "
+        "(or install the newer sigvault that wrote it)\n"
+    )
