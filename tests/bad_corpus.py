@@ -70,6 +70,8 @@ def build(root: Path) -> dict[str, Case]:
         "all-white.png": _encode(blank, "PNG"),
         "all-black.png": _encode(Image.new("L", (400, 200), 0), "PNG"),
         "bomb.png": _png_header_only(40_000, 40_000),
+        # two pages: which one holds the signature is not guessed
+        "pages.tiff": _encode(sig, "TIFF", save_all=True, append_images=[other]),
         # unusual but valid: the same signature as the plain PNG
         "grey16.png": _encode(Image.fromarray(np.asarray(sig).astype(np.uint16) * 257), "PNG"),
         "cmyk.tiff": _encode(sig.convert("RGB").convert("CMYK"), "TIFF"),
@@ -78,7 +80,6 @@ def build(root: Path) -> dict[str, Case]:
             Image.merge("RGBA", [Image.new("L", sig.size, 0)] * 3 + [Image.eval(sig, lambda v: 255 - v)]), "PNG"
         ),
         "animated.gif": _encode(sig.convert("P"), "GIF", save_all=True, append_images=[other.convert("P")]),
-        "pages.tiff": _encode(sig, "TIFF", save_all=True, append_images=[other]),
         "exif-rotated.jpg": _exif_rotated(sig),
         "signé Ωμέγα 签名.png": _encode(sig, "PNG"),
     }
@@ -124,6 +125,7 @@ _MESSAGES = {
     "all-black.png": "{p}: no signature ink found (the image is blank); scan the signed area",
     "bomb.png": "{p}: image dimensions are above the limit of 40000000 pixels; scan at a lower resolution or raise "
     "SIGVAULT_MAX_IMAGE_PIXELS",
+    "pages.tiff": "{p}: a TIFF of 2 pages; save the page that holds the signature as its own file",
 }
 
 VALID = [
@@ -132,7 +134,6 @@ VALID = [
     "cmyk.jpg",
     "alpha-ink.png",
     "animated.gif",
-    "pages.tiff",
     "exif-rotated.jpg",
     "signé Ωμέγα 签名.png",
 ]

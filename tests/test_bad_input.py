@@ -111,11 +111,19 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def one_line_error(result: Result, code: int, message: str) -> None:
-    """Exit ``code``, nothing on stdout, exactly ``error: <message>`` on stderr ('(...)' matches any detail)."""
+    """Exit ``code``, nothing on stdout, exactly ``error: <message>`` on stderr ('(...)' matches any detail); under
+    ``--json``, nothing on stderr and that message in one JSON error object on stdout."""
     assert "Traceback" not in result.stderr
-    assert (result.exit_code, result.stdout) == (code, ""), result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
-    line = result.stderr.rstrip("\n")
+    if result.stdout.startswith('{"error"'):
+        assert result.stderr == "" and result.stdout.count("\n") == 1, result.stdout
+        payload = json.loads(result.stdout)
+        assert (payload["error"], payload["exit_code"], result.exit_code) == (True, code, code)
+        printed = f"error: {payload['message']}\n"  # the text form of the same message
+    else:
+        assert (result.exit_code, result.stdout) == (code, ""), result.stderr
+        printed = result.stderr
+    assert printed.count("\n") == 1, printed
+    line = printed.rstrip("\n")
     message = " ".join(message.split())  # the CLI folds runs of whitespace (a message must stay one line)
     if "(...)" in message:
         prefix, suffix = message.split("(...)")
