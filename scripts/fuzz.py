@@ -90,7 +90,7 @@ def image_seeds() -> dict[str, bytes]:
     save("exif.jpg", im.convert("RGB"), "JPEG", quality=85, exif=exif.tobytes())
     save("grey.tiff", im, "TIFF")
     save("cmyk.tiff", im.convert("CMYK"), "TIFF", compression="tiff_deflate")
-    save("pages.tiff", im, "TIFF", save_all=True, append_images=[_signature(seed=4)])
+    save("pages.tiff", im, "TIFF", save_all=True, append_images=[_signature(seed=4)])  # refused unless a page is given
     save("anim.gif", im.convert("P"), "GIF", save_all=True, append_images=[_signature(seed=5).convert("P")])
     save("rgb.bmp", im.convert("RGB"), "BMP")
     return out

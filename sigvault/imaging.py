@@ -170,7 +170,10 @@ def read_image(
                 raise ImageError(
                     f"{name}: {im.format} images are not supported; supply a PNG, JPEG, TIFF, BMP or GIF scan"
                 )
-            pages = getattr(im, "n_frames", 1) if im.format == "TIFF" else 1
+            try:  # counting pages walks the TIFF's directories, which a damaged file may not hold
+                pages = getattr(im, "n_frames", 1) if im.format == "TIFF" else 1
+            except (TypeError, KeyError) as exc:
+                raise ImageError(f"{name}: damaged image ({exc}); rescan or re-export it") from None
             if page is None and pages > 1:
                 raise ImageError(f"{name}: a TIFF of {pages} pages; save the page that holds the signature as its own file")
             if page is not None and not 1 <= page <= pages:

@@ -25,10 +25,17 @@ def fuzz():  # noqa: ANN201 - the script as a module
 
 def test_seeds_are_valid_signatures(fuzz) -> None:  # noqa: ANN001
     from sigvault import imaging
+    from sigvault.errors import ImageError
 
     seeds = fuzz.image_seeds()
     assert {name.rsplit(".", 1)[1] for name in seeds} == {"png", "jpg", "tiff", "gif", "bmp"}
     for name, data in seeds.items():
+        if name == "pages.tiff":  # two pages: refused unless a page is chosen, then each is a signature
+            with pytest.raises(ImageError, match=r"^pages\.tiff: a TIFF of 2 pages; save the page"):
+                imaging.load_canvas(data, name=name)
+            for page in (1, 2):
+                assert imaging.preprocess(imaging.read_image(data, name=name, page=page)).max() > 0
+            continue
         canvas = imaging.load_canvas(data, name=name)
         assert canvas.shape == (128, 256) and canvas.max() > 0, name
 
