@@ -209,10 +209,8 @@ def signature_zone(
         layout = layouts[options.layout]
     name = str(source)
     grey = read_image(source, name=name, limits=limits)
-    if options.locate and options.region is None and layout is None and not looks_like_document(grey):
-        return source, None  # a signature box already
     data, box, how = signature_source(grey, name=name, region=options.region, layout=layout, locate=options.locate)
-    if data is None or box is None:
+    if data is None or box is None:  # --locate on a signature box: used whole
         return source, None
     return data, {**box.to_json(), "how": how, "layout": options.layout}
 
