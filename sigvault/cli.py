@@ -86,6 +86,8 @@ class _Flags:
     home: Path | None
     database_url: str | None
     model: Path | None
+    operator: str | None
+    reason: str | None
 
 
 @app.callback()
@@ -96,11 +98,20 @@ def _main(
         str | None, typer.Option("--database-url", help="SQLAlchemy URL [env: SIGVAULT_DATABASE_URL].")
     ] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Model folder or .onnx [env: SIGVAULT_MODEL].")] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            "--operator", help="Who asks, recorded with every log entry [env: SIGVAULT_OPERATOR; default: the OS user]."
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why, recorded with every log entry this command makes.")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=lambda v: _version(v), help="Print the version and exit.")
     ] = False,
 ) -> None:
-    ctx.obj = _Flags(home, database_url, model)
+    ctx.obj = _Flags(home, database_url, model, operator, reason)
 
 
 def _version(show: bool) -> None:
@@ -186,7 +197,13 @@ def _settings(ctx: typer.Context) -> Settings:
     from sigvault.config import Settings
 
     flags: _Flags = ctx.obj
-    return Settings.resolve(home=flags.home, database_url=flags.database_url, model=flags.model)
+    return Settings.resolve(
+        home=flags.home,
+        database_url=flags.database_url,
+        model=flags.model,
+        operator=flags.operator,
+        reason=flags.reason,
+    )
 
 
 @contextmanager

@@ -10,6 +10,7 @@ environment variable           meaning (default)
 ``SIGVAULT_MODEL``             path of other ONNX weights (the shipped model)
 ``SIGVAULT_MAX_IMAGE_PIXELS``  decompression-bomb guard, pixels per image (``imaging.ImageLimits``)
 ``SIGVAULT_MAX_IMAGE_BYTES``   largest accepted image file, bytes (``imaging.ImageLimits``)
+``SIGVAULT_OPERATOR``          who asks, recorded with every log entry (the OS user name)
 =============================  =========================================================================
 """
 
@@ -32,6 +33,10 @@ ENV_DATABASE_URL = "SIGVAULT_DATABASE_URL"
 ENV_MODEL = "SIGVAULT_MODEL"
 ENV_MAX_IMAGE_PIXELS = "SIGVAULT_MAX_IMAGE_PIXELS"
 ENV_MAX_IMAGE_BYTES = "SIGVAULT_MAX_IMAGE_BYTES"
+ENV_OPERATOR = "SIGVAULT_OPERATOR"
+
+OPERATOR_MAX = 200  # as sigvault.db.models (not imported: this module stays free of SQLAlchemy)
+REASON_MAX = 1000
 
 DATABASE_FILENAME = "sigvault.db"
 INDEX_DIRNAME = "index"
@@ -42,7 +47,8 @@ class Settings:
     """Where the vault lives and which model it uses.
 
     ``model`` None means the shipped weights; ``max_image_pixels`` / ``max_image_bytes`` None mean the
-    defaults of :class:`sigvault.imaging.ImageLimits` (kept there, not repeated here).
+    defaults of :class:`sigvault.imaging.ImageLimits` (kept there, not repeated here). ``operator`` and
+    ``reason`` are written with every log entry the command makes (None: nobody named, no reason given).
     """
 
     home: Path
@@ -50,6 +56,8 @@ class Settings:
     model: Path | None = None
     max_image_pixels: int | None = None
     max_image_bytes: int | None = None
+    operator: str | None = None
+    reason: str | None = None
 
     @classmethod
     def resolve(
@@ -58,12 +66,15 @@ class Settings:
         home: Path | str | None = None,
         database_url: str | None = None,
         model: Path | str | None = None,
+        operator: str | None = None,
+        reason: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Build the settings from flags (the arguments), then ``env`` (default ``os.environ``), then defaults.
 
         Raises:
-            UsageError: a limit in the environment is not a positive integer.
+            UsageError: a limit in the environment is not a positive integer; an operator or reason is empty
+                or too long.
         """
         env = os.environ if env is None else env
         home_value = home if home is not None else env.get(ENV_HOME) or None
@@ -82,6 +93,8 @@ class Settings:
             model=Path(model_value).expanduser() if model_value is not None else None,
             max_image_pixels=_positive_int(env, ENV_MAX_IMAGE_PIXELS),
             max_image_bytes=_positive_int(env, ENV_MAX_IMAGE_BYTES),
+            operator=_text("operator", operator or env.get(ENV_OPERATOR) or _os_user(), OPERATOR_MAX),
+            reason=_text("reason", reason, REASON_MAX) if reason is not None else None,
         )
 
     @property
@@ -119,3 +132,25 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
     if value <= 0:
         raise UsageError(f"{name}={raw!r} is not a positive whole number; fix or unset it")
     return value
+
+
+def _os_user() -> str | None:
+    """The OS user running the command, the operator when none is named; None when it has no name."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return None
+
+
+def _text(what: str, value: str | None, limit: int) -> str | None:
+    """A one-line operator or reason, whitespace collapsed; refused when blank or too long."""
+    if value is None:
+        return None
+    text = " ".join(value.split())
+    if not text:
+        raise UsageError(f"the {what} is empty: give a name or leave the option out")
+    if len(text) > limit:
+        raise UsageError(f"the {what} is {len(text)} characters long; the limit is {limit}")
+    return text

@@ -60,6 +60,11 @@ class KeyInfo:
     created_at: datetime
     revoked_at: datetime | None
 
+    @property
+    def operator(self) -> str:
+        """How the decision log names this key as the one who asked: ``api-key:NAME``."""
+        return f"api-key:{self.name}"
+
     def allows(self, scope: Scope) -> bool:
         """Does this key grant ``scope`` (its own or a lesser one)?"""
         return SCOPES.index(self.scope) >= SCOPES.index(scope)

@@ -49,19 +49,26 @@ class Verification:
 
     @classmethod
     def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
-        """The verification a decision-log entry records (references and model decision included)."""
+        """The verification a decision-log entry records (references and model decision included).
+
+        Raises:
+            ValueError: the entry is an event (a state change or a review), not a verification.
+        """
+        score, probability, threshold = entry.score, entry.probability, entry.threshold
+        if entry.is_event or score is None or probability is None or threshold is None:
+            raise ValueError(f"log entry {entry.id} is a {entry.kind} event, not a verification")
         refs = tuple(ReferenceMatch(**m) for m in entry.references_used)
         return cls(
             person=entry.person_id,
             decision=entry.decision,  # type: ignore[arg-type]
-            score=entry.score,
-            probability=entry.probability,
-            threshold=entry.threshold,
-            threshold_method=entry.threshold_method,
-            model=entry.model_id,
+            score=score,
+            probability=probability,
+            threshold=threshold,
+            threshold_method=entry.threshold_method or "",
+            model=entry.model_id or "",
             references=refs,
             best_reference=max(refs, key=lambda m: m.similarity),
-            image_sha256=entry.image_sha256,
+            image_sha256=entry.image_sha256 or "",
             decision_id=entry.id,
             source=source,
             model_decision=(entry.details or {}).get("model_decision"),

@@ -422,7 +422,8 @@ def _app(vault: Vault, max_body: int) -> FastAPI:  # noqa: C901 - one closure pe
         """Verify a questioned signature against the person's references (as `sigvault verify --json`); logged
         with the key's name, `decision_id` is its place in the decision log."""
         data, name = _read(image)
-        result = vault.verify_many([VerifyItem(person, data, name, {"api_key": key.name})], kind="verify")[0]
+        item = VerifyItem(person, data, name, {"api_key": key.name}, operator=key.operator)
+        result = vault.verify_many([item], kind="verify")[0]
         if isinstance(result, SigvaultError):
             raise result
         metrics.decided(result.decision)

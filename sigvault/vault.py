@@ -126,6 +126,7 @@ class VerifyItem:
     details: dict[str, Any] | None = None
     prepared: Prepared | SigvaultError | None = None
     decide: DecisionRule | None = None
+    operator: str | None = None  # who asked, when not the vault's operator (an HTTP key: ``api-key:NAME``)
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ class Vault:
         embedder: the embedder, or a zero-argument function that loads it the first time it is needed
             (commands such as ``people list`` or ``log verify`` never load the model).
         limits: image size limits.
+        operator, reason: recorded with every log entry this vault writes (settings' ``operator``/``reason``).
     """
 
     def __init__(
@@ -234,10 +236,15 @@ class Vault:
         home: Path,
         embedder: Embedder | Callable[[], Embedder],
         limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+        *,
+        operator: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.engine = engine
         self.home = Path(home)
         self.limits = limits
+        self.operator = operator
+        self.reason = reason
         self._embedder: Embedder | None = None
         self._load_embedder: Callable[[], Embedder] | None = None
         if hasattr(embedder, "embed"):
@@ -267,7 +274,14 @@ class Vault:
 
             return load_embedder(settings.model)
 
-        return cls(engine, settings.home, embedder if embedder is not None else load, settings.image_limits())
+        return cls(
+            engine,
+            settings.home,
+            embedder if embedder is not None else load,
+            settings.image_limits(),
+            operator=settings.operator,
+            reason=settings.reason,
+        )
 
     def close(self) -> None:
         """Release database connections (SQLite then checkpoints and removes its WAL file)."""
@@ -526,15 +540,22 @@ class Vault:
     # -------------------------------------------------------------------------------------- verify
 
     def verify(
-        self, person: str, source: Source, *, name: str | None = None, details: dict[str, Any] | None = None
+        self,
+        person: str,
+        source: Source,
+        *,
+        name: str | None = None,
+        details: dict[str, Any] | None = None,
+        operator: str | None = None,
     ) -> Verification:
         """Compare a questioned signature with the person's references only, decide and log the decision
-        (with ``details``, e.g. the HTTP service's ``{"api_key": name}``).
+        (with ``details``, e.g. the HTTP service's ``{"api_key": name}``, and ``operator``, else the vault's).
 
         Raises:
             InvalidPersonIdError, ImageError, PersonNotFoundError, ModelMismatchError.
         """
-        result = self.verify_many([VerifyItem(person, source, name, details)], kind="verify")[0]
+        item = VerifyItem(person, source, name, details, operator=operator)
+        result = self.verify_many([item], kind="verify")[0]
         if isinstance(result, SigvaultError):
             raise result
         return result
@@ -625,6 +646,8 @@ class Vault:
                             model_id=self.model_id,
                             references_used=[asdict(m) for m in matches],
                             details=details,
+                            operator=items[i].operator or self.operator,
+                            reason=self.reason,
                         )
                     )
                 stored = decision_log.append(conn, entries)

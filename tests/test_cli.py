@@ -6,6 +6,7 @@ Most tests run the typer app in-process with the fake embedder (over SQLite and 
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import io
 import json
@@ -173,6 +174,28 @@ def test_people_commands(cli: Invoke, images: ImageFactory) -> None:
     assert (gone.exit_code, gone.stderr) == (1, "error: person 'alice' is not enrolled; see `sigvault people list`\n")
 
 
+def test_each_decision_records_who_asked_and_why(
+    cli: Invoke, images: ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("enroll", "alice", *images.refs(1, 2))
+    cli("--operator", "clerk-2", "--reason", "cheque 10442", "verify", "alice", images.write("q1.png", 1, 5))
+    monkeypatch.setenv("SIGVAULT_OPERATOR", "ops-7")  # CliRunner's env is merged over os.environ
+    cli("verify", "alice", images.write("q2.png", 1, 6))
+    monkeypatch.delenv("SIGVAULT_OPERATOR")
+    cli("verify", "alice", images.write("q3.png", 1, 7))
+    lines = cli("log", "export").stdout.splitlines()
+    verifications = [json.loads(line) for line in lines if json.loads(line)["kind"] == "verify"]
+    assert [(e["operator"], e["reason"]) for e in verifications] == [
+        ("clerk-2", "cheque 10442"),
+        ("ops-7", None),
+        (getpass.getuser(), None),
+    ]
+    assert cli("log", "verify").exit_code == 0
+    blank = cli("--operator", " ", "verify", "alice", images.write("q4.png", 1, 8))
+    assert (blank.exit_code, blank.stderr) == (2, "error: the operator is empty: give a name or leave the option out\n")
+    assert len(cli("log", "export").stdout.splitlines()) == len(lines)
+
+
 def test_index_and_log_commands(cli: Invoke, images: ImageFactory, home: Path, db_url: str, tmp_path: Path) -> None:
     cli("enroll", "alice", *images.refs(1, 2))
     for variant in (5, 6, 7):
@@ -244,7 +267,7 @@ def test_stale_schema_is_refused(cli: Invoke, images: ImageFactory, db_url: str)
     out = cli("people", "list")
     assert out.exit_code == 1
     assert out.stderr.endswith(
-        "is at schema revision 0000, this sigvault needs 0002; run `sigvault db upgrade` "
+        "is at schema revision 0000, this sigvault needs 0003; run `sigvault db upgrade` "
         "(or install the newer sigvault that wrote it)\n"
     )
     assert out.stderr.count("\n") == 1
@@ -259,8 +282,8 @@ def test_empty_postgres_database_needs_db_upgrade(pg_url: str, home: Path, monke
     out = runner.invoke(app, ["people", "list"], env=env)
     assert out.exit_code == 1
     assert out.stderr == f"error: database {pg_url} has no sigvault schema yet; run `sigvault db upgrade`\n"
-    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database upgraded from empty to revision 0002\n"
-    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database already at revision 0002\n"
+    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database upgraded from empty to revision 0003\n"
+    assert runner.invoke(app, ["db", "upgrade"], env=env).stdout == "database already at revision 0003\n"
     assert runner.invoke(app, ["people", "list"], env=env).stdout == "nobody is enrolled\n"
 
 

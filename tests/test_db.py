@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import threading
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_older_revision_is_refused_with_the_upgrade_hint(engine) -> None:  # noq
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(StaleSchemaError) as err:
         check_schema(engine, auto_init=True)
-    assert "is at schema revision 0000, this sigvault needs 0002; run `sigvault db upgrade`" in str(err.value)
+    assert "is at schema revision 0000, this sigvault needs 0003; run `sigvault db upgrade`" in str(err.value)
     with engine.connect() as conn:
         assert schema_revision(conn) == "0000"  # never changed behind the user's back
 
@@ -136,13 +137,26 @@ def test_settings_resolution_order(tmp_path: Path) -> None:
         model=None,
         max_image_pixels=1000,
         max_image_bytes=None,
+        operator=getpass.getuser(),  # nobody named: the OS user
+        reason=None,
     )
-    flagged = Settings.resolve(home=tmp_path / "flag", database_url="postgresql+psycopg://x/y", model="m.onnx", env=env)
-    assert (flagged.home, flagged.database_url, flagged.model) == (
+    flagged = Settings.resolve(
+        home=tmp_path / "flag",
+        database_url="postgresql+psycopg://x/y",
+        model="m.onnx",
+        reason=" ticket\n 4711 ",
+        env=env,
+    )
+    assert (flagged.home, flagged.database_url, flagged.model, flagged.reason) == (
         tmp_path / "flag",
         "postgresql+psycopg://x/y",
         Path("m.onnx"),
+        "ticket 4711",
     )
+    assert Settings.resolve(env={**env, "SIGVAULT_OPERATOR": "ops-7"}).operator == "ops-7"
+    assert Settings.resolve(operator="clerk-2", env={**env, "SIGVAULT_OPERATOR": "ops-7"}).operator == "clerk-2"
+    with pytest.raises(UsageError, match=r"^the reason is 1001 characters long; the limit is 1000$"):
+        Settings.resolve(reason="x" * 1001, env=env)
     from sigvault.imaging import ImageLimits
 
     assert s.image_limits() == ImageLimits(max_pixels=1000, max_bytes=ImageLimits().max_bytes)
@@ -197,6 +211,76 @@ def test_log_chain_links_entries(engine) -> None:  # noqa: ANN001
         read_back = list(decision_log.iter_entries(conn))
     assert read_back == stored  # exact round trip of floats, JSON and timestamps
     assert report == decision_log.ChainReport(True, 3, 3, stored[-1].hash)
+
+
+def test_upgrade_from_0002_keeps_the_chain_of_entries_written_before(engine) -> None:  # noqa: ANN001
+    """Entries written at revision 0002 (no operator, no reason) keep their hashes after the upgrade, and
+    events appended afterwards extend the same chain."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with transaction(engine, write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        old = decision_log.Entry(
+            id=1, at=decision_log.utcnow(), kind="verify", person_id="alice", image_sha256="ab" * 32, score=0.5,
+            threshold=0.7, threshold_method="prior", decision="reject", probability=0.25, model_id="fake-0",
+            references_used=[], details=None, operator=None, reason=None, prev_hash=GENESIS_HASH, hash="",
+        )  # fmt: skip
+        stored_hash = decision_log.entry_hash(old.content())
+        row = {k: v for k, v in old.__dict__.items() if k not in ("operator", "reason")}
+        conn.execute(decision_log.Decision.insert(), {**row, "hash": stored_hash})
+        conn.execute(text("UPDATE log_head SET last_id = 1, last_hash = :h"), {"h": stored_hash})
+    assert upgrade(engine) == ("0002", HEAD_REVISION)
+    with transaction(engine, write=True) as conn:
+        event = decision_log.event("person-remove", "alice", operator="ops-7", reason="ticket 4711")
+        (stored,) = decision_log.append(conn, [event])
+    with engine.connect() as conn:
+        report = decision_log.verify_chain(conn)
+        first = decision_log.get_entry(conn, 1)
+    assert report == decision_log.ChainReport(True, 2, 2, stored.hash)
+    assert first is not None and first.hash == stored_hash and first.operator is None
+    assert (stored.id, stored.prev_hash, stored.score, stored.operator, stored.reason) == (
+        2, stored_hash, None, "ops-7", "ticket 4711",
+    )  # fmt: skip
+
+
+def test_events_and_operators_are_in_the_chain(engine) -> None:  # noqa: ANN001
+    upgrade(engine)
+    with transaction(engine, write=True) as conn:
+        decision_log.append(
+            conn,
+            [
+                decision_log.NewEntry(**{**entry(1).__dict__, "operator": "clerk-2"}),
+                decision_log.event("threshold-set", "alice", operator="ops-7", threshold=0.4, details={"was": 0.3}),
+            ],
+        )
+    with engine.connect() as conn:
+        kinds = [(e.kind, e.operator, e.threshold, e.score) for e in decision_log.iter_entries(conn)]
+        assert decision_log.verify_chain(conn).ok
+    assert kinds == [("verify", "clerk-2", 0.7, 0.51), ("threshold-set", "ops-7", 0.4, None)]
+    for tamper in (
+        "UPDATE decisions SET operator = 'someone-else' WHERE id = 1",
+        "UPDATE decisions SET operator = NULL",
+    ):
+        with transaction(engine, write=True) as conn:
+            saved = conn.execute(text("SELECT id, operator FROM decisions ORDER BY id")).all()
+            conn.execute(text(tamper))
+        with engine.connect() as conn:
+            report = decision_log.verify_chain(conn)
+        assert (report.ok, report.first_bad) == (False, 1)
+        with transaction(engine, write=True) as conn:
+            for row_id, operator in saved:
+                conn.execute(text("UPDATE decisions SET operator = :o WHERE id = :i"), {"o": operator, "i": row_id})
+
+
+def test_a_decision_without_numbers_or_an_unknown_kind_is_a_bug(engine) -> None:  # noqa: ANN001
+    upgrade(engine)
+    with transaction(engine, write=True) as conn:
+        with pytest.raises(ValueError, match="unknown log entry kind 'delete'"):
+            decision_log.append(conn, [decision_log.event("delete", "alice", operator=None)])
+        with pytest.raises(ValueError, match="missing score"):
+            decision_log.append(conn, [decision_log.NewEntry(**{**entry(1).__dict__, "score": None})])
 
 
 @pytest.mark.parametrize(

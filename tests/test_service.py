@@ -281,7 +281,11 @@ def test_enroll_then_verify_as_the_cli_does_and_the_log_names_the_key(server: Se
 
     logged = server.call("GET", f"/v1/decisions/{answer.body['decision_id']}", key="verifier")
     assert logged.status == 200
-    assert logged.body["details"] == {"api_key": "verifier"} and logged.body["score"] == answer.body["score"]
+    assert (
+        logged.body["details"] == {"api_key": "verifier"}
+        and logged.body["operator"] == "api-key:verifier"
+        and logged.body["score"] == answer.body["score"]
+    )
     assert server.call("GET", f"/v1/decisions/{by_cli['decision_id']}").body["details"] is None  # the CLI's
     assert chain_ok(server)[0]
 
@@ -539,6 +543,6 @@ def test_serve_refuses_a_stale_schema_in_one_line(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["serve", "--port", str(free_port())], env={"SIGVAULT_HOME": str(tmp_path / "home")})
     assert out.exit_code == 1
     assert out.stderr == (
-        f"error: database {url} is at schema revision 0001, this sigvault needs 0002; run `sigvault db upgrade` "
+        f"error: database {url} is at schema revision 0001, this sigvault needs 0003; run `sigvault db upgrade` "
         "(or install the newer sigvault that wrote it)\n"
     )

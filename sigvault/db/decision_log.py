@@ -8,6 +8,18 @@ or reordered one (a ``prev_hash`` or position breaks), and a removed tail (the h
 
 Anyone with write access could recompute the whole chain; anchoring the head hash outside the database
 (printing it, sending it to another system) closes that gap: :func:`head` gives it.
+
+Two families of entries share the one chain, so a single ``log verify`` covers both:
+
+- **decisions** (:data:`DECISION_KINDS`): a verification's score, threshold, decision and probability;
+- **events** (:data:`EVENT_KINDS`): a change of the vault's state (an enrolment, a threshold override, a
+  removal, a restore...) or a reviewer's outcome, made with :func:`event`. Their score, threshold and
+  probability are None; ``decision`` holds the event's outcome where it has one (a review's
+  ``genuine``/``forged``).
+
+Every entry may name its ``operator`` (who or which system asked: ``--operator``, ``SIGVAULT_OPERATOR``, the
+OS user, or an HTTP key as ``api-key:NAME``) and a free-text ``reason``. Those two fields enter the hashed
+content only when set, so entries written before they existed keep their hashes.
 """
 
 from __future__ import annotations
@@ -22,9 +34,22 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from sigvault.db.models import GENESIS_HASH, Decision, LogHead, utcnow
+from sigvault.db.models import GENESIS_HASH, OPERATOR_MAX, REASON_MAX, Decision, LogHead, utcnow
 
-KINDS = ("verify", "audit")
+DECISION_KINDS = ("verify", "audit")
+EVENT_KINDS = (
+    "enroll",  # a person created or references added
+    "reference-remove",
+    "threshold-set",  # an operator's override
+    "threshold-reset",  # back to the value derived from the references
+    "person-remove",
+    "restore",
+    "reembed",
+    "key-create",
+    "key-revoke",
+    "review",  # a reviewer's outcome on a logged decision
+)
+KINDS = DECISION_KINDS + EVENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -33,15 +58,48 @@ class NewEntry:
 
     kind: str
     person_id: str
-    image_sha256: str
-    score: float
-    threshold: float
-    threshold_method: str
-    decision: str
-    probability: float
-    model_id: str
+    image_sha256: str | None
+    score: float | None
+    threshold: float | None
+    threshold_method: str | None
+    decision: str | None
+    probability: float | None
+    model_id: str | None
     references_used: list[dict[str, Any]]
     details: dict[str, Any] | None = None
+    operator: str | None = None
+    reason: str | None = None
+
+
+def event(
+    kind: str,
+    person_id: str,
+    *,
+    operator: str | None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    outcome: str | None = None,
+    threshold: float | None = None,
+    model_id: str | None = None,
+) -> NewEntry:
+    """A state change or a review, to :func:`append` in the same transaction as the change itself, so the
+    log holds an event exactly when the change was committed. ``person_id`` is ``""`` for changes that
+    concern no one person (a restore, a re-embedding, a key)."""
+    return NewEntry(
+        kind=kind,
+        person_id=person_id,
+        image_sha256=None,
+        score=None,
+        threshold=threshold,
+        threshold_method=None,
+        decision=outcome,
+        probability=None,
+        model_id=model_id,
+        references_used=[],
+        details=details,
+        operator=operator,
+        reason=reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -52,21 +110,31 @@ class Entry:
     at: datetime
     kind: str
     person_id: str
-    image_sha256: str
-    score: float
-    threshold: float
-    threshold_method: str
-    decision: str
-    probability: float
-    model_id: str
+    image_sha256: str | None
+    score: float | None
+    threshold: float | None
+    threshold_method: str | None
+    decision: str | None
+    probability: float | None
+    model_id: str | None
     references_used: list[dict[str, Any]]
     details: dict[str, Any] | None
+    operator: str | None
+    reason: str | None
     prev_hash: str
     hash: str
 
+    @property
+    def is_event(self) -> bool:
+        """A state change or review rather than a verification."""
+        return self.kind in EVENT_KINDS
+
     def content(self) -> dict[str, Any]:
-        """Every field except ``hash``, in JSON types: what the hash covers."""
+        """Every field except ``hash``, in JSON types: what the hash covers. ``operator`` and ``reason``
+        are included only when set (entries from before they existed hash as they always did)."""
+        optional = {k: v for k, v in (("operator", self.operator), ("reason", self.reason)) if v is not None}
         return {
+            **optional,
             "id": self.id,
             "at": self.at.isoformat(),
             "kind": self.kind,
@@ -84,7 +152,8 @@ class Entry:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.content(), "hash": self.hash}
+        """The content with ``hash``, ``operator`` and ``reason`` always present (None when unset)."""
+        return {"operator": None, "reason": None, **self.content(), "hash": self.hash}
 
 
 def entry_hash(content: dict[str, Any]) -> str:
@@ -116,25 +185,23 @@ def append(conn: Connection, entries: Sequence[NewEntry]) -> list[Entry]:
     last_id, last_hash = head(conn, lock=True)
     stored: list[Entry] = []
     for new in entries:
-        if new.kind not in KINDS:
-            raise ValueError(f"unknown decision kind {new.kind!r}")
-        numbers = (new.score, new.threshold, new.probability)
-        if not all(math.isfinite(x) for x in numbers):
-            raise ValueError(f"non-finite score, threshold or probability {numbers}")
+        _check(new)
         partial = Entry(
             id=last_id + 1,
             at=utcnow(),
             kind=new.kind,
             person_id=new.person_id,
             image_sha256=new.image_sha256,
-            score=float(new.score),
-            threshold=float(new.threshold),
+            score=_number(new.score),
+            threshold=_number(new.threshold),
             threshold_method=new.threshold_method,
             decision=new.decision,
-            probability=float(new.probability),
+            probability=_number(new.probability),
             model_id=new.model_id,
             references_used=json.loads(json.dumps(new.references_used)),
             details=json.loads(json.dumps(new.details)) if new.details is not None else None,
+            operator=new.operator,
+            reason=new.reason,
             prev_hash=last_hash,
             hash="",
         )
@@ -144,6 +211,27 @@ def append(conn: Connection, entries: Sequence[NewEntry]) -> list[Entry]:
     conn.execute(_INSERT, [e.__dict__ for e in stored])
     conn.execute(_MOVE_HEAD, {"last_id": last_id, "last_hash": last_hash})
     return stored
+
+
+def _number(x: float | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _check(new: NewEntry) -> None:
+    """Raise ValueError for an entry no caller should make (a bug, never user input): an unknown kind, a
+    decision without finite numbers, an operator or reason longer than its column."""
+    if new.kind not in KINDS:
+        raise ValueError(f"unknown log entry kind {new.kind!r}")
+    numbers = (new.score, new.threshold, new.probability)
+    if new.kind in DECISION_KINDS:
+        if not all(x is not None and math.isfinite(x) for x in numbers):
+            raise ValueError(f"non-finite or missing score, threshold or probability {numbers}")
+    elif not all(x is None or math.isfinite(x) for x in numbers):
+        raise ValueError(f"non-finite number in a {new.kind} event {numbers}")
+    if new.operator is not None and len(new.operator) > OPERATOR_MAX:
+        raise ValueError(f"operator longer than {OPERATOR_MAX} characters")
+    if new.reason is not None and len(new.reason) > REASON_MAX:
+        raise ValueError(f"reason longer than {REASON_MAX} characters")
 
 
 def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:

@@ -18,7 +18,7 @@ from sigvault.errors import SigvaultError, StaleSchemaError, UsageError
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-HEAD_REVISION = "0002"  # the newest revision in migrations/versions (a test keeps them equal)
+HEAD_REVISION = "0003"  # the newest revision in migrations/versions (a test keeps them equal)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE = "sigvault_write"
 

@@ -13,7 +13,8 @@ Tables:
   ``reembed`` can recompute embeddings, a database backup is the whole vault, an enrolment is
   all-or-nothing in one transaction, and ``people remove`` erases images with the rows.
 - ``thresholds``: each person's current threshold and how it was derived, or an explicit override.
-- ``decisions``: the append-only decision log; ``id`` is the position in a SHA-256 hash chain
+- ``decisions``: the append-only decision log (verifications, and events: state changes and reviews, with
+  the operator and reason); ``id`` is the position in a SHA-256 hash chain
   (``prev_hash`` -> ``hash``). Rows keep the person's text id, hashes and scores only (no image, no
   embedding) and survive ``people remove``.
 - ``log_head``: a single row (``id`` = 1) holding the chain's last position and hash. Appenders lock it,
@@ -59,6 +60,8 @@ PERSON_ID_MAX = 200
 SHA256_HEX = 64
 MODEL_ID_MAX = 100
 METHOD_MAX = 200
+OPERATOR_MAX = 200  # who asked: an operator, a system or an HTTP key (``api-key:NAME``)
+REASON_MAX = 1000
 GENESIS_HASH = "0" * SHA256_HEX  # prev_hash of the first decision
 
 # A 64-bit id everywhere except SQLite, whose rowid alias must be spelled INTEGER.
@@ -156,15 +159,18 @@ Decision = Table(
     _col("at", UTCDateTime()),
     _col("kind", String(16)),
     _col("person_id", String(PERSON_ID_MAX), index=True),
-    _col("image_sha256", String(SHA256_HEX)),
-    _col("score", Float()),
-    _col("threshold", Float()),
-    _col("threshold_method", String(METHOD_MAX)),
-    _col("decision", String(16)),
-    _col("probability", Float()),
-    _col("model_id", String(MODEL_ID_MAX)),
+    # None in events (state changes, reviews: sigvault.db.decision_log.EVENT_KINDS)
+    _col("image_sha256", String(SHA256_HEX), nullable=True),
+    _col("score", Float(), nullable=True),
+    _col("threshold", Float(), nullable=True),
+    _col("threshold_method", String(METHOD_MAX), nullable=True),
+    _col("decision", String(16), nullable=True),
+    _col("probability", Float(), nullable=True),
+    _col("model_id", String(MODEL_ID_MAX), nullable=True),
     _col("references_used", JSON()),
     _col("details", JSON(), nullable=True),
+    _col("operator", String(OPERATOR_MAX), nullable=True),
+    _col("reason", String(REASON_MAX), nullable=True),
     _col("prev_hash", String(SHA256_HEX)),
     _col("hash", String(SHA256_HEX), unique=True),
 )
