@@ -102,8 +102,9 @@ def test_a_region_or_a_layout_crops_the_document():
 
 
 def test_the_signature_is_located_on_most_synthetic_cheques():
-    """The located box overlaps the true signature with IoU >= 0.7 on at least 20 of 30 synthetic cheques (10 per
-    rendering; training.cheque_eval measures it on real scans) and never takes the payee or the amount."""
+    """The located box overlaps the true signature with IoU >= 0.7 on at least 28 of 30 synthetic cheques (10 per
+    rendering; 29 when written; training.cheque_eval measures it on real scans) and never takes the payee or the
+    amount."""
     good = wrong = 0
     for k in range(10):
         sig, others = _hands(k)
@@ -115,10 +116,61 @@ def test_the_signature_is_located_on_most_synthetic_cheques():
                 continue
             good += doc.signature.iou(found) >= 0.7
             wrong += any(f.iou(found) >= 0.3 for f in doc.fields.values())
-    assert good >= 20 and wrong == 0
+    assert good >= 28 and wrong == 0
 
 
 def test_a_page_without_handwriting_is_refused():
     page = np.full((550, 1200), 235, np.uint8)
     with pytest.raises(NoSignatureFoundError, match=r"blank\.png: no handwriting found on the document; give --region or --layout"):
         locate_signature(page, name="blank.png")
+
+
+def _signed_page(k: int = 3, at: tuple[int, int] = (640, 300)) -> tuple[np.ndarray, cheques.Box]:
+    """A blank 200-dpi cheque-sized page with printed text up top, a signature line, and synthetic writer
+    ``k``'s signature standing on that line; returns the page and the signature's true ink box."""
+    import cv2
+
+    page = np.full((550, 1200), 235, np.uint8)
+    for row, text in ((60, "FIRST PROVINCIAL BANK"), (200, "PAY TO THE ORDER OF")):
+        cv2.putText(page, text, (40, row), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 30, 1, cv2.LINE_AA)
+    sig = np.asarray(SyntheticWriter(k).genuine(0))
+    ys, xs = np.nonzero(sig < 128)
+    sig = sig[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    scale = 110 / sig.shape[0]
+    sig = cv2.resize(sig, (round(sig.shape[1] * scale), 110), interpolation=cv2.INTER_AREA)
+    x, y = at
+    h, w = sig.shape
+    page[y : y + h, x : x + w] = np.minimum(page[y : y + h, x : x + w], sig)
+    cv2.line(page, (600, y + h + 2), (1160, y + h + 2), 20, 2)  # the signature line, printed
+    ys, xs = np.nonzero(page[y : y + h, x : x + w] < 128)
+    return page, cheques.Box(x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
+
+
+def test_a_stamp_that_the_signature_crosses_is_left_out_of_its_box():
+    """A round stamp whose ring the signature's strokes touch: its rings and its text are erased, so the box is
+    the signature's (before, the stamp joined the signature in one component and widened the box)."""
+    import cv2
+
+    page, truth = _signed_page()
+    clean = cheques.Box(*locate_signature(page).box)
+    centre = (truth.x0 - 30, (truth.y0 + truth.y1) // 2 - 20)
+    cv2.circle(page, centre, 60, 40, 4)
+    cv2.circle(page, centre, 48, 40, 2)
+    cv2.putText(page, "PAID", (centre[0] - 30, centre[1] + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 40, 2)
+    stamped = cheques.Box(*locate_signature(page).box)
+    assert clean.iou(truth) >= 0.9
+    assert stamped.iou(truth) >= 0.8 and stamped.x0 >= truth.x0 - 10
+
+
+def test_a_long_straight_pen_stroke_is_kept_but_a_printed_rule_is_not():
+    """A signature's tail drawn almost level for 300 px is a pen stroke (its edge bends by a few pixels) and stays
+    in the box; the printed signature line under it, exactly level, is erased, with the blurred scraps of its
+    edges."""
+    import cv2
+
+    page, truth = _signed_page()
+    tail = np.array([[truth.x1 - 5, truth.y1 - 30], [truth.x1 + 120, truth.y1 - 26], [truth.x1 + 300, truth.y1 - 31]])
+    cv2.polylines(page, [tail.reshape(-1, 1, 2).astype(np.int32)], False, 30, 3, cv2.LINE_AA)
+    found = cheques.Box(*locate_signature(cv2.GaussianBlur(page, (3, 3), 0)).box)
+    assert found.x1 >= truth.x1 + 295  # the tail's end
+    assert found.y1 <= truth.y1 + 3  # not the line 2 px below the signature, nor its blurred edges
