@@ -547,7 +547,9 @@ class ReviewStats:
     since: str | None
     audit: str | None
     reviews: int = 0  # review events counted, superseded ones included
-    by_decision: dict[str, Band] = field(default_factory=lambda: {d: Band(d) for d in DECISION_BANDS})
+    by_decision: dict[str, Band] = field(
+        default_factory=lambda: {d: Band(d, disagree=None if d == "refer" else 0) for d in DECISION_BANDS}
+    )
     by_probability: list[Band] = field(
         default_factory=lambda: [
             Band(f"{lo:.1f}-{hi:.1f}", low=lo, high=hi) for lo, hi in itertools.pairwise(PROBABILITY_EDGES)

@@ -155,3 +155,178 @@ def test_bad_reviews_are_refused_and_change_nothing(
     as_json = cli(*args, "--json")
     assert as_json.exit_code == code and json.loads(as_json.stdout)["message"] == message
     assert vault_state(home, db_url) == before
+
+
+# -------------------------------------------------------------------------------------------- stats
+
+# (decision as logged, P(genuine), reviewers' outcomes in order, audit) of a constructed set of decisions
+CONSTRUCTED = [
+    ("accept", 0.95, ["genuine"], None),
+    ("accept", 0.92, ["forged"], None),  # an accepted forgery
+    ("accept", 0.75, ["genuine"], None),
+    ("refer", 0.55, ["genuine"], None),
+    ("refer", 0.45, ["genuine"], None),  # leans forged, found genuine
+    ("refer", 0.40, ["forged"], None),
+    ("reject", 0.05, ["forged"], None),
+    ("reject", 0.20, ["genuine"], None),  # a rejected genuine signature
+    ("reject", 0.08, ["genuine", "forged"], None),  # amended: counts once, as forged
+    ("accept", 1.00, ["genuine"], None),  # the top band includes 1
+    ("accept", 0.99, [], None),  # never reviewed: not counted
+    ("reject", 0.02, ["forged"], "audit-A1"),
+]
+
+
+def construct(vault: Any, cli: Invoke) -> list[int]:  # noqa: F811
+    """Log the constructed decisions as they stand (exact probabilities), then review them with the CLI."""
+    from sigvault.db import decision_log
+    from sigvault.db.engine import transaction
+
+    news = [
+        decision_log.NewEntry(
+            kind="audit" if audit else "verify",
+            person_id=f"p{i % 3}",
+            image_sha256=f"{i:064x}",
+            score=p - 0.5,
+            threshold=0.0,
+            threshold_method="constructed",
+            decision=decision,
+            probability=p,
+            model_id="fake-0",
+            references_used=[],
+            details={"audit": audit, "row": i, "item_id": f"CHQ-{i}"} if audit else None,
+        )
+        for i, (decision, p, _, audit) in enumerate(CONSTRUCTED)
+    ]
+    with transaction(vault.engine, write=True) as conn:
+        ids = [e.id for e in decision_log.append(conn, news)]
+    for decision_id, (_, _, outcomes, _) in zip(ids, CONSTRUCTED, strict=True):
+        for k, outcome in enumerate(outcomes):
+            out = cli("review", str(decision_id), "--outcome", outcome, *(["--amend"] if k else []))
+            assert out.exit_code == 0, out.stderr
+    return ids
+
+
+def band(name: str, reviewed: int, genuine: int, disagree: int | None, mean: float, **extra: float) -> dict[str, Any]:
+    return {
+        "band": name,
+        **extra,
+        "reviewed": reviewed,
+        "genuine": genuine,
+        "forged": reviewed - genuine,
+        "genuine_rate": pytest.approx(genuine / reviewed),
+        "mean_probability": pytest.approx(mean),
+        "disagree": disagree,
+        "disagree_rate": None if disagree is None else pytest.approx(disagree / reviewed),
+    }
+
+
+def empty(name: str, lo: float, hi: float) -> dict[str, Any]:
+    return {"band": name, "low": lo, "high": hi, "reviewed": 0, "genuine": 0, "forged": 0, "genuine_rate": None,
+            "mean_probability": None, "disagree": 0, "disagree_rate": None}
+
+
+def test_stats_are_exact_on_a_constructed_set(vault: Any, cli: Invoke) -> None:  # noqa: F811
+    construct(vault, cli)
+    out = cli("review", "stats", "--json")
+    assert out.exit_code == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert {k: stats[k] for k in ("since", "audit", "reviewed", "reviews", "superseded")} == {
+        "since": None, "audit": None, "reviewed": 11, "reviews": 12, "superseded": 1,
+    }
+    assert stats["by_decision"] == [
+        band("accept", 4, 3, 1, (0.95 + 0.92 + 0.75 + 1.0) / 4),
+        band("refer", 3, 2, None, (0.55 + 0.45 + 0.40) / 3),
+        band("reject", 4, 1, 1, (0.05 + 0.20 + 0.08 + 0.02) / 4),
+    ]
+    assert stats["decided"] == band("accept+reject", 8, 4, 2, (0.95 + 0.92 + 0.75 + 1.0 + 0.05 + 0.20 + 0.08 + 0.02) / 8)
+    assert stats["by_probability"] == [
+        band("0.0-0.1", 3, 0, 0, (0.05 + 0.08 + 0.02) / 3, low=0.0, high=0.1),
+        band("0.1-0.3", 1, 1, 1, 0.20, low=0.1, high=0.3),
+        band("0.3-0.5", 2, 1, 1, (0.45 + 0.40) / 2, low=0.3, high=0.5),
+        band("0.5-0.7", 1, 1, 0, 0.55, low=0.5, high=0.7),
+        band("0.7-0.9", 1, 1, 0, 0.75, low=0.7, high=0.9),
+        band("0.9-1.0", 3, 2, 1, (0.95 + 0.92 + 1.0) / 3, low=0.9, high=1.0),
+    ]
+
+    text = cli("review", "stats")
+    assert text.exit_code == 0
+    assert text.stdout.splitlines() == [
+        "11 reviewed decision(s) (12 review(s), 1 superseded)",
+        "",
+        "decision       reviewed  genuine  forged  disagree",
+        "accept                4        3       1  1 (25.0 %)",
+        "refer                 3        2       1  -",
+        "reject                4        1       3  1 (25.0 %)",
+        "accept+reject         8        4       4  2 (25.0 %)",
+        "",
+        "P(genuine)     reviewed  genuine  forged  mean P  genuine share  disagree",
+        "0.0-0.1               3        0       3   0.050          0.000  0 (0.0 %)",
+        "0.1-0.3               1        1       0   0.200          1.000  1 (100.0 %)",
+        "0.3-0.5               2        1       1   0.425          0.500  1 (50.0 %)",
+        "0.5-0.7               1        1       0   0.550          1.000  0 (0.0 %)",
+        "0.7-0.9               1        1       0   0.750          1.000  0 (0.0 %)",
+        "0.9-1.0               3        2       1   0.957          0.667  1 (33.3 %)",
+    ]
+
+    one = json.loads(cli("review", "stats", "--audit", "audit-A1", "--json").stdout)
+    assert (one["audit"], one["reviewed"], one["by_decision"][2]["forged"], one["by_decision"][0]["reviewed"]) == (
+        "audit-A1", 1, 1, 0,
+    )
+    assert json.loads(cli("review", "stats", "--since", "2000-01-01", "--json").stdout)["reviewed"] == 11
+    later = cli("review", "stats", "--since", "2999-01-01")
+    assert later.stdout == (
+        "no reviewed decisions decided since 2999-01-01T00:00:00+00:00; record outcomes with "
+        "`sigvault review ITEM --outcome ...`\n"
+    )
+    _assert_one_line_error(
+        cli("review", "stats", "--since", "yesterday"), 2, "--since 'yesterday' is not a date; use YYYY-MM-DD (or an ISO date and time)"
+    )
+    assert cli("log", "verify").exit_code == 0
+
+
+def test_an_audits_summary_gains_its_review_figures(vault: Any, cli: Invoke, tmp_path: Path) -> None:  # noqa: F811
+    from test_audit import build_dataset
+
+    data = build_dataset(vault, tmp_path, persons=5, items=30)
+    out = tmp_path / "out"
+    assert cli("audit", data.manifest, "--out", out, "--quiet").exit_code == 1  # the dataset's 6 bad rows
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reviews"] is None
+    decisions = [e for e in log(cli) if e["kind"] == "audit" and e["details"]["audit"] == summary["audit_id"]]
+    assert len(decisions) == 30
+    rejected = [e for e in decisions if e["decision"] == "reject"][:2]
+    accepted = [e for e in decisions if e["decision"] == "accept"][:1]
+    assert len(rejected) == 2 and accepted
+    for e, outcome in [(rejected[0], "forged"), (rejected[1], "genuine"), (accepted[0], "genuine")]:
+        done = cli("review", str(e["id"]), "--outcome", outcome)
+        assert done.exit_code == 0, done.stderr
+        assert rows(done.stdout)["audit"] == f"{summary['audit_id']}, row {e['details']['row'] + 1}, item {e['details']['item_id']}"
+    other = cli("verify", "p0", data.manifest.parent / data.rows[0]["image"], "--json")  # outside the audit
+    cli("review", str(json.loads(other.stdout)["decision_id"]), "--outcome", "forged")
+
+    by_id = cli("review", "stats", "--audit", summary["audit_id"], "--json")
+    figures = json.loads(by_id.stdout)
+    assert (figures["reviewed"], figures["decided"]["reviewed"], figures["decided"]["disagree"]) == (3, 3, 1)
+    assert [b["reviewed"] for b in figures["by_decision"]] == [1, 0, 2]
+    assert json.loads(cli("review", "stats", "--json").stdout)["reviewed"] == 4
+
+    updated = cli("review", "stats", "--audit", out, "--update-summary")
+    assert updated.exit_code == 0, updated.stderr
+    assert updated.stdout.splitlines()[0] == f"3 reviewed decision(s) of audit {summary['audit_id']} (3 review(s), 0 superseded)"
+    assert updated.stdout.splitlines()[-1] == f"wrote these figures into {out / 'summary.json'} (reviews)"
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == summary | {"reviews": figures}
+    # rewriting the finished audit's files (--resume) recomputes them too
+    assert cli("audit", data.manifest, "--out", out, "--resume", "--quiet").exit_code == 1
+    assert json.loads((out / "summary.json").read_text())["reviews"] == figures
+
+    _assert_one_line_error(
+        cli("review", "stats", "--audit", summary["audit_id"], "--update-summary"),
+        2,
+        "--update-summary needs --audit DIR, the audit's --out folder holding summary.json",
+    )
+    _assert_one_line_error(
+        cli("review", "stats", "--audit", tmp_path / "images"),
+        2,
+        f"{tmp_path / 'images'}: holds no audit (.audit-state.json is missing); give the audit's --out folder or its id",
+    )

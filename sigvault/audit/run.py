@@ -48,6 +48,7 @@ from sigvault.audit.summary import (
 )
 from sigvault.durable import append_durably, atomic_write
 from sigvault.errors import SigvaultError, UsageError
+from sigvault.review import audit_review_figures
 
 if TYPE_CHECKING:
     from sigvault.db.decision_log import Entry
@@ -175,6 +176,7 @@ def run_audit(
             started=started,
             finished=now(),
             capture_mismatch=tally.capture_mismatch,
+            reviews=audit_review_figures(vault, state.audit_id),
         )
         atomic_write(
             out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
