@@ -445,16 +445,19 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         size = path.stat().st_size
         if size > MAX_CSV_BYTES:
             raise ReviewFileError(f"{path}: {size} bytes is more than an outcomes file can be ({MAX_CSV_BYTES}); split it")
-        text = path.read_bytes().decode("utf-8-sig")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise ReviewFileError(f"{path}: no such file; give the CSV exported from report.html") from None
     except IsADirectoryError:
         raise ReviewFileError(f"{path}: is a directory; give the CSV exported from report.html") from None
     except UnicodeDecodeError as exc:
-        raise ReviewFileError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ReviewFileError(f"{path} line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     except OSError as exc:
         raise ReviewFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    line = 1
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
@@ -475,8 +478,11 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             raise ReviewFileError(
                 f"{path} line 1: {problem}; the header names {', '.join(CSV_COLUMNS)} (reason and reviewer optional)"
             )
-        for values in reader:
-            line = reader.line_num
+        while True:
+            line = reader.line_num + 1  # where the row starts (a quoted field may span lines)
+            values = next(reader, None)
+            if values is None:
+                break
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(names):
@@ -486,7 +492,7 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 )
             yield line, dict(zip(names, values, strict=True))
     except csv.Error as exc:
-        raise ReviewFileError(f"{path} line {reader.line_num}: malformed CSV ({exc}) (nothing was imported)") from None
+        raise ReviewFileError(f"{path} line {line}: malformed CSV ({exc}) (nothing was imported)") from None
 
 
 def _cell_id(path: Path, line: int, value: str) -> int:

@@ -330,3 +330,104 @@ def test_an_audits_summary_gains_its_review_figures(vault: Any, cli: Invoke, tmp
         2,
         f"{tmp_path / 'images'}: holds no audit (.audit-state.json is missing); give the audit's --out folder or its id",
     )
+
+
+# ---------------------------------------------------------------------------------------- CSV import
+
+
+def three_decisions(cli: Invoke, images: ImageFactory) -> list[int]:  # noqa: F811
+    cli("enroll", "alice", *images.refs(1, 3))
+    return [verified(cli, images, person, variant)["decision_id"] for person, variant in ((1, 7), (2, 1), (1, 8))]
+
+
+def test_import_records_every_row(cli: Invoke, images: ImageFactory, tmp_path: Path) -> None:  # noqa: F811
+    a, b, c = three_decisions(cli, images)
+    csv_file = tmp_path / "outcomes.csv"
+    # as a spreadsheet may save it: a byte-order mark, CRLF, a blank line, a quoted reason with a comma
+    csv_file.write_bytes(
+        (
+            "\ufeffDecision_ID,outcome,reason,reviewer\r\n"
+            f'{a},genuine,"matches the card, pen pressure too",j.meier\r\n'
+            "\r\n"
+            f"{b},FORGED,,\r\n"
+            f"{c},genuine,checked by phone,k.frei\r\n"
+        ).encode()
+    )
+    out = cli("--operator", "back-office", "review", "import", csv_file)
+    assert out.exit_code == 0, out.stderr
+    reviews = [e for e in log(cli) if e["kind"] == "review"]
+    first = reviews[0]["id"]
+    assert out.stdout.splitlines() == [
+        f"recorded 3 outcome(s) from {csv_file} (log entries {first} to {first + 2})",
+        "reviewers disagree with the model on 0 of 3 accepted or rejected item(s); 0 referred item(s) judged",
+    ]
+    assert [(e["details"]["decision_id"], e["decision"], e["operator"], e["reason"]) for e in reviews] == [
+        (a, "genuine", "j.meier", "matches the card, pen pressure too"),
+        (b, "forged", "back-office", None),
+        (c, "genuine", "k.frei", "checked by phone"),
+    ]
+    assert [(e["details"]["imported_from"], e["details"]["line"], e["details"].get("imported_by")) for e in reviews] == [
+        ("outcomes.csv", 2, "back-office"),
+        ("outcomes.csv", 4, None),
+        ("outcomes.csv", 5, "back-office"),
+    ]
+    assert cli("log", "verify").exit_code == 0
+
+    # the same file again: refused whole; with --amend every row supersedes its review
+    _assert_one_line_error(
+        cli("review", "import", csv_file),
+        1,
+        f"{csv_file} line 2: decision {a} was already reviewed: genuine by j.meier (review {first}); pass --amend to "
+        "record a new outcome that supersedes it; nothing was imported",
+    )
+    amended = cli("review", "import", csv_file, "--amend", "--json")
+    assert amended.exit_code == 0, amended.stderr
+    payload = json.loads(amended.stdout)
+    assert (payload["recorded"], payload["superseded"]) == (3, 3)
+    assert [r["supersedes"] for r in payload["reviews"]] == [first, first + 1, first + 2]
+    assert json.loads(cli("review", "stats", "--json").stdout)["superseded"] == 3
+
+
+BAD_FILES = [
+    # (file content, with {a} {b} {r}: two decisions and a review event; expected message after "{file}")
+    ("decision_id,outcome\n{a},genuine\n{b},maybe\n", " line 3: outcome 'maybe' is not genuine or forged; give one of them (nothing was imported)"),
+    ("decision_id,outcome\n{a},genuine\nabc,forged\n", " line 3: decision_id 'abc' is not a decision id (a whole number from 1); nothing was imported"),
+    ("decision_id,outcome\n{a},genuine\n-4,forged\n", " line 3: decision_id '-4' is not a decision id (a whole number from 1); nothing was imported"),
+    ("decision_id,outcome\n{a},genuine\n999,forged\n", " line 3: decision 999 is not in the decision log; check the id, or the vault the report came from (nothing was imported)"),
+    ("decision_id,outcome\n{a},genuine\n{r},forged\n", " line 3: log entry {r} is a review event, not a decision (nothing was imported)"),
+    ("decision_id,outcome\n{a},genuine\n{b},forged\n{a},forged\n", " line 4: decision {a} is also on line 2; keep one outcome per decision (nothing was imported)"),
+    ("decision_id,outcome\n{a},genuine\n{r0},genuine\n", " line 3: decision {r0} was already reviewed: genuine by ops (review {r}); pass --amend to record a new outcome that supersedes it; nothing was imported"),
+    ("decision_id,outcome,comment\n{a},genuine,x\n", " line 1: unknown column 'comment'; the header names decision_id, outcome, reason, reviewer (reason and reviewer optional)"),
+    ("decision_id,reason\n{a},x\n", " line 1: missing column 'outcome'; the header names decision_id, outcome, reason, reviewer (reason and reviewer optional)"),
+    ("decision_id,outcome,reason\n{a},genuine,pen, ink\n", " line 2: 4 fields, the header has 3; quote a reason that holds a comma (nothing was imported)"),
+    ("decision_id,outcome,reason\n{a},genuine,\"open quote\n", " line 2: malformed CSV (unexpected end of data) (nothing was imported)"),
+    ("decision_id,outcome\n", ": no outcomes in the file; export them from report.html first"),
+    ("", ": empty file; expected a header line naming decision_id, outcome, reason, reviewer (the last two optional)"),
+    ("decision_id,outcome,reason\n{a},genuine," + "x" * 1001 + "\n", " line 2: the reason is 1001 characters long; the limit is 1000 (nothing was imported)"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_FILES, ids=range(len(BAD_FILES)))
+def test_a_bad_row_imports_nothing(
+    cli: Invoke, images: ImageFactory, home: Path, db_url: str, tmp_path: Path, content: str, message: str  # noqa: F811
+) -> None:
+    a, b, r0 = three_decisions(cli, images)
+    r = json.loads(cli("--operator", "ops", "review", str(r0), "--outcome", "genuine", "--json").stdout)["review_id"]
+    csv_file = tmp_path / "outcomes.csv"
+    csv_file.write_text(content.format(a=a, b=b, r=r, r0=r0), encoding="utf-8")
+    before = vault_state(home, db_url)
+    exported = cli("log", "export").stdout
+    _assert_one_line_error(cli("review", "import", csv_file), 2 if "already reviewed" not in message else 1,
+                           f"{csv_file}{message.format(a=a, r=r, r0=r0)}")
+    assert vault_state(home, db_url) == before
+    assert cli("log", "export").stdout == exported
+
+
+def test_unreadable_files(cli: Invoke, tmp_path: Path) -> None:  # noqa: F811
+    missing = tmp_path / "nope.csv"
+    _assert_one_line_error(cli("review", "import", missing), 2, f"{missing}: no such file; give the CSV exported from report.html")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("decision_id,outcome,reason\n1,genuine,Zürich\n".encode("latin-1"))
+    _assert_one_line_error(cli("review", "import", latin), 2, f"{latin} line 2: not UTF-8 text (byte 38); save the file as UTF-8")
+    as_json = json.loads(cli("review", "import", missing, "--json").stdout)
+    assert (as_json["kind"], as_json["exit_code"]) == ("review_file_error", 2)
