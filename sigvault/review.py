@@ -54,6 +54,7 @@ from sigvault.db.models import OPERATOR_MAX, REASON_MAX, Decision
 from sigvault.errors import DecisionNotFoundError, SigvaultError, UsageError
 
 if TYPE_CHECKING:
+    import numpy as np
     from sqlalchemy import Connection
 
     from sigvault.vault import Vault
@@ -382,6 +383,27 @@ def iter_reviews(vault: Vault) -> Iterator[Review]:
     with transaction(vault.engine) as conn:
         for row in conn.execution_options(yield_per=1000).execute(stmt):
             yield _review(decision_log.Entry(*row))
+
+
+def audit_decision_ids(vault: Vault, audit_id: str, *, after: int, rows: int) -> np.ndarray:
+    """int64 (rows,): the decision log id of each row of an audit (0 for a row that was not decided), found
+    among the log entries after ``after`` (the log head when the audit started) by the audit id and row
+    their details hold. What ``report.html`` shows a reviewer, so that the outcomes it exports name decisions."""
+    import numpy as np
+
+    ids = np.zeros(rows, dtype=np.int64)
+    stmt = (
+        select(Decision.c.id, Decision.c.details)
+        .where(Decision.c.id > after, Decision.c.kind == "audit")
+        .order_by(Decision.c.id)
+    )
+    with transaction(vault.engine) as conn:
+        for entry_id, details in conn.execution_options(yield_per=1000).execute(stmt):
+            if isinstance(details, dict) and details.get("audit") == audit_id:
+                row = details.get("row")
+                if isinstance(row, int) and 0 <= row < rows:
+                    ids[row] = entry_id
+    return ids
 
 
 # ----------------------------------------------------------------------------------------- CSV import
