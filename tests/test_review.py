@@ -431,3 +431,14 @@ def test_unreadable_files(cli: Invoke, tmp_path: Path) -> None:  # noqa: F811
     _assert_one_line_error(cli("review", "import", latin), 2, f"{latin} line 2: not UTF-8 text (byte 38); save the file as UTF-8")
     as_json = json.loads(cli("review", "import", missing, "--json").stdout)
     assert (as_json["kind"], as_json["exit_code"]) == ("review_file_error", 2)
+
+
+@pytest.mark.parametrize("command", [["review"], ["review", "record"], ["review", "import"], ["review", "stats"]])
+def test_every_review_command_has_help_with_an_example(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from sigvault.cli import app
+
+    out = CliRunner().invoke(app, [*command, "--help"])
+    assert out.exit_code == 0
+    assert "Example:\n    sigvault " in out.stdout or "Example:\n  sigvault " in out.stdout
