@@ -194,15 +194,15 @@ def outcome_value(value: str) -> str:
 
 
 def _text(what: str, value: str | None, limit: int) -> str | None:
-    """A one-line reason or reviewer, whitespace collapsed; None when blank."""
-    if value is None:
-        return None
-    text = " ".join(value.split())
-    if not text:
-        return None
-    if len(text) > limit:
-        raise UsageError(f"the {what} is {len(text)} characters long; the limit is {limit}")
-    return text
+    """A one-line reason or reviewer, whitespace collapsed, as ``--operator`` and ``--reason`` are; None when
+    blank (an empty CSV cell).
+
+    Raises:
+        UsageError: longer than ``limit``.
+    """
+    from sigvault.config import _text as one_line
+
+    return one_line(what, value, limit) if value is not None and value.strip() else None
 
 
 def record_review(
