@@ -241,7 +241,7 @@ def _decision_entry(vault: Vault, decision_id: int) -> decision_log.Entry:
     entry = vault.decision(decision_id)
     if entry.kind not in decision_log.DECISION_KINDS:
         raise NotADecisionError(
-            f"log entry {decision_id} is a {entry.kind} event, not a decision; give the id of a verify or audit "
+            f"log entry {decision_id} is an event ({entry.kind}), not a decision; give the id of a verify or audit "
             "decision (`sigvault log export` lists them)"
         )
     return entry
@@ -454,7 +454,7 @@ def import_reviews(vault: Vault, path: Path, *, amend: bool = False) -> ImportRe
             )
         if entry.kind not in decision_log.DECISION_KINDS:
             raise ReviewFileError(
-                f"{path} line {line}: log entry {decision_id} is a {entry.kind} event, not a decision (nothing was "
+                f"{path} line {line}: log entry {decision_id} is an event ({entry.kind}), not a decision (nothing was "
                 "imported)"
             )
         requests.append(_Request(entry, outcome, reason or vault.reason, reviewer or vault.operator, line))

@@ -128,7 +128,7 @@ def test_a_second_review_needs_amend_and_supersedes(cli: Invoke, images: ImageFa
         (
             ("review", "{r}", "--outcome", "forged"),
             1,
-            "log entry {r} is a review event, not a decision; give the id of a verify or audit decision (`sigvault "
+            "log entry {r} is an event (review), not a decision; give the id of a verify or audit decision (`sigvault "
             "log export` lists them)",
         ),
         (("review", "{d}", "--outcome", "maybe"), 2, "outcome 'maybe' is not genuine or forged; give one of them"),
@@ -394,7 +394,7 @@ BAD_FILES = [
     ("decision_id,outcome\n{a},genuine\nabc,forged\n", " line 3: decision_id 'abc' is not a decision id (a whole number from 1); nothing was imported"),
     ("decision_id,outcome\n{a},genuine\n-4,forged\n", " line 3: decision_id '-4' is not a decision id (a whole number from 1); nothing was imported"),
     ("decision_id,outcome\n{a},genuine\n999,forged\n", " line 3: decision 999 is not in the decision log; check the id, or the vault the report came from (nothing was imported)"),
-    ("decision_id,outcome\n{a},genuine\n{r},forged\n", " line 3: log entry {r} is a review event, not a decision (nothing was imported)"),
+    ("decision_id,outcome\n{a},genuine\n{r},forged\n", " line 3: log entry {r} is an event (review), not a decision (nothing was imported)"),
     ("decision_id,outcome\n{a},genuine\n{b},forged\n{a},forged\n", " line 4: decision {a} is also on line 2; keep one outcome per decision (nothing was imported)"),
     ("decision_id,outcome\n{a},genuine\n{r0},genuine\n", " line 3: decision {r0} was already reviewed: genuine by ops (review {r}); pass --amend to record a new outcome that supersedes it; nothing was imported"),
     ("decision_id,outcome,comment\n{a},genuine,x\n", " line 1: unknown column 'comment'; the header names decision_id, outcome, reason, reviewer (reason and reviewer optional)"),
@@ -442,3 +442,31 @@ def test_every_review_command_has_help_with_an_example(command: list[str]) -> No
     out = CliRunner().invoke(app, [*command, "--help"])
     assert out.exit_code == 0
     assert "Example:\n    sigvault " in out.stdout or "Example:\n  sigvault " in out.stdout
+
+
+def test_two_reviewers_at_once_record_one_review(vault: Any, images: ImageFactory) -> None:
+    """Two reviews of one decision at the same moment: the log's lock lets one in; the other is refused."""
+    import threading
+
+    from sigvault.review import AlreadyReviewedError, iter_reviews, record_review
+
+    vault.enroll("alice", images.refs(1, 3))
+    decision = vault.verify("alice", images.write("q.png", 1, 7)).decision_id
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def review(outcome: str) -> None:
+        barrier.wait()
+        try:
+            results.append(record_review(vault, decision, outcome, operator=f"reviewer-{outcome}").outcome)
+        except AlreadyReviewedError:
+            results.append("refused")
+
+    threads = [threading.Thread(target=review, args=(o,)) for o in ("genuine", "forged")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) in (["forged", "refused"], ["genuine", "refused"])
+    assert [r.outcome for r in iter_reviews(vault)] == [o for o in results if o != "refused"]
+    assert vault.log_verify().ok
