@@ -315,8 +315,8 @@ def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
 
 
 def test_a_reviewer_outcome_over_http_is_logged_with_the_key(server: Server) -> None:
-    assert enroll(server, "erin", 3, seed=4).status == 200
-    answer = server.call("POST", "/v1/persons/erin/verify", key="verifier", files=[("image", "q.png", png(4, 7))])
+    assert enroll(server, "rita", 3, seed=11).status == 200
+    answer = server.call("POST", "/v1/persons/rita/verify", key="verifier", files=[("image", "q.png", png(11, 7))])
     did = answer.body["decision_id"]
     path = f"/v1/decisions/{did}/review"
     first = server.call("POST", path, key="verifier", json_body={"outcome": "forged", "reason": "unlike the card"})
