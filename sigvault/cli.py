@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from sigvault.errors import SigvaultError, UsageError
 
@@ -828,6 +829,213 @@ def keys_revoke(
     with _vault(ctx) as vault:
         key = ApiKeys(vault.engine).revoke(name)
     typer.echo(f"key {key.name!r} is revoked (since {key.revoked_at:%Y-%m-%d %H:%M} UTC)")
+
+
+# -------------------------------------------------------------------------------------- review loop
+# `sigvault review ITEM ...` is short for `sigvault review record ITEM ...`; the work is in sigvault.review.
+
+
+class _ReviewGroup(TyperGroup):
+    """The ``review`` group: a first argument that names no sub-command is the ITEM of ``review record``."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            args = ["record", *args]
+        return super().resolve_command(ctx, args)
+
+
+review_app = typer.Typer(
+    cls=_ReviewGroup,
+    help=(
+        "Record reviewers' outcomes beside the model's decisions; how often they disagree.\n\n"
+        "`sigvault review ITEM --outcome genuine|forged` is short for `sigvault review record ITEM ...`.\n\n"
+        "\b\nExample:\n  sigvault review 1042 --outcome forged --reason 'pen lifts unlike the card'\n"
+        "  sigvault review import outcomes.csv\n  sigvault review stats --since 2026-12-01"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+
+
+def _decision_id(value: str) -> int:
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        raise UsageError(f"ITEM {value!r} is not a decision id; give the decision_id that verify --json or the report shows")
+    return int(text)
+
+
+@review_app.command("record")
+@_handled
+def review_record(
+    ctx: typer.Context,
+    item: Annotated[str, typer.Argument(help="The decision's id in the log (decision_id).", show_default=False)],
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="What the reviewer found: genuine or forged.", show_default=False)
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (else the global --reason).", show_default=False)
+    ] = None,
+    amend: Annotated[
+        bool, typer.Option("--amend", help="The decision was already reviewed: record this outcome as superseding it.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record a reviewer's outcome on a logged decision, beside the model's, in the decision log.
+
+    ITEM is the decision_id of `verify --json`, of the service, or of an audit's report. A decision is
+    reviewed once; a second outcome is refused unless --amend, and is then recorded as a new log entry
+    that supersedes the first (both stay in the log). The reviewer is --operator (or SIGVAULT_OPERATOR, or
+    the OS user).
+
+    \b
+    Example:
+      sigvault --operator j.meier review 1042 --outcome forged --reason "pen lifts unlike the card"
+      sigvault review 1042 --outcome genuine --amend --reason "customer confirmed by phone"
+    """
+    from sigvault.review import record_review
+
+    if outcome is None:
+        raise UsageError("give the reviewer's outcome: --outcome genuine or --outcome forged")
+    decision_id = _decision_id(item)
+    with _vault(ctx) as vault:
+        review = record_review(vault, decision_id, outcome, reason=reason, amend=amend)
+    if as_json:
+        _echo_json(review.to_dict())
+        return
+    said = {
+        "agree": "the reviewer agrees with the model",
+        "disagree": f"the reviewer disagrees: the model {'accepted a forgery' if review.decision == 'accept' else 'rejected a genuine signature'}",
+        "referred": "the model had referred it to a reviewer",
+    }[review.agreement]
+    model_alone = f", the model alone {review.model_decision}" if review.model_decision != review.decision else ""
+    _rows(
+        [
+            ("review-id", f"{review.review_id} (in the decision log)"),
+            (
+                "decision-id",
+                f"{review.decision_id}: {review.decision} for {review.person}{model_alone} (score {review.score:.4f}, "
+                f"threshold {review.threshold:.4f}, P(genuine) {review.probability:.3f})",
+            ),
+            ("outcome", f"{review.outcome}: {said}"),
+            ("reviewer", review.operator or "-"),
+            ("reason", review.reason or "-"),
+            *([("audit", f"{review.audit}, row {review.row + 1 if review.row is not None else '?'}, item {review.item_id}")] if review.audit else []),
+            *([("supersedes", f"review {review.supersedes} ({review.superseded_outcome}), which stays in the log")] if review.supersedes else []),
+        ]
+    )
+
+
+@review_app.command("import")
+@_handled
+def review_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Outcomes CSV exported from report.html.", show_default=False)],
+    amend: Annotated[
+        bool, typer.Option("--amend", help="Decisions already reviewed get the file's outcome as superseding theirs.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record every outcome of a CSV a reviewer exported from an audit's report.html, all or nothing.
+
+    Columns decision_id, outcome (genuine or forged), and optionally reason and reviewer (else --reason
+    and --operator). Every row is checked first; one bad row is reported with its line and value, and
+    nothing is recorded. A decision already reviewed is refused unless --amend.
+
+    \b
+    Example:
+      sigvault --operator back-office review import ~/Downloads/outcomes-cheques-2026-12-05.csv
+    """
+    from sigvault.review import import_reviews
+
+    with _vault(ctx) as vault:
+        result = import_reviews(vault, file, amend=amend)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    reviews = result.reviews
+    ids = f"log entries {reviews[0].review_id} to {reviews[-1].review_id}" if len(reviews) > 1 else f"log entry {reviews[0].review_id}"
+    superseding = f", {result.superseded} of them superseding earlier reviews" if result.superseded else ""
+    typer.echo(f"recorded {len(reviews)} outcome(s) from {file}{superseding} ({ids})")
+    verdicts = [r for r in reviews if r.agreement != "referred"]
+    disagree = sum(1 for r in verdicts if r.agreement == "disagree")
+    referred = len(reviews) - len(verdicts)
+    typer.echo(
+        f"reviewers disagree with the model on {disagree} of {len(verdicts)} accepted or rejected item(s); "
+        f"{referred} referred item(s) judged"
+    )
+
+
+@review_app.command("stats")
+@_handled
+def review_stats_command(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="DATE", help="Only decisions made on or after DATE (YYYY-MM-DD, UTC).")
+    ] = None,
+    audit: Annotated[
+        str | None, typer.Option("--audit", metavar="ID|DIR", help="Only this audit's decisions: its id, or its --out folder.")
+    ] = None,
+    update_summary: Annotated[
+        bool, typer.Option("--update-summary", help="Also write the figures into the audit folder's summary.json (--audit DIR).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """How often the model and the reviewers disagree, per decision and per probability band.
+
+    Each reviewed decision counts once, by its latest review. An accepted item found forged, or a
+    rejected one found genuine, is a disagreement; referred items are split into genuine and forged.
+    By probability, the model leans genuine at P(genuine) >= 0.5; each band's mean probability stands
+    beside the share the reviewers found genuine.
+
+    \b
+    Example:
+      sigvault review stats --since 2026-12-01
+      sigvault review stats --audit audit-2026-12-05/ --update-summary
+    """
+    from sigvault.review import audit_id_of, parse_since, review_stats, write_summary_figures
+
+    moment = parse_since(since) if since is not None else None
+    audit_id = audit_id_of(audit) if audit is not None else None
+    if update_summary and (audit is None or not Path(audit).is_dir()):
+        raise UsageError("--update-summary needs --audit DIR, the audit's --out folder holding summary.json")
+    with _vault(ctx) as vault:
+        stats = review_stats(vault, since=moment, audit=audit_id)
+    written = None
+    if update_summary:
+        assert audit is not None
+        written = write_summary_figures(Path(audit), stats.to_dict() if stats.reviews else None)
+    if as_json:
+        _echo_json(stats.to_dict() | ({"summary": str(written)} if written else {}))
+        return
+    for line in _stats_lines(stats.to_dict()):
+        typer.echo(line)
+    if written is not None:
+        typer.echo(f"wrote these figures into {written} (reviews)")
+
+
+def _pct_of(n: int | None, rate: float | None) -> str:
+    return "-" if n is None or rate is None else f"{n} ({rate * 100:.1f} %)"
+
+
+def _stats_lines(s: dict[str, Any]) -> list[str]:
+    """``review stats`` as text: the decision bands, then the probability bands."""
+    scope = " of audit " + str(s["audit"]) if s["audit"] else ""
+    scope += f" decided since {s['since']}" if s["since"] else ""
+    if not s["reviewed"]:
+        return [f"no reviewed decisions{scope}; record outcomes with `sigvault review ITEM --outcome ...`"]
+    lines = [f"{s['reviewed']} reviewed decision(s){scope} ({s['reviews']} review(s), {s['superseded']} superseded)", ""]
+    lines.append(f"{'decision':<14}{'reviewed':>9}{'genuine':>9}{'forged':>8}  disagree")
+    for b in [*s["by_decision"], s["decided"]]:
+        lines.append(f"{b['band']:<14}{b['reviewed']:>9}{b['genuine']:>9}{b['forged']:>8}  {_pct_of(b['disagree'], b['disagree_rate'])}")
+    lines += ["", f"{'P(genuine)':<14}{'reviewed':>9}{'genuine':>9}{'forged':>8}{'mean P':>8}{'genuine share':>15}  disagree"]
+    for b in s["by_probability"]:
+        mean = "-" if b["mean_probability"] is None else f"{b['mean_probability']:.3f}"
+        share = "-" if b["genuine_rate"] is None else f"{b['genuine_rate']:.3f}"
+        lines.append(
+            f"{b['band']:<14}{b['reviewed']:>9}{b['genuine']:>9}{b['forged']:>8}{mean:>8}{share:>15}  "
+            f"{_pct_of(b['disagree'], b['disagree_rate'])}"
+        )
+    return lines
 
 
 # -------------------------------------------------------------------------------------- other modules

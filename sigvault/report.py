@@ -15,8 +15,14 @@ of JavaScript, and thumbnails as ``data:`` URIs (small greyscale WebP made with 
 disk in any browser with no server and makes no request. A reference used by several items of a page is
 embedded once (a JavaScript table fills in the ``<img>`` elements when the page loads).
 
+Each decided item also carries its ``decision_id`` in the decision log and the reviewer's controls: Genuine
+and Forged buttons (pressed again: cleared) and a reason. "Export outcomes CSV" writes, in the browser, the
+file ``sigvault review import`` reads (``decision_id,outcome,reason,reviewer``, one line per item with an
+outcome, in page order; the reviewer's name typed once in the header); leaving the page with outcomes chosen
+but not exported asks first. Nothing is sent anywhere: the file is made by the page's own script.
+
 The page holds no time of day, so an interrupted and resumed audit writes the same bytes as an
-uninterrupted one.
+uninterrupted one but for the decision ids (positions in the log, which differ between two runs).
 """
 
 from __future__ import annotations
@@ -139,9 +145,14 @@ figure img{display:block;background:#fff;border:1px solid var(--line);max-width:
 .q img{border:1px solid #999}.refs figure{margin:0 6px 6px 0}.refs img{max-width:150px;max-height:62px}
 .refs figure.best img{outline:3px solid #1565c0;outline-offset:1px}.refs figure.best figcaption{color:#1565c0;font-weight:600}
 .noimg{display:inline-block;width:150px;height:62px;line-height:62px;border:1px dashed #bbb;color:#999;font-size:11px;text-align:center}
+.outcomes{margin-top:8px;color:var(--muted)}.outcomes input{font:inherit;width:12em;margin:0 8px 0 4px}
+.outcomes button,.review button{font:inherit;border:1px solid var(--line);background:#fff;border-radius:4px;padding:2px 10px;cursor:pointer}
+.review{margin-top:8px;display:flex;flex-wrap:wrap;gap:6px;align-items:center}.review input{font:inherit;font-size:12px;flex:1 1 8em;min-width:0}
+.review button[data-outcome=genuine][aria-pressed=true]{background:var(--accept);border-color:var(--accept);color:#fff}
+.review button[data-outcome=forged][aria-pressed=true]{background:var(--reject);border-color:var(--reject);color:#fff}
 """
 
-JS = """
+JS = r"""
 (function(){
   var refs = JSON.parse(document.getElementById('ref-thumbs').textContent);
   document.querySelectorAll('img[data-ref]').forEach(function(img){ img.src = refs[img.getAttribute('data-ref')]; });
@@ -155,6 +166,48 @@ JS = """
       shown.textContent = String(n);
     });
   });
+  // The reviewer's outcomes: a Genuine or Forged button per decided item (pressed again: cleared), a reason,
+  // and a CSV for `sigvault review import` (decision_id, outcome, reason, reviewer), made here: no server.
+  var chosen = document.getElementById('chosen'), dirty = false;
+  function count() {
+    chosen.textContent = String(document.querySelectorAll('.review button[aria-pressed=true]').length);
+  }
+  document.querySelectorAll('.review button').forEach(function(btn){
+    btn.addEventListener('click', function(){
+      var on = btn.getAttribute('aria-pressed') !== 'true';
+      btn.parentNode.querySelectorAll('button').forEach(function(b){ b.setAttribute('aria-pressed', String(on && b === btn)); });
+      dirty = true;
+      count();
+    });
+  });
+  document.querySelectorAll('.review input').forEach(function(el){ el.addEventListener('input', function(){ dirty = true; }); });
+  function cell(value) {
+    var v = String(value);
+    return /[",\r\n]/.test(v) || /^\s|\s$/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
+  }
+  function oneLine(value) { return String(value).replace(/\s+/g, ' ').trim(); }
+  window.sigvaultOutcomesCsv = function(){
+    var reviewer = oneLine(document.getElementById('reviewer').value), lines = ['decision_id,outcome,reason,reviewer'];
+    document.querySelectorAll('.review').forEach(function(box){
+      var pressed = box.querySelector('button[aria-pressed=true]');
+      if (pressed) {
+        lines.push([box.getAttribute('data-decision-id'), pressed.getAttribute('data-outcome'),
+                    oneLine(box.querySelector('input').value), reviewer].map(cell).join(','));
+      }
+    });
+    return lines.join('\r\n') + '\r\n';
+  };
+  document.getElementById('export').addEventListener('click', function(){
+    var blob = new Blob([window.sigvaultOutcomesCsv()], {type: 'text/csv;charset=utf-8'});
+    var a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = document.body.getAttribute('data-outcomes-file');
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    dirty = false;
+  });
+  window.addEventListener('beforeunload', function(e){ if (dirty && chosen.textContent !== '0') { e.preventDefault(); e.returnValue = ''; } });
 })();
 """
 
@@ -227,7 +280,8 @@ def render_report(
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-        f"<title>sigvault audit: {_e(summary['manifest'])}</title><style>{CSS}</style></head><body>\n"
+        f"<title>sigvault audit: {_e(summary['manifest'])}</title><style>{CSS}</style></head>"
+        f'<body data-outcomes-file="{_e(outcomes_file_name(summary["manifest"], page))}">\n'
         "<header>"
         f"<h1>Review queue: {_e(summary['manifest'])}</h1>"
         '<div class="chips">'
@@ -248,11 +302,29 @@ def render_report(
         )
         + f'<p class="sub">model {_e(summary["model"])} · {policy_text}</p>'
         f'<div class="filters" role="group" aria-label="Filter by decision">{"".join(buttons)}</div>'
-        "</header>\n<main>\n"
+        + _outcome_controls(queue)
+        + "</header>\n<main>\n"
         + ("\n".join(cards) if cards else '<p class="empty">Nothing to review.</p>')
         + "\n</main>\n"
         f'<script type="application/json" id="ref-thumbs">{ref_json}</script>\n'
         f"<script>{JS}</script>\n</body></html>\n"
+    )
+
+
+def outcomes_file_name(manifest: str, page: int) -> str:
+    """The name the "Export outcomes CSV" button gives its file: ``outcomes-<manifest stem>[-page-N].csv``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(manifest)).stem).strip("._") or "audit"
+    return f"outcomes-{stem}{f'-page-{page}' if page > 1 else ''}.csv"
+
+
+def _outcome_controls(queue: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
+    """The reviewer's name and the export button, when the page holds a decided item to review."""
+    if not any(record.get("decision_id") for _, record in queue):
+        return ""
+    return (
+        '<div class="outcomes">Reviewer<input id="reviewer" type="text" autocomplete="name" '
+        'aria-label="reviewer (recorded with each outcome)"><button id="export" type="button">Export outcomes CSV</button> '
+        '<b id="chosen">0</b> outcome(s) chosen; import the file with <code>sigvault review import FILE</code>.</div>'
     )
 
 
@@ -311,6 +383,8 @@ def _card(
     p = record.get("probability")
     policy = record.get("policy") or {}
     meta = [f"person {_w(record.get('person'))}", f"row {index + 1}"]
+    if record.get("decision_id"):
+        meta.append(f"decision {int(record['decision_id'])}")
     if record.get("amount") not in (None, ""):
         meta.append(f"amount {_e(record.get('amount'))}")
     if policy:
@@ -330,6 +404,14 @@ def _card(
     lines.append(_bar(record, refer_band))
     if decision == "error":
         lines.append(f'<div class="err">{_w(record.get("error_kind"))}: {_w(record.get("error"))}</div>')
+    elif record.get("decision_id"):
+        did = int(record["decision_id"])
+        lines.append(
+            f'<div class="review" data-decision-id="{did}" role="group" aria-label="reviewer outcome of decision {did}">'
+            '<button type="button" data-outcome="genuine" aria-pressed="false">Genuine</button>'
+            '<button type="button" data-outcome="forged" aria-pressed="false">Forged</button>'
+            f'<input type="text" placeholder="reason" aria-label="reason for decision {did}"></div>'
+        )
     return (
         f'<article class="item {_e(decision)}" data-decision="{_e(decision)}" data-item="{_e(record["item_id"])}">'
         f'<div>{"".join(lines)}</div><div>{questioned}</div><div class="refs">{"".join(ref_html)}</div></article>'

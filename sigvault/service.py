@@ -53,6 +53,7 @@ from sigvault.errors import (
     UsageError,
 )
 from sigvault.keys import ApiKeys, AuthError, KeyInfo, Scope, require
+from sigvault.review import AlreadyReviewedError, NotADecisionError
 from sigvault.scoring import DECISIONS
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ ERRORS: tuple[tuple[type[SigvaultError], int, str], ...] = (
     (NoInkError, 422, "no_ink"),
     (ImageError, 422, "invalid_image"),
     (PersonNotFoundError, 404, "person_not_found"),
+    (NotADecisionError, 409, "not_a_decision"),
+    (AlreadyReviewedError, 409, "already_reviewed"),
     (DecisionNotFoundError, 404, "decision_not_found"),
     (NotEnoughReferencesError, 409, "not_enough_references"),
     (DuplicateReferenceError, 409, "duplicate_reference"),
@@ -511,6 +514,20 @@ def _app(vault: Vault, max_body: int) -> FastAPI:  # noqa: C901 - one closure pe
     ) -> dict[str, Any]:
         """One decision log entry with its hashes (as a line of `sigvault log export`)."""
         return vault.decision(decision_id).to_dict()
+
+    @app.post("/v1/decisions/{decision_id}/review", tags=["log"])
+    def review(
+        decision_id: Annotated[int, Path(ge=1, le=MAX_DECISION_ID)],
+        key: Annotated[KeyInfo, Depends(needs("verify"))],
+        outcome: Annotated[str, Body(description="What the reviewer found: genuine or forged.")],
+        reason: Annotated[str | None, Body(description="Why (recorded with the outcome).")] = None,
+        amend: Annotated[bool, Body(description="Supersede an earlier review of the decision.")] = False,
+    ) -> dict[str, Any]:
+        """Record a reviewer's outcome beside a logged decision (as `sigvault review ID --outcome ... --json`); the
+        key is recorded as the reviewer (`api-key:NAME`). A second review needs `"amend": true`."""
+        from sigvault.review import record_review
+
+        return record_review(vault, decision_id, outcome, reason=reason, operator=key.operator, amend=amend).to_dict()
 
     return app
 

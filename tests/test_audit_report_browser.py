@@ -10,6 +10,10 @@ No WebDriver is needed: the test copies the report, appends a small script that 
   with a DOM ``Range`` per word;
 - an item's three columns (text, questioned image, references) sit side by side inside the card.
 
+A second probe plays the reviewer: presses Genuine and Forged on items (and again, to clear or change one),
+types a reason and the reviewer's name, presses "Export outcomes CSV" and keeps the file's bytes, which
+``sigvault review import`` then records in the decision log.
+
 The findings are written into the page; ``chromium --dump-dom`` prints the page as it stands after the
 script ran. The report's own Content-Security-Policy allows inline scripts only, so the page provably
 loads nothing from outside.
@@ -18,6 +22,7 @@ loads nothing from outside.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -201,3 +206,97 @@ def test_every_page_of_a_paged_report_opens(sq_vault, tmp_path: Path) -> None:  
         assert result["filters"]["all"]["drawn"] == result["before"]
         drawn += result["before"]
     assert drawn == ["refer"] * summary.counts["refer"] + ["reject"] * summary.counts["reject"] + ["error"] * 6
+
+
+EXPORT_PROBE = """
+<script>
+(function () {
+  function drawn(el) {
+    var r = el.getBoundingClientRect();
+    return el.offsetParent !== null && r.height > 0 && r.width > 0 && getComputedStyle(el).visibility !== 'hidden';
+  }
+  window.addEventListener('load', function () {
+    var boxes = document.querySelectorAll('.review');
+    var result = {boxes: boxes.length, buttonsDrawn: Array.prototype.every.call(document.querySelectorAll('.review button'), drawn),
+                  exportDrawn: drawn(document.getElementById('export')), picked: []};
+    function press(k, outcome) { boxes[k].querySelector('button[data-outcome="' + outcome + '"]').click(); }
+    press(0, 'genuine');
+    var reason = boxes[0].querySelector('input');
+    reason.value = '  matches the card,\\tpen "pressure" too ';
+    reason.dispatchEvent(new Event('input'));
+    press(1, 'forged');
+    press(2, 'genuine'); press(2, 'genuine');  // pressed again: cleared
+    press(3, 'forged'); press(3, 'genuine');   // changed
+    for (var k = 0; k < 4; k++) { result.picked.push(boxes[k].getAttribute('data-decision-id')); }
+    document.getElementById('reviewer').value = 'j.meier';
+    result.chosen = document.getElementById('chosen').textContent;
+    // the export's Blob and the download link it clicks are observed, the link not followed: headless Chromium
+    // may exit before a real download lands on disk
+    var blobs = [], links = [];
+    var create = URL.createObjectURL, click = HTMLAnchorElement.prototype.click;
+    URL.createObjectURL = function (b) { blobs.push(b); return create.call(URL, b); };
+    HTMLAnchorElement.prototype.click = function () { links.push(this); };
+    document.getElementById('export').click();
+    HTMLAnchorElement.prototype.click = click;
+    result.download = links.length === 1 ? links[0].download : links.length;
+    result.href = links.length === 1 ? links[0].href.slice(0, 5) : null;
+    result.type = blobs.length ? blobs[0].type : null;
+    (blobs.length ? blobs[0].text() : Promise.resolve(null)).then(function (text) {
+      result.csv = text;
+      var out = document.createElement('pre');
+      out.id = 'probe-result';
+      out.textContent = JSON.stringify(result);
+      document.body.appendChild(out);
+    });
+  });
+})();
+</script>
+"""
+
+
+def test_outcomes_clicked_in_the_report_are_exported_and_imported(sq_vault, tmp_path: Path, monkeypatch) -> None:  # noqa: F811, ANN001
+    """Click Genuine / Forged on the report's items, type a reason and the reviewer, export the CSV in the browser,
+    then `sigvault review import` it: the log holds the three reviews with the reviewer and reason, intact."""
+    from typer.testing import CliRunner
+
+    from sigvault.cli import app
+
+    data = build_dataset(sq_vault, tmp_path, persons=5, items=60)
+    summary = run_audit(sq_vault, data.manifest, tmp_path / "out", batch_size=16)
+    report = tmp_path / "out" / "report.html"
+    page = report.with_name("probe-export.html")
+    page.write_text(report.read_text(encoding="utf-8").replace("</body>", EXPORT_PROBE + "</body>"), encoding="utf-8")
+    dom = _dump_dom(page, tmp_path / "chromium-profile")
+    found = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
+    assert found, f"the probe did not run; page as rendered:\n{dom[:3000]}"
+    result = json.loads(html.unescape(found.group(1)))
+    exported = tmp_path / result["download"]  # the bytes the browser saves, as the reviewer's file
+    exported.write_bytes(result["csv"].encode("utf-8"))
+
+    # every decided item (referred and rejected: not the errors) has its buttons, drawn
+    assert result["boxes"] == summary.counts["refer"] + summary.counts["reject"]
+    assert result["buttonsDrawn"] and result["exportDrawn"] and result["chosen"] == "3"
+    entries = {e.id: e for e in sq_vault.log_entries() if e.kind == "audit"}
+    a, b, _, d = (int(x) for x in result["picked"])
+    assert all(entries[x].details["audit"] == summary.audit_id for x in (a, b, d))
+    assert result["type"] == "text/csv;charset=utf-8"
+    assert result["download"] == "outcomes-manifest.csv" and result["href"] == "blob:"
+    assert result["csv"] == (
+        "decision_id,outcome,reason,reviewer\r\n"
+        f'{a},genuine,"matches the card, pen ""pressure"" too",j.meier\r\n'
+        f"{b},forged,,j.meier\r\n"
+        f"{d},genuine,,j.meier\r\n"
+    )
+
+    env = {"SIGVAULT_HOME": str(sq_vault.home), "SIGVAULT_DATABASE_URL": str(sq_vault.engine.url)}
+    out = CliRunner().invoke(app, ["--operator", "back-office", "review", "import", str(exported)], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[0].startswith(f"recorded 3 outcome(s) from {exported} (log entries ")
+    reviews = [e for e in sq_vault.log_entries() if e.kind == "review"]
+    assert [(e.details["decision_id"], e.decision, e.operator, e.reason, e.details["item_id"]) for e in reviews] == [
+        (a, "genuine", "j.meier", 'matches the card, pen "pressure" too', entries[a].details["item_id"]),
+        (b, "forged", "j.meier", None, entries[b].details["item_id"]),
+        (d, "genuine", "j.meier", None, entries[d].details["item_id"]),
+    ]
+    assert all(e.details["audit"] == summary.audit_id and e.details["imported_by"] == "back-office" for e in reviews)
+    assert sq_vault.log_verify().ok

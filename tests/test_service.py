@@ -314,9 +314,41 @@ def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
     assert index_clean(server)
 
 
+def test_a_reviewer_outcome_over_http_is_logged_with_the_key(server: Server) -> None:
+    assert enroll(server, "rita", 3, seed=11).status == 200
+    answer = server.call("POST", "/v1/persons/rita/verify", key="verifier", files=[("image", "q.png", png(11, 7))])
+    did = answer.body["decision_id"]
+    path = f"/v1/decisions/{did}/review"
+    first = server.call("POST", path, key="verifier", json_body={"outcome": "forged", "reason": "unlike the card"})
+    assert first.status == 200, first.body
+    assert {k: first.body[k] for k in ("decision_id", "outcome", "decision", "operator", "reason", "supersedes")} == {
+        "decision_id": did, "outcome": "forged", "decision": answer.body["decision"], "operator": "api-key:verifier",
+        "reason": "unlike the card", "supersedes": None,
+    }
+    logged = server.call("GET", f"/v1/decisions/{first.body['review_id']}", key="verifier").body
+    assert (logged["kind"], logged["decision"], logged["operator"], logged["details"]["decision_id"]) == (
+        "review", "forged", "api-key:verifier", did,
+    )
+    before = server.state()
+    refused = [
+        (server.call("POST", path, key="verifier", json_body={"outcome": "genuine"}), 409, "already_reviewed"),
+        (server.call("POST", path, key="verifier", json_body={"outcome": "maybe"}), 400, "invalid_request"),
+        (server.call("POST", f"/v1/decisions/{first.body['review_id']}/review", key="verifier", json_body={"outcome": "forged"}), 409, "not_a_decision"),
+        (server.call("POST", "/v1/decisions/999999/review", key="verifier", json_body={"outcome": "forged"}), 404, "decision_not_found"),
+        (server.call("POST", path, key=None, json_body={"outcome": "forged"}), 401, "missing_key"),
+    ]
+    assert [(a.status, a.body["code"]) for a, _, _ in refused] == [(s, c) for _, s, c in refused]
+    assert refused[0][0].body["message"].startswith(f"decision {did} was already reviewed: forged by api-key:verifier")
+    assert server.state() == before
+    amended = server.call("POST", path, key="admin", json_body={"outcome": "genuine", "amend": True})
+    assert amended.status == 200 and amended.body["supersedes"] == first.body["review_id"]
+    assert chain_ok(server)[0]
+
+
 def test_openapi_schema_lists_the_endpoints_and_the_bearer_scheme(server: Server) -> None:
     schema = server.call("GET", "/openapi.json", key=None).body
-    assert {"/v1/persons/{person}/verify", "/v1/persons/{person}/references", "/v1/decisions/{decision_id}"} <= set(schema["paths"])
+    assert {"/v1/persons/{person}/verify", "/v1/persons/{person}/references", "/v1/decisions/{decision_id}",
+            "/v1/decisions/{decision_id}/review"} <= set(schema["paths"])
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 

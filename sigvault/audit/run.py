@@ -48,6 +48,7 @@ from sigvault.audit.summary import (
 )
 from sigvault.durable import append_durably, atomic_write
 from sigvault.errors import SigvaultError, UsageError
+from sigvault.review import audit_review_figures
 
 if TYPE_CHECKING:
     from sigvault.db.decision_log import Entry
@@ -143,7 +144,7 @@ def run_audit(
         )
         decide_s = perf_counter() - t_decide
 
-        pages = _write_report(vault, info, out_dir, tally, pol, model_id, cfg, report_page_size)
+        pages = _write_report(vault, info, out_dir, tally, pol, model_id, cfg, report_page_size, state)
         needing_review = tally.needing_review
 
         rows = info.rows
@@ -175,6 +176,7 @@ def run_audit(
             started=started,
             finished=now(),
             capture_mismatch=tally.capture_mismatch,
+            reviews=audit_review_figures(vault, state.audit_id),
         )
         atomic_write(
             out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
@@ -191,13 +193,17 @@ def _write_report(
     model_id: str,
     cfg: scoring.ScoringConfig,
     page_size: int,
+    state: AuditState,
 ) -> int:
     """Write the report: every item not accepted, in review order, ``page_size`` items per page
-    (``report.html``, ``report-2.html``, ...); pages left over from an earlier run are removed.
+    (``report.html``, ``report-2.html``, ...); pages left over from an earlier run are removed. Each decided
+    item carries its ``decision_id`` in the log (for the reviewer's outcomes, :mod:`sigvault.review`).
     Returns the number of pages."""
     from sigvault import report
+    from sigvault.review import audit_decision_ids
 
     queue = review_queue(out_dir / RESULTS_JSONL)
+    ids = audit_decision_ids(vault, state.audit_id, after=state.log_after, rows=info.rows)
     pages = max(1, -(-len(queue) // page_size))
     head = {
         "manifest": info.path.name,
@@ -216,6 +222,7 @@ def _write_report(
     }
     for page in range(1, pages + 1):
         items = read_records(out_dir / RESULTS_JSONL, queue[(page - 1) * page_size : page * page_size])
+        items = [(i, r | {"decision_id": int(ids[i])} if ids[i] else r) for i, r in items]
         html = report.render_report(
             head | {"page": page}, items, reference_images=vault.reference_images, limits=vault.limits
         )

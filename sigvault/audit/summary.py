@@ -72,6 +72,9 @@ class AuditSummary:
     finished: str
     # rows whose scan is captured at another resolution than the person's references (scoring.capture_mismatch)
     capture_mismatch: int = 0
+    # reviewers' outcomes on this audit's decisions so far (sigvault.review.ReviewStats.to_dict()), None when
+    # none was reviewed; recomputed whenever summary.json is written (`--resume` of a finished audit rewrites it)
+    reviews: dict[str, Any] | None = None
 
     @property
     def failed_rows(self) -> int:
