@@ -40,6 +40,11 @@ class AuditProgress:
     total: int
     errors: int
     resumed: int  # rows that were already done when this run started
+    # on a cluster (sigvault.audit.cluster): partitions written of all, workers connected, rows written per second
+    partitions_done: int | None = None
+    partitions: int | None = None
+    workers: int | None = None
+    rows_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class AuditSummary:
     finished: str
     # rows whose scan is captured at another resolution than the person's references (scoring.capture_mismatch)
     capture_mismatch: int = 0
+    cluster: str | None = None  # the Dask cluster the audit ran on (--cluster), None on this machine alone
 
     @property
     def failed_rows(self) -> int:
