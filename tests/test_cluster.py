@@ -16,13 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PG_SERVER, _pg_admin, _pg_unreachable
+from conftest import pg_database
 from test_audit import Dataset, audit_entries, build_dataset, read_jsonl, same_files
 
 from sigvault.audit import run_audit
@@ -50,20 +49,11 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A PostgreSQL vault (its own database) with 4 enrolled persons, a manifest and its single-process audit."""
-    reason = _pg_unreachable()
-    if reason:
-        pytest.skip(reason)
-    from sqlalchemy import text
-
     from sigvault.vault import Vault, upgrade_database
 
-    name = f"sigvault_cluster_{uuid.uuid4().hex[:16]}"
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
     root = tmp_path_factory.mktemp("cluster")
-    settings = Settings(home=root / "home", database_url=f"{PG_SERVER}/{name}")
-    try:
+    with pg_database("sigvault_cluster") as url:
+        settings = Settings(home=root / "home", database_url=url)
         upgrade_database(settings)
         with Vault.open(settings) as vault:
             data = build_dataset(vault, root, persons=4, items=64)
@@ -75,10 +65,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             single = root / "single"
             run_audit(vault, data.manifest, single, batch_size=BATCH)
         yield World(settings, data, single, root)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 KILLER = '''
@@ -255,6 +241,23 @@ def test_client_killed_then_resume(world: World, cluster: Cluster) -> None:
     assert summary["resumed_rows"] == written
     same_files(world.single, out)
     check_log(world, out)
+
+
+def test_a_repeated_batch_logs_each_item_once(vault, images) -> None:  # noqa: ANN001
+    """The exactly-once rule a cluster worker relies on, on both backends: a partition rerun after its worker
+    committed part of it logs only the rows not yet logged, and returns the stored decisions of the others."""
+    from sigvault.vault import LogOnce, VerifyItem
+
+    vault.enroll("alice", images.refs(1, 3))
+    vault.verify("alice", images.write("other.png", 1, 8))  # an entry of another kind, before the audit
+    once = LogOnce(after=vault.log_head(), scope={"audit": "A"})
+    items = [VerifyItem("alice", images.write(f"q{r}.png", 1, 10 + r), details={"audit": "A", "row": r}) for r in range(4)]
+    first = vault.verify_many(items[:2], batch_size=2, once=once)  # committed, then the worker died
+    rerun = vault.verify_many(items, batch_size=2, once=once)
+    entries = [e for e in vault.log_entries() if (e.details or {}).get("audit") == "A"]
+    assert sorted(e.details["row"] for e in entries) == [0, 1, 2, 3]
+    assert [r.decision_id for r in rerun[:2]] == [r.decision_id for r in first]  # the stored decisions
+    assert vault.log_verify().ok
 
 
 def test_sqlite_vault_refused(tmp_path: Path) -> None:
