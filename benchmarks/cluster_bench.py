@@ -6,10 +6,11 @@
 What it measures, each figure the median over ``--repeats``:
 
 1. **Rows per second deciding** (``summary.json``'s ``items_per_s``: rows written / deciding time, validation
-   and report left out) of the same manifest of ``--items`` synthetic signatures (``sigvault.synth``) on the same
+   and report left out) and **CPU milliseconds per row** (``summary.json``'s ``worker_cpu_s`` on a cluster, which
+   is steadier than a rate on a machine shared with other jobs) of the same manifest of ``--items`` synthetic signatures (``sigvault.synth``) on the same
    PostgreSQL vault, with the shipped model: the single-process audit (1 process, and 2 processes reading
    images ahead), then a Dask ``LocalCluster`` of 1 and of 2 worker processes of one thread each, reached over
-   tcp as a remote scheduler would be. The 1-worker rate is the per-core rate a cluster is sized with.
+   tcp as a remote scheduler would be. A worker core's rate, 1000 / its CPU ms per row, sizes a cluster.
 2. **Scheduling overhead per partition**: the wall time per task of ``--tasks`` no-op Dask tasks submitted and
    collected the way the audit does (bounded in flight), on the 2-worker cluster.
 3. **Client memory on a ``--rows``-row manifest**: a separate client process runs the cluster audit of a manifest
@@ -86,9 +87,17 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
 
-def bench_rates(settings: Settings, manifest: Path, root: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Rows per second deciding, median over the repeats, for each way of running the audit."""
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the audit's reading processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bench_rates(settings: Settings, manifest: Path, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Per way of running the audit, medians over the repeats: rows per second deciding, and CPU milliseconds per
+    row (this process and its reading processes; on a cluster, the workers' CPU in the tasks, then the client's)."""
     rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
     runs = 0
 
     def out() -> Path:
@@ -100,20 +109,31 @@ def bench_rates(settings: Settings, manifest: Path, root: Path, args: argparse.N
         for workers in (1, 2):
             label = f"single process, {workers} process{'es' if workers > 1 else ''} reading images"
             for _ in range(args.repeats):
+                c0 = cpu_s()
                 summary = run_audit(vault, manifest, out(), workers=workers, batch_size=args.batch)
                 rates.setdefault(label, []).append(summary.items_per_s)
+                cpu.setdefault(label, []).append((1000 * (cpu_s() - c0) / summary.rows, 0.0))
+    overhead = 0.0
     for workers in (1, 2):
         with local_cluster(workers) as client:
             address = client.scheduler.address
             label = f"Dask cluster, {workers} worker{'s' if workers > 1 else ''} (1 thread each)"
             for _ in range(args.repeats):
+                c0 = cpu_s()
                 summary = run_cluster_audit(
                     settings, manifest, out(), cluster=address, batch_size=args.batch, partition_size=args.partition
                 )
                 rates.setdefault(label, []).append(summary.items_per_s)
+                assert summary.worker_cpu_s is not None
+                worker_ms = 1000 * summary.worker_cpu_s / summary.rows
+                cpu.setdefault(label, []).append((worker_ms, 1000 * (cpu_s() - c0) / summary.rows))
             if workers == 2:
-                rates["overhead"] = [bench_overhead(client, args.tasks)]
-    return {k: median(v) for k, v in rates.items()}
+                overhead = bench_overhead(client, args.tasks)
+    return {
+        "rates": {k: median(v) for k, v in rates.items()},
+        "cpu": {k: (median([a for a, _ in v]), median([b for _, b in v])) for k, v in cpu.items()},
+        "overhead": overhead,
+    }
 
 
 def _noop(n: int) -> int:
@@ -184,7 +204,7 @@ def main() -> None:
     parser.add_argument("--refs", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--partition", type=int, default=64, help="rows per partition of the rate runs")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="0: skip the rates (only the client's memory)")
     parser.add_argument("--tasks", type=int, default=2000, help="no-op tasks timed for the scheduling overhead")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the client-memory manifest (0: skip)")
     parser.add_argument("--rows-partition", type=int, default=256, help="rows per partition of the client-memory run")
@@ -201,15 +221,20 @@ def main() -> None:
             model = vault.model_id
         print(f"model {model}; {args.items} items of {args.persons} persons; batches of {args.batch}, partitions of "
               f"{args.partition} rows; median of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
-        rates = bench_rates(settings, manifest, root, args)
-        overhead = rates.pop("overhead")
-        print("\n| how | rows/s deciding |\n|---|---|")
-        for label, rate in rates.items():
-            print(f"| {label} | {rate} |")
-        print(f"\nscheduling overhead: {overhead:.2f} ms of wall time per no-op task ({args.tasks} tasks, 2 workers)")
-        per_core = rates["Dask cluster, 1 worker (1 thread each)"]
-        needed = 5_000_000 / (4 * 3600)
-        print(f"5,000,000 items in 4 hours = {needed:.0f} rows/s = {needed / per_core:.1f} workers of {per_core} rows/s")
+        if args.repeats:
+            found = bench_rates(settings, manifest, root, args)
+            print("\n| how | rows/s deciding | CPU ms per row |\n|---|---|---|")
+            for label, rate in found["rates"].items():
+                worker_ms, client_ms = found["cpu"][label]
+                cost = f"{worker_ms:.1f} (workers) + {client_ms:.1f} (client)" if "cluster" in label else f"{worker_ms:.1f}"
+                print(f"| {label} | {rate} | {cost} |")
+            print(f"\nscheduling overhead: {found['overhead']:.2f} ms of wall time per no-op task ({args.tasks} tasks, 2 workers)")
+            per_core = 1000 / found["cpu"]["Dask cluster, 1 worker (1 thread each)"][0]
+            needed = 5_000_000 / (4 * 3600)
+            print(
+                f"one worker core decides {per_core:.0f} rows per CPU second; 5,000,000 items in 4 hours = {needed:.0f} "
+                f"rows/s = {needed / per_core:.1f} worker cores kept busy"
+            )
         if args.rows:
             mem = bench_client_memory(settings, root, pairs, args)
             print(

@@ -3,7 +3,7 @@
 Every test checks what the user gets: the result files row by row against a single-process audit of the same
 manifest on the same vault, and the decision log (one entry per decided row, ``log verify`` clean). The vault
 uses the real shipped model (the workers load it themselves, as in production), small drawn images and a
-manifest of some 70 rows with bad rows among them; one module-scoped PostgreSQL database holds it, and each
+manifest of some 55 rows with bad rows among them; one module-scoped PostgreSQL database holds it, and each
 audit is told apart by its audit id.
 """
 
@@ -56,7 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         settings = Settings(home=root / "home", database_url=url)
         upgrade_database(settings)
         with Vault.open(settings) as vault:
-            data = build_dataset(vault, root, persons=4, items=64)
+            data = build_dataset(vault, root, persons=4, items=48)
             # one row names its image by URL (read through fsspec), on one machine and on the workers alike
             url_row = {**data.rows[1], "item_id": "URL-0", "image": (root / data.rows[1]["image"]).as_uri()}
             data.rows.append(url_row)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +171,6 @@ def run_cluster_audit(
     progress: ProgressCallback | None = None,
     report_page_size: int = REPORT_PAGE_SIZE,
     in_flight: int | None = None,
-    task: Callable[[PartitionTask], PartitionResult] | None = None,
 ) -> AuditSummary:
     """Decide every item of ``manifest`` on the Dask cluster ``cluster`` and write the results into ``out_dir``:
     the files, decisions and decision log entries of :func:`~sigvault.audit.run.run_audit` on the same vault.
@@ -182,8 +181,6 @@ def run_cluster_audit(
         batch_size: rows per embedding batch and transaction (as :func:`run_audit`; a resume keeps the first).
         partition_size: rows per Dask task, a multiple of the batch size.
         in_flight: partitions submitted and not yet written, at most (default twice the workers, plus two).
-        task: the function each partition runs on a worker (default
-            :func:`~sigvault.audit.cluster_worker.audit_partition`; the benchmark times the client with a fake).
         The others: as :func:`~sigvault.audit.run.run_audit`.
 
     Raises:
@@ -199,7 +196,7 @@ def run_cluster_audit(
         raise UsageError(f"in_flight must be at least 1, got {in_flight}")
     _refuse_sqlite(settings)
     _distributed()  # the missing extra is reported before anything is written
-    from sigvault.audit.cluster_worker import PLUGIN_NAME, AuditWorker, audit_partition
+    from sigvault.audit.cluster_worker import PLUGIN_NAME, AuditWorker
     from sigvault.vault import Vault
 
     with (
@@ -211,8 +208,8 @@ def run_cluster_audit(
         with connect(spec) as client:
             client.register_plugin(AuditWorker(settings), name=PLUGIN_NAME)
             t_decide = perf_counter()
-            written, decided, recovered, workers = _decide_on_cluster(
-                client, run, partition_size, in_flight, task or audit_partition, progress
+            written, decided, recovered, workers, cpu_s = _decide_on_cluster(
+                client, run, partition_size, in_flight, progress
             )
             decide_s = perf_counter() - t_decide
         return finish_audit(
@@ -224,6 +221,7 @@ def run_cluster_audit(
             workers=workers,
             report_page_size=report_page_size,
             cluster=spec.text,
+            worker_cpu_s=round(cpu_s, 3),
         )
 
 
@@ -252,14 +250,14 @@ def _decide_on_cluster(
     run: AuditRun,
     partition_size: int,
     in_flight: int | None,
-    task: Callable[[PartitionTask], PartitionResult],
     progress: ProgressCallback | None,
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, float]:
     """Submit the partitions, at most ``in_flight`` ahead of the writing, and write their records in manifest
-    order. Returns (rows written, decided, recovered from the log, distinct workers that decided)."""
+    order. Returns (rows written, decided, recovered from the log, distinct workers that decided, the workers'
+    CPU seconds in the tasks)."""
     from distributed import as_completed
 
-    from sigvault.audit.cluster_worker import PartitionTask
+    from sigvault.audit.cluster_worker import PartitionTask, audit_partition
 
     limit = in_flight or 2 * max(_workers(client), 1) + 2
     total_partitions = -(-run.info.rows // partition_size)
@@ -267,6 +265,7 @@ def _decide_on_cluster(
     ready: dict[int, PartitionResult] = {}
     used: set[str] = set()
     decided = recovered = 0
+    cpu_s = 0.0
     done_at_start = run.done
     t0 = perf_counter()
     finished = as_completed()
@@ -289,7 +288,7 @@ def _decide_on_cluster(
             )
 
         def collect_one() -> None:
-            nonlocal decided, recovered
+            nonlocal decided, recovered, cpu_s
             future = next(finished)
             number = next(n for n, (f, _) in submitted.items() if f is future)
             try:
@@ -308,6 +307,7 @@ def _decide_on_cluster(
                 writer.write_lines(result.lines)
                 decided += result.decided
                 recovered += result.recovered
+                cpu_s += result.cpu_s
                 used.add(result.worker)
                 del submitted[n]
                 report()
@@ -315,11 +315,11 @@ def _decide_on_cluster(
         report()
         for number, part in partitions(run, partition_size):
             payload = PartitionTask(number, part, run.job)
-            future = client.submit(task, payload, key=f"sigvault-audit-{token}-{number}", pure=False, retries=TASK_RETRIES)
+            future = client.submit(audit_partition, payload, key=f"sigvault-audit-{token}-{number}", pure=False, retries=TASK_RETRIES)
             finished.add(future)
             submitted[number] = (future, payload)
             while len(submitted) >= limit:
                 collect_one()
         while submitted:
             collect_one()
-        return writer.done - done_at_start, decided, recovered, len(used)
+        return writer.done - done_at_start, decided, recovered, len(used), cpu_s

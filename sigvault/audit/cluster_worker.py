@@ -18,7 +18,7 @@ plugin must subclass Dask's ``WorkerPlugin``), and by the workers themselves whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from time import perf_counter
+from time import perf_counter, process_time
 from typing import TYPE_CHECKING
 
 from distributed import get_worker
@@ -64,6 +64,7 @@ class PartitionResult:
     recovered: int  # rows taken back from the decision log of an interrupted run (--resume)
     worker: str  # the worker's address
     seconds: float  # time spent in the task
+    cpu_s: float  # CPU time of the worker process meanwhile (its one task thread, and the rest of the process)
 
 
 class AuditWorker(WorkerPlugin):
@@ -116,7 +117,7 @@ def audit_partition(task: PartitionTask) -> PartitionResult:
     """
     from sigvault.vault import LogOnce
 
-    t0 = perf_counter()
+    t0, cpu0 = perf_counter(), process_time()
     vault, address = worker_vault()
     job = task.job
     if vault.model_id != job.model_id:
@@ -133,4 +134,6 @@ def audit_partition(task: PartitionTask) -> PartitionResult:
         lines.extend(json_line(record) for record in records)
         decided += d
         recovered += r
-    return PartitionResult(task.number, lines, decided, recovered, address, perf_counter() - t0)
+    return PartitionResult(
+        task.number, lines, decided, recovered, address, perf_counter() - t0, process_time() - cpu0
+    )

@@ -185,6 +185,7 @@ def finish_audit(
     workers: int,
     report_page_size: int,
     cluster: str | None = None,
+    worker_cpu_s: float | None = None,
 ) -> AuditSummary:
     """Write the report pages and ``summary.json``; return the summary. ``written``: rows written by this
     run, ``decided``: by the model, ``recovered``: taken back from the decision log."""
@@ -218,6 +219,7 @@ def finish_audit(
         finished=now(),
         capture_mismatch=tally.capture_mismatch,
         cluster=cluster,
+        worker_cpu_s=worker_cpu_s,
     )
     atomic_write(run.out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode())
     return summary

@@ -78,6 +78,9 @@ class AuditSummary:
     # rows whose scan is captured at another resolution than the person's references (scoring.capture_mismatch)
     capture_mismatch: int = 0
     cluster: str | None = None  # the Dask cluster the audit ran on (--cluster), None on this machine alone
+    # CPU seconds the cluster's workers spent deciding this run's partitions: rows / worker_cpu_s is the rate of
+    # one core, what a cluster is sized with (docs/cluster.md)
+    worker_cpu_s: float | None = None
 
     @property
     def failed_rows(self) -> int:
