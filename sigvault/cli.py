@@ -1061,32 +1061,71 @@ def audit(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json); the result files are the same.")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N (N local worker "
+            "processes). Needs a PostgreSQL vault and `pip install 'sigvault[cluster]'`.",
+            show_default=False,
+        ),
+    ] = None,
+    partition_size: Annotated[
+        int, typer.Option(min=1, help="With --cluster: rows per Dask task, a multiple of --batch-size.")
+    ] = 256,
     as_json: JsonFlag = False,
 ) -> None:
     """Verify every item of a manifest as `verify` does; write results, a summary and a review report.
 
     Exit 1 when some rows could not be decided (their decision is "error"); they are listed in the
-    results. An interrupted audit is finished with --resume. A progress bar shows on a terminal.
+    results. An interrupted audit is finished with --resume. A progress bar shows on a terminal. With
+    --cluster the rows are decided by Dask workers sharing a PostgreSQL vault: same files, same decisions.
 
     \b
     Example:
       sigvault audit cheques-2025-11-25.csv --out audit-2025-11-25/ --workers 2
       sigvault audit cheques-2025-11-25.csv --out audit-2025-11-25/ --quiet   # e.g. from cron
+      sigvault audit cheques-2025-11-25.csv --out audit-2025-11-25/ --cluster tcp://scheduler:8786
     """
-    from sigvault.audit import run_audit
+    from sigvault.audit import AuditProgress, run_audit
+
+    def show(p: AuditProgress) -> None:
+        assert update is not None
+        if p.partitions is None:
+            update(p.done, p.total)
+        else:
+            stage = f"partitions {p.partitions_done}/{p.partitions}, {p.workers} workers, {p.rows_per_s:.0f} rows/s"
+            update(p.done, p.total, stage)
 
     try:
-        with _vault(ctx) as vault, _progress("auditing", quiet=quiet) as update:
-            summary = run_audit(
-                vault,
-                manifest,
-                out,
-                workers=workers,
-                batch_size=batch_size,
-                policy=policy,
-                resume=resume,
-                progress=None if update is None else (lambda p: update(p.done, p.total)),
-            )
+        with _progress("auditing", quiet=quiet) as update:
+            if cluster is not None:
+                from sigvault.audit.cluster import run_cluster_audit
+
+                if workers != 1:
+                    raise UsageError("--workers is for one machine; with --cluster the Dask workers do the work")
+                summary = run_cluster_audit(
+                    _settings(ctx),
+                    manifest,
+                    out,
+                    cluster=cluster,
+                    batch_size=batch_size,
+                    partition_size=partition_size,
+                    policy=policy,
+                    resume=resume,
+                    progress=None if update is None else show,
+                )
+            else:
+                with _vault(ctx) as vault:
+                    summary = run_audit(
+                        vault,
+                        manifest,
+                        out,
+                        workers=workers,
+                        batch_size=batch_size,
+                        policy=policy,
+                        resume=resume,
+                        progress=None if update is None else show,
+                    )
     except KeyboardInterrupt:
         hint = f"interrupted; finish the audit with: sigvault audit {manifest} --out {out} --resume"
         _fail(hint, 130, kind="interrupted", as_json=as_json)

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import struct
 from collections.abc import Sequence
@@ -98,13 +99,45 @@ class ImageLimits:
 DEFAULT_LIMITS = ImageLimits()
 
 
+#: ``scheme://...``: an image named by URL, read through fsspec (``s3://``, ``http://``, ``file://``, ...)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(source: str) -> bool:
+    """Is this image name a URL (read through fsspec) rather than a file path?"""
+    return bool(_URL.match(source))
+
+
+def _read_url(url: str, name: str, limits: ImageLimits) -> bytes:
+    """The bytes behind a URL, through fsspec (a backend per scheme: s3fs for ``s3://``, ...), at most the
+    byte limit plus one (so a larger file is told apart without reading it whole)."""
+    try:
+        import fsspec
+    except ImportError:
+        raise ImageError(
+            f"{name}: reading images by URL needs fsspec; pip install 'sigvault[cluster]'"
+        ) from None
+    try:
+        with fsspec.open(url, "rb") as fh:
+            return bytes(fh.read(limits.max_bytes + 1))
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file; check the URL") from None
+    except (ImportError, ValueError) as exc:  # no backend installed for the scheme, or a malformed URL
+        raise ImageError(f"{name}: cannot be read ({exc}); check the URL and its fsspec backend") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot be read ({exc.strerror or exc}); check the URL") from None
+
+
 def read_bytes(source: Path | str | bytes, name: str, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
-    """The raw bytes of an image file (or the bytes given), checked against the byte limit.
+    """The raw bytes of an image file (or the bytes given, or a URL's: :func:`is_url`), checked against the
+    byte limit.
 
     Raises ImageError naming the file: missing, a directory, unreadable, empty, too large.
     """
     if isinstance(source, bytes):
         data = source
+    elif isinstance(source, str) and is_url(source):
+        data = _read_url(source, name, limits)
     else:
         path = Path(source)
         try:

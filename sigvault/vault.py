@@ -130,6 +130,22 @@ class VerifyItem:
 
 
 @dataclass(frozen=True)
+class LogOnce:
+    """Log each item of a :meth:`Vault.verify_many` call at most once, even when the call is repeated.
+
+    An item is known by ``details[key]`` together with ``scope`` (e.g. an audit's id and the row number). Under
+    the decision log's head lock, just before appending, the entries written after ``after`` are searched for
+    the batch's items (:func:`sigvault.db.decision_log.logged_rows`); an item already logged is not appended
+    again and its stored entry is its result. A task that an engine retries after its worker died, having
+    committed some of its batches, thus logs every decision exactly once.
+    """
+
+    after: int  # the decision log head when the work started: its entries come after
+    scope: dict[str, Any]  # details every entry of this work carries, e.g. {"audit": audit_id}
+    key: str = "row"  # the details field that tells the items apart within the scope
+
+
+@dataclass(frozen=True)
 class _LoadedImage:
     name: str
     data: bytes
@@ -566,6 +582,7 @@ class Vault:
         *,
         kind: Literal["verify", "audit"] = "audit",
         batch_size: int = VERIFY_BATCH,
+        once: LogOnce | None = None,
     ) -> list[Verification | SigvaultError]:
         """Verify many questioned signatures, embedding them in batches; one transaction per batch.
 
@@ -573,13 +590,17 @@ class Vault:
         on. Each decision is appended to the decision log with ``kind`` and the item's ``details``.
         Items may come already prepared (:func:`prepare`, e.g. in worker processes) and may carry a
         decision rule (``VerifyItem.decide``); with neither, the result is exactly :meth:`verify`'s.
+        ``once``: items already logged (a repeated call) are not logged again; their stored entry is their
+        result (:class:`LogOnce`).
         """
         results: list[Verification | SigvaultError] = []
         for start in range(0, len(items), batch_size):
-            results.extend(self._verify_batch(items[start : start + batch_size], kind))
+            results.extend(self._verify_batch(items[start : start + batch_size], kind, once))
         return results
 
-    def _verify_batch(self, items: Sequence[VerifyItem], kind: str) -> list[Verification | SigvaultError]:
+    def _verify_batch(
+        self, items: Sequence[VerifyItem], kind: str, once: LogOnce | None = None
+    ) -> list[Verification | SigvaultError]:
         out: list[Verification | SigvaultError | None] = [None] * len(items)
         ready: list[tuple[int, str, Prepared | _LoadedImage]] = []
         spec = self.embedder.spec
@@ -650,9 +671,21 @@ class Vault:
                             reason=self.reason,
                         )
                     )
-                stored = decision_log.append(conn, entries)
-            for (i, loaded, _refs, _score, _matches), entry in zip(judged, stored, strict=True):
-                out[i] = Verification.from_entry(entry, loaded.name)
+                logged: dict[Any, decision_log.Entry] = {}
+                if once is not None and entries:
+                    decision_log.head(conn, lock=True)  # appenders wait here: nobody logs these items meanwhile
+                    logged = decision_log.logged_rows(
+                        conn,
+                        after=once.after,
+                        person_ids=[e.person_id for e in entries],
+                        scope=once.scope,
+                        key=once.key,
+                    )
+                # each judged item's earlier entry (``once``: logged by an earlier call), or None: log it now
+                earlier = [logged.get((e.details or {}).get(once.key)) if once else None for e in entries]
+                stored = iter(decision_log.append(conn, [e for e, old in zip(entries, earlier) if old is None]))
+            for (i, loaded, *_), old in zip(judged, earlier, strict=True):
+                out[i] = Verification.from_entry(old if old is not None else next(stored), loaded.name)
         assert all(r is not None for r in out)
         return out  # type: ignore[return-value]
 

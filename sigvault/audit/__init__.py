@@ -12,6 +12,8 @@ writes into an output folder:
 
 The package, one job per module (imports point down the list):
 
+- :mod:`~sigvault.audit.cluster`: :func:`run_cluster_audit`, the same audit on a Dask cluster (``--cluster``),
+  whose workers run :mod:`~sigvault.audit.cluster_worker` (Dask is imported only there);
 - :mod:`~sigvault.audit.run`: :func:`run_audit`, chunking and the worker processes that read images ahead;
 - :mod:`~sigvault.audit.files`: the output folder, crash-safe and resumable (``--resume``);
 - :mod:`~sigvault.audit.summary`: progress, the tally, the review queue and its order, ``summary.json``;
@@ -43,6 +45,7 @@ The library never prints: progress goes to the ``progress`` callback, problems a
 ``decision = "error"`` and the summary's ``exit_code`` is 1 so the CLI can say some rows failed.
 """
 
+from sigvault.audit.cluster import run_cluster_audit
 from sigvault.audit.files import REPORT_HTML, RESULTS_CSV, RESULTS_JSONL, STATE_FILE, SUMMARY_JSON, report_page_name
 from sigvault.audit.manifest import REQUIRED_COLUMNS, ManifestInfo, Row, iter_rows, validate_manifest
 from sigvault.audit.policy import Band, Policy, load_policy
@@ -97,5 +100,6 @@ __all__ = [
     "review_queue",
     "risk_key",
     "run_audit",
+    "run_cluster_audit",
     "validate_manifest",
 ]

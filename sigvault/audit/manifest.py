@@ -245,6 +245,11 @@ def iter_rows(info: ManifestInfo) -> Iterator[Row]:
 
 
 def image_path(info: ManifestInfo, image: str) -> str:
-    """A row's image path: absolute as given, or relative to the manifest's folder."""
+    """A row's image path: a URL (``s3://...``, read through fsspec) or an absolute path as given, or a path
+    relative to the manifest's folder."""
+    from sigvault.imaging import is_url
+
+    if is_url(image):
+        return image
     path = Path(image)
     return str(path if path.is_absolute() else info.path.parent / path)

@@ -8,6 +8,11 @@ that needs neither the model nor the database: with ``workers`` >= 2 it runs in 
 ``ProcessPoolExecutor``; threads would serialise on the GIL), a few chunks ahead, while the calling thread
 embeds, scores, logs and writes chunk after chunk, strictly in manifest order. With ``workers`` = 1 everything
 happens in the calling thread. At most ``2 * workers + 1`` chunks are in flight.
+
+What an audit does around the deciding is shared with the cluster runner (:mod:`sigvault.audit.cluster`):
+:func:`open_audit` (validate, lock the output folder, start or repair the files), :class:`RecordWriter` (append
+records in manifest order, tally, progress), :func:`decide_chunk` (one aligned chunk through ``verify_many``)
+and :func:`finish_audit` (the report pages and ``summary.json``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from io import BufferedWriter
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -53,16 +60,173 @@ from sigvault.review import audit_review_figures
 if TYPE_CHECKING:
     from sigvault.db.decision_log import Entry
     from sigvault.imaging import ImageLimits, PreprocessSpec
-    from sigvault.vault import Prepared, Vault
+    from sigvault.vault import LogOnce, Prepared, Vault
 
 ProgressCallback = Callable[[AuditProgress], None]
 
 
 @dataclass(frozen=True)
-class _Chunk:
+class Chunk:
+    """``batch_size`` rows aligned on absolute row numbers: one embedding batch and one transaction."""
+
     start: int
     rows: list[Row]
     recovered: dict[int, Entry]  # row index -> decision log entry (resume only)
+
+
+@dataclass(frozen=True)
+class AuditJob:
+    """What deciding a chunk needs besides the vault. Picklable: a cluster worker gets it with each partition."""
+
+    info: ManifestInfo
+    state: AuditState
+    policy: Policy | None
+    model_id: str
+
+    @property
+    def batch_size(self) -> int:
+        return self.state.batch_size  # a resumed audit keeps the batch size it started with
+
+
+@dataclass
+class AuditRun:
+    """An audit under way (:func:`open_audit`): the job, and what the output folder holds."""
+
+    vault: Vault
+    job: AuditJob
+    out_dir: Path
+    done: int  # rows already written when this run started (a resume)
+    recovered: dict[int, Entry]  # rows logged but not written by the interrupted run, by row index
+    tally: Tally
+    started: str
+    t0: float = field(default_factory=perf_counter)
+
+    @property
+    def info(self) -> ManifestInfo:
+        return self.job.info
+
+    @property
+    def state(self) -> AuditState:
+        return self.job.state
+
+    @property
+    def batch_size(self) -> int:
+        return self.job.batch_size
+
+
+def check_sizes(batch_size: int, report_page_size: int) -> None:
+    """Refuse sizes below 1 (UsageError)."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if report_page_size < 1:
+        raise UsageError(f"report_page_size must be at least 1, got {report_page_size}")
+
+
+@contextmanager
+def open_audit(
+    vault: Vault, manifest: Path, out_dir: Path, *, batch_size: int, policy: Path | None, resume: bool
+) -> Iterator[AuditRun]:
+    """Validate the manifest and the policy, lock ``out_dir`` and start (or check and repair, with ``resume``)
+    its files; the lock is held until the block ends."""
+    started = now()
+    t0 = perf_counter()
+    manifest = Path(manifest).absolute()
+    out_dir = Path(out_dir)
+    info = validate_manifest(manifest)
+    pol = load_policy(policy) if policy is not None else None
+    model_id = vault.model_id  # loads the model now, before any thread needs it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from sigvault.index import file_lock
+
+    with file_lock(out_dir / ".audit"):
+        tally = Tally()
+        state, done, recovered = prepare_outputs(vault, info, out_dir, pol, model_id, batch_size, resume, tally, started)
+        yield AuditRun(vault, AuditJob(info, state, pol, model_id), out_dir, done, recovered, tally, started, t0)
+
+
+class RecordWriter:
+    """Appends records to ``results.jsonl`` and ``results.csv`` in manifest order, durably, and tallies them.
+
+    The CSV is made from the JSON text, exactly as a resume rebuilds it."""
+
+    def __init__(self, run: AuditRun, jsonl: BufferedWriter, csvf: BufferedWriter) -> None:
+        self.run, self._jsonl, self._csv = run, jsonl, csvf
+        self.done = run.done  # rows written, those of earlier runs included
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        self.write_lines([json_line(r) for r in records])
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Records already serialised by :func:`~sigvault.audit.records.json_line` (e.g. by a cluster worker)."""
+        append_durably(self._jsonl, "".join(lines).encode("utf-8"))
+        records = [json.loads(line) for line in lines]
+        append_durably(self._csv, csv_text([csv_row(r, self.run.state.columns) for r in records]))
+        for record in records:
+            self.run.tally.add(record)
+        self.done += len(records)
+
+    def progress(self, **extra: Any) -> AuditProgress:
+        run = self.run
+        return AuditProgress(self.done, run.info.rows, run.tally.counts["error"], run.done, **extra)
+
+
+@contextmanager
+def record_writer(run: AuditRun) -> Iterator[RecordWriter]:
+    with open(run.out_dir / RESULTS_JSONL, "ab") as jsonl, open(run.out_dir / RESULTS_CSV, "ab") as csvf:
+        yield RecordWriter(run, jsonl, csvf)
+
+
+def finish_audit(
+    run: AuditRun,
+    *,
+    written: int,
+    decided: int,
+    recovered: int,
+    decide_s: float,
+    workers: int,
+    report_page_size: int,
+    cluster: str | None = None,
+    worker_cpu_s: float | None = None,
+) -> AuditSummary:
+    """Write the report pages and ``summary.json``; return the summary. ``written``: rows written by this
+    run, ``decided``: by the model, ``recovered``: taken back from the decision log."""
+    info, tally, pol, model_id = run.info, run.tally, run.job.policy, run.job.model_id
+    pages = _write_report(
+        run.vault, info, run.out_dir, tally, pol, model_id, run.vault.embedder.scoring, report_page_size, run.state
+    )
+    rows = info.rows
+    summary = AuditSummary(
+        out_dir=run.out_dir,
+        manifest=info.path,
+        manifest_sha256=info.sha256,
+        audit_id=run.state.audit_id,
+        rows=rows,
+        counts={d: tally.counts[d] for d in DECISIONS},
+        error_kinds=dict(sorted(tally.kinds.items())),
+        refer_rate=tally.counts["refer"] / rows if rows else 0.0,
+        review_rate=tally.needing_review / rows if rows else 0.0,
+        decided_this_run=decided,
+        resumed_rows=run.done,
+        recovered_from_log=recovered,
+        elapsed_s=round(perf_counter() - run.t0, 3),
+        decide_s=round(decide_s, 3),
+        items_per_s=round(written / decide_s, 2) if decide_s > 0 and written else 0.0,  # rows written per second
+        workers=workers,
+        batch_size=run.batch_size,
+        model=model_id,
+        policy=pol.to_dict() if pol is not None else None,
+        report_items=tally.needing_review,
+        report_pages=pages,
+        first_started=run.state.first_started,
+        started=run.started,
+        finished=now(),
+        capture_mismatch=tally.capture_mismatch,
+        cluster=cluster,
+        worker_cpu_s=worker_cpu_s,
+        reviews=audit_review_figures(run.vault, run.state.audit_id),
+    )
+    atomic_write(run.out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode())
+    return summary
 
 
 def run_audit(
@@ -102,86 +266,21 @@ def run_audit(
             not match how the audit started (manifest, policy or model changed).
         SigvaultError: the database failed; the outputs stay resumable.
     """
-    t0 = perf_counter()
-    started = now()
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if report_page_size < 1:
-        raise UsageError(f"report_page_size must be at least 1, got {report_page_size}")
-    manifest = Path(manifest).absolute()
-    out_dir = Path(out_dir)
-    info = validate_manifest(manifest)
-    pol = load_policy(policy) if policy is not None else None
-    model_id = vault.model_id  # loads the model now, before any thread needs it
-    cfg = vault.embedder.scoring
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from sigvault.index import file_lock
-
-    with file_lock(out_dir / ".audit"):
-        tally = Tally()
-        state, done_rows, recovered = prepare_outputs(vault, info, out_dir, pol, model_id, batch_size, resume, tally, started)
-        batch_size = state.batch_size
-        columns = state.columns
+    check_sizes(batch_size, report_page_size)
+    with open_audit(vault, manifest, out_dir, batch_size=batch_size, policy=policy, resume=resume) as run:
         t_decide = perf_counter()
-        decided = _decide_all(
-            vault,
-            info,
-            out_dir,
-            state,
-            pol,
-            cfg,
-            model_id,
-            columns,
-            done_rows,
-            recovered,
-            tally,
-            workers,
-            batch_size,
-            progress,
-        )
-        decide_s = perf_counter() - t_decide
-
-        pages = _write_report(vault, info, out_dir, tally, pol, model_id, cfg, report_page_size, state)
-        needing_review = tally.needing_review
-
-        rows = info.rows
-        summary = AuditSummary(
-            out_dir=out_dir,
-            manifest=info.path,
-            manifest_sha256=info.sha256,
-            audit_id=state.audit_id,
-            rows=rows,
-            counts={d: tally.counts[d] for d in DECISIONS},
-            error_kinds=dict(sorted(tally.kinds.items())),
-            refer_rate=tally.counts["refer"] / rows if rows else 0.0,
-            review_rate=needing_review / rows if rows else 0.0,
-            decided_this_run=decided[1],
-            resumed_rows=done_rows,
-            recovered_from_log=decided[2],
-            elapsed_s=round(perf_counter() - t0, 3),
-            decide_s=round(decide_s, 3),
-            items_per_s=round(decided[0] / decide_s, 2)
-            if decide_s > 0 and decided[0]
-            else 0.0,  # rows written per second
+        written, decided, recovered = _decide_all(run, workers, progress)
+        return finish_audit(
+            run,
+            written=written,
+            decided=decided,
+            recovered=recovered,
+            decide_s=perf_counter() - t_decide,
             workers=workers,
-            batch_size=batch_size,
-            model=model_id,
-            policy=pol.to_dict() if pol is not None else None,
-            report_items=needing_review,
-            report_pages=pages,
-            first_started=state.first_started,
-            started=started,
-            finished=now(),
-            capture_mismatch=tally.capture_mismatch,
-            reviews=audit_review_figures(vault, state.audit_id),
+            report_page_size=report_page_size,
         )
-        atomic_write(
-            out_dir / SUMMARY_JSON, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
-        )
-    return summary
 
 
 def _write_report(
@@ -250,7 +349,7 @@ def prepare_many(
     return out
 
 
-def _to_prepare(info: ManifestInfo, chunk: _Chunk) -> list[tuple[str, str]]:
+def to_prepare(info: ManifestInfo, chunk: Chunk) -> list[tuple[str, str]]:
     """(path, name) of the rows of a chunk whose image must be read (not recovered, not blank)."""
     return [
         (image_path(info, row.image), image_path(info, row.image))
@@ -296,22 +395,21 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def _decide_chunk(
+def decide_chunk(
     vault: Vault,
-    info: ManifestInfo,
-    state: AuditState,
-    chunk: _Chunk,
+    job: AuditJob,
+    chunk: Chunk,
     prepared: list[Prepared | SigvaultError] | None,
-    pol: Policy | None,
-    cfg: scoring.ScoringConfig,
-    model_id: str,
-    batch_size: int,
+    *,
+    once: LogOnce | None = None,
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """Decide one chunk. ``prepared``: the outcome of :func:`prepare_many` for :func:`_to_prepare`'s rows
-    (None: read them here). Returns (records in row order, rows decided, rows recovered)."""
+    """Decide one chunk. ``prepared``: the outcome of :func:`prepare_many` for :func:`to_prepare`'s rows
+    (None: read them here). ``once``: log each row at most once (:class:`~sigvault.vault.LogOnce`; the cluster's
+    retried partitions). Returns (records in row order, rows decided, rows recovered)."""
     from sigvault.results import Verification
     from sigvault.vault import VerifyItem
 
+    info, pol, cfg, model_id = job.info, job.policy, vault.embedder.scoring, job.model_id
     records: list[dict[str, Any] | None] = [None] * len(chunk.rows)
     todo: list[tuple[int, Row, str]] = []
     recovered = 0
@@ -331,7 +429,7 @@ def _decide_chunk(
         raise AssertionError("prepared items do not match the chunk")  # pragma: no cover
     items = []
     for k, (_, row, source) in enumerate(todo):
-        details: dict[str, Any] = {"audit": state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
+        details: dict[str, Any] = {"audit": job.state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
         rule = None
         if pol is not None:
             band = pol.band_for(row.amount)
@@ -340,14 +438,14 @@ def _decide_chunk(
         items.append(
             VerifyItem(
                 row.person,
-                Path(source),
+                source,  # a path or a URL (sigvault.imaging.is_url)
                 name=source,
                 details=details,
                 prepared=prepared[k] if prepared is not None else None,
                 decide=rule,
             )
         )
-    results = vault.verify_many(items, kind="audit", batch_size=batch_size) if items else []
+    results = vault.verify_many(items, kind="audit", batch_size=job.batch_size, once=once) if items else []
     for (i, row, source), result in zip(todo, results, strict=True):
         if isinstance(result, SigvaultError):
             records[i] = error_record(row, source, error_kind(result), str(result), model_id, pol)
@@ -357,71 +455,49 @@ def _decide_chunk(
     return records, decided, recovered  # type: ignore[return-value]
 
 
-def _chunks(rows: Iterator[Row], start: int, batch_size: int, recovered: dict[int, Entry]) -> Iterator[_Chunk]:
-    """Chunks aligned on multiples of ``batch_size`` (the first may be shorter when resuming)."""
+def chunks(run: AuditRun) -> Iterator[Chunk]:
+    """The chunks of the rows not yet written, streamed: aligned on multiples of the batch size (the first may
+    be shorter when resuming)."""
+    start, size, recovered = run.done, run.batch_size, run.recovered
     current: list[Row] = []
-    for row in rows:
+    for row in iter_rows(run.info):
         if row.index < start:
             continue
         current.append(row)
-        if (row.index + 1) % batch_size == 0:
-            yield _Chunk(
-                current[0].index, current, {r.index: recovered[r.index] for r in current if r.index in recovered}
-            )
+        if (row.index + 1) % size == 0:
+            yield Chunk(current[0].index, current, {r.index: recovered[r.index] for r in current if r.index in recovered})
             current = []
     if current:
-        yield _Chunk(current[0].index, current, {r.index: recovered[r.index] for r in current if r.index in recovered})
+        yield Chunk(current[0].index, current, {r.index: recovered[r.index] for r in current if r.index in recovered})
 
 
-def _decide_all(
-    vault: Vault,
-    info: ManifestInfo,
-    out_dir: Path,
-    state: AuditState,
-    pol: Policy | None,
-    cfg: scoring.ScoringConfig,
-    model_id: str,
-    columns: Sequence[str],
-    done: int,
-    recovered: dict[int, Entry],
-    tally: Tally,
-    workers: int,
-    batch_size: int,
-    progress: ProgressCallback | None,
-) -> tuple[int, int, int]:
-    """Decide the rows from ``done`` on, writing each chunk in order.
+def _decide_all(run: AuditRun, workers: int, progress: ProgressCallback | None) -> tuple[int, int, int]:
+    """Decide the rows not yet written, writing each chunk in order.
 
     Returns (rows written, rows decided by the model, rows recovered from the decision log)."""
-    resumed = done
     decided_total = recovered_total = 0
-    if progress is not None:
-        progress(AuditProgress(done, info.rows, tally.counts["error"], resumed))
-    if done >= info.rows:
-        return 0, 0, 0
-    pending: deque[tuple[_Chunk, Future[list[Prepared | SigvaultError]] | None]] = deque()
-    spec, limits = vault.embedder.spec, vault.limits
-    pool = _process_pool(workers) if workers > 1 else None
-    with open(out_dir / RESULTS_JSONL, "ab") as jsonl, open(out_dir / RESULTS_CSV, "ab") as csvf:
+    pending: deque[tuple[Chunk, Future[list[Prepared | SigvaultError]] | None]] = deque()
+    spec, limits = run.vault.embedder.spec, run.vault.limits
+    with record_writer(run) as writer:
+        if progress is not None:
+            progress(writer.progress())
+        if run.done >= run.info.rows:
+            return 0, 0, 0
+        pool = _process_pool(workers) if workers > 1 else None
 
-        def decide_and_write(chunk: _Chunk, future: Future[list[Prepared | SigvaultError]] | None) -> None:
-            nonlocal done, decided_total, recovered_total
+        def decide_and_write(chunk: Chunk, future: Future[list[Prepared | SigvaultError]] | None) -> None:
+            nonlocal decided_total, recovered_total
             prepared = future.result() if future is not None else None
-            records, decided, rec = _decide_chunk(vault, info, state, chunk, prepared, pol, cfg, model_id, batch_size)
-            lines = [json_line(r) for r in records]
-            append_durably(jsonl, "".join(lines).encode("utf-8"))
-            # The CSV is made from the JSON text, exactly as a resume rebuilds it.
-            append_durably(csvf, csv_text([csv_row(json.loads(line), columns) for line in lines]))
-            for record in records:
-                tally.add(record)
-            done += len(records)
+            records, decided, rec = decide_chunk(run.vault, run.job, chunk, prepared)
+            writer.write(records)
             decided_total += decided
             recovered_total += rec
             if progress is not None:
-                progress(AuditProgress(done, info.rows, tally.counts["error"], resumed))
+                progress(writer.progress())
 
         try:
-            for chunk in _chunks(iter_rows(info), done, batch_size, recovered):
-                jobs = _to_prepare(info, chunk)
+            for chunk in chunks(run):
+                jobs = to_prepare(run.info, chunk)
                 future = pool.submit(prepare_many, jobs, spec, limits) if pool is not None and jobs else None
                 pending.append((chunk, future))
                 # keep the workers a few chunks ahead of the embedding; decide in manifest order
@@ -432,4 +508,4 @@ def _decide_all(
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-    return done - resumed, decided_total, recovered_total
+        return writer.done - run.done, decided_total, recovered_total

@@ -40,6 +40,11 @@ class AuditProgress:
     total: int
     errors: int
     resumed: int  # rows that were already done when this run started
+    # on a cluster (sigvault.audit.cluster): partitions written of all, workers connected, rows written per second
+    partitions_done: int | None = None
+    partitions: int | None = None
+    workers: int | None = None
+    rows_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ class AuditSummary:
     # reviewers' outcomes on this audit's decisions so far (sigvault.review.ReviewStats.to_dict()), None when
     # none was reviewed; recomputed whenever summary.json is written (`--resume` of a finished audit rewrites it)
     reviews: dict[str, Any] | None = None
+    cluster: str | None = None  # the Dask cluster the audit ran on (--cluster), None on this machine alone
+    # CPU seconds the cluster's workers spent deciding this run's partitions: rows / worker_cpu_s is the rate of
+    # one core, what a cluster is sized with (docs/cluster.md)
+    worker_cpu_s: float | None = None
 
     @property
     def failed_rows(self) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -240,6 +240,30 @@ def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:
     stmt = select(*cols).where(Decision.c.id > after).order_by(Decision.c.id)
     for row in conn.execution_options(yield_per=1000).execute(stmt):
         yield Entry(*row)
+
+
+def logged_rows(
+    conn: Connection, *, after: int, person_ids: Iterable[str], scope: Mapping[str, Any], key: str
+) -> dict[Any, Entry]:
+    """Entries after ``after`` of these persons whose details hold every item of ``scope``, by ``details[key]``.
+
+    What makes a batch's appends idempotent (:class:`sigvault.vault.LogOnce`): an audit's entries carry the
+    audit id and the row number in their details, so a row already logged is found before it is logged again.
+    The search goes through the index on ``person_id`` (a person has a few entries a night, not millions), and
+    ``id > after`` bounds it to the entries written since the audit started.
+    """
+    persons = sorted(set(person_ids))
+    if not persons:
+        return {}
+    cols = [Decision.c[f] for f in Entry.__dataclass_fields__]
+    stmt = select(*cols).where(Decision.c.person_id.in_(persons), Decision.c.id > after).order_by(Decision.c.id)
+    found: dict[Any, Entry] = {}
+    for row in conn.execute(stmt):
+        entry = Entry(*row)
+        details = entry.details or {}
+        if key in details and all(details.get(k) == v for k, v in scope.items()):
+            found.setdefault(details[key], entry)
+    return found
 
 
 def get_entry(conn: Connection, entry_id: int) -> Entry | None:
