@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sigvault import config
-from sigvault.durable import atomic_write, replace_file
+from sigvault.durable import atomic_write, private_dir, private_file, replace_file
 from sigvault.errors import SigvaultError, StaleSchemaError, UsageError
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _require_empty_dir(directory: Path) -> None:
     if directory.is_dir() and any(p.name != f".{DATABASE_FILE}.partial" for p in directory.iterdir()):
         raise UsageError(f"{directory}: is not empty; give an empty or new directory for the backup")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
     except OSError as exc:
         raise SigvaultError(f"{directory}: cannot be created ({exc.strerror or exc})") from None
 
@@ -187,6 +187,7 @@ def _sqlite_snapshot(engine: Engine, dest: Path) -> None:
     try:
         src = sqlite3.connect(Path(source), timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
+            private_file(dest)  # 0600 before SQLite creates it: the copy holds every reference image
             dst = sqlite3.connect(dest)
             try:
                 src.backup(dst, pages=-1)  # -1: every page in a single step, i.e. under one read snapshot

@@ -76,6 +76,8 @@ LayoutsOpt = Annotated[
     typer.Option("--layouts", metavar="FILE", help="Layouts file (TOML) for --layout; default <home>/layouts.toml.", show_default=False),
 ]
 LocateOpt = Annotated[bool, typer.Option("--locate", help="The image may be a whole document: find the signature on it.")]
+_PAGE_HELP = "Page N (from 1) of a multi-page TIFF, which is refused without it."
+PageOpt = Annotated[int | None, typer.Option("--page", min=1, metavar="N", help=_PAGE_HELP, show_default=False)]
 
 
 # -------------------------------------------------------------------------------------------- plumbing
@@ -221,26 +223,30 @@ def enroll(
     layout: LayoutOpt = None,
     layouts: LayoutsOpt = None,
     locate: LocateOpt = False,
+    page: PageOpt = None,
 ) -> None:
     """Add reference signatures for a person (creating the person).
 
     All or nothing: if any image is unusable, nothing is enrolled and the error names the file. An image
     already enrolled for the person is refused; a reference unlike the person's others is kept with a
     warning. Prints the person's reference count and threshold. From a signature card or an account-opening
-    form, --region, --layout or --locate choose the signature's zone of each image.
+    form, --region, --layout or --locate choose the signature's zone of each image; --page N, the page of
+    each multi-page TIFF (the page alone is stored).
 
     \b
     Example:
       sigvault enroll alice ref1.png ref2.png ref3.png
       sigvault enroll alice signature-card.tif --layout signature-card
+      sigvault enroll alice account-opening.tif --page 3
     """
     from sigvault.documents import DocumentOptions, signature_zone
+    from sigvault.imaging import page_name
 
     options = DocumentOptions(region, layout, layouts, locate)
     settings = _settings(ctx)
-    zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits()) for p in images]
+    zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits(), page=page) for p in images]
     with _vault(ctx) as vault:
-        result = vault.enroll(person, [src for src, _ in zones], names=[str(p) for p in images])
+        result = vault.enroll(person, [src for src, _ in zones], names=[page_name(str(p), page) for p in images])
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -262,6 +268,7 @@ def verify(
     layout: LayoutOpt = None,
     layouts: LayoutsOpt = None,
     locate: LocateOpt = False,
+    page: PageOpt = None,
 ) -> None:
     """Verify a questioned signature against the person's references.
 
@@ -269,20 +276,24 @@ def verify(
     the calibrated probability that the signature is genuine, the threshold and the similarity to each
     reference. Every verification is recorded in the decision log. On a whole cheque or form, --region,
     --layout or --locate choose the zone compared; the box used is printed and kept with the decision.
+    --page N chooses the page of a multi-page TIFF (kept with the decision too).
 
     \b
     Example:
       sigvault verify alice cheque-0042.png
       sigvault verify alice cheque-0042.png --json
       sigvault verify alice cheque-10442.tif --region 58%,54%,40%,27%
+      sigvault verify alice mandate-2291.tif --page 2
     """
     from sigvault.documents import DocumentOptions, signature_zone
+    from sigvault.imaging import page_name
 
     settings = _settings(ctx)
     source, zone = signature_zone(image, DocumentOptions(region, layout, layouts, locate), home=settings.home,
-                                  limits=settings.image_limits())
+                                  limits=settings.image_limits(), page=page)
+    details = {**({"region": zone} if zone else {}), **({"page": page} if page is not None else {})}
     with _vault(ctx) as vault:
-        result = vault.verify(person, source, name=str(image), details={"region": zone} if zone else None)
+        result = vault.verify(person, source, name=page_name(str(image), page), details=details or None)
     if as_json:
         _echo_json({**result.to_dict(), **({"region": zone} if zone else {})})
         return
@@ -329,15 +340,31 @@ def _capture_note(ratio: float, against: str, outcome: str) -> str:
 
 @app.command()
 @_handled
-def compare(ctx: typer.Context, image_a: ImageArg, image_b: ImageArg, as_json: JsonFlag = False) -> None:
+def compare(
+    ctx: typer.Context,
+    image_a: ImageArg,
+    image_b: ImageArg,
+    as_json: JsonFlag = False,
+    page_a: Annotated[
+        int | None, typer.Option("--page-a", min=1, metavar="N", help=f"The first image's page: {_PAGE_HELP}", show_default=False)
+    ] = None,
+    page_b: Annotated[
+        int | None, typer.Option("--page-b", min=1, metavar="N", help=f"The second image's page: {_PAGE_HELP}", show_default=False)
+    ] = None,
+) -> None:
     """Probability that two signatures were written by the same person (no enrolment needed).
 
     \b
     Example:
       sigvault compare contract.png cheque.png
+      sigvault compare account-opening.tif cheque.png --page-a 3
     """
+    from sigvault.imaging import page_source
+
+    limits = _settings(ctx).image_limits()
+    (a, name_a), (b, name_b) = page_source(image_a, page_a, limits=limits), page_source(image_b, page_b, limits=limits)
     with _vault(ctx) as vault:
-        result = vault.compare(image_a, image_b)
+        result = vault.compare(a, b, names=(name_a, name_b))
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -359,17 +386,22 @@ def identify(
     image: ImageArg,
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many persons to list.")] = 5,
     as_json: JsonFlag = False,
+    page: PageOpt = None,
 ) -> None:
     """Who most likely signed this: the enrolled persons whose references match best.
 
-    Useful to catch a signature enrolled under the wrong person. Nothing is logged.
+    Useful to catch a signature enrolled under the wrong person. Nothing is logged. --page N chooses the page
+    of a multi-page TIFF.
 
     \b
     Example:
       sigvault identify unknown.png --top 3
     """
+    from sigvault.imaging import page_source
+
+    source, name = page_source(image, page, limits=_settings(ctx).image_limits())
     with _vault(ctx) as vault:
-        candidates = vault.identify(image, top)
+        candidates = vault.identify(source, top, name=name)
     if as_json:
         _echo_json({"candidates": [c.to_dict() for c in candidates]})
         return

@@ -91,16 +91,22 @@ def prepare(
     name: str | None = None,
     spec: imaging.PreprocessSpec = imaging.DEFAULT_SPEC,
     limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+    *,
+    page: int | None = None,
 ) -> Prepared:
     """Read an image, hash its exact bytes and preprocess it to the model canvas: the part of
     :meth:`Vault.verify` that needs neither the model nor the database. A module-level function so that a
-    process pool can run it (``audit`` does); pass the result as :attr:`VerifyItem.prepared`.
+    process pool can run it (``audit`` does); pass the result as :attr:`VerifyItem.prepared`. ``page``: that
+    page of a multi-page TIFF, hashed and read as :func:`imaging.page_png` gives it (as ``verify --page``).
 
     Raises:
         ImageError (and subclasses): the image cannot be used; the message names it.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    if page is not None:
+        source = imaging.page_png(source, page, name=name, limits=limits)
+        name = imaging.page_name(name, page)
     data = imaging.read_bytes(source, name, limits)
     canvas, capture = imaging.preprocess_measured(imaging.read_image(data, name=name, limits=limits), spec, name=name)
     return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, capture)

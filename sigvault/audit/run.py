@@ -46,7 +46,7 @@ from sigvault.audit.summary import (
     read_records,
     review_queue,
 )
-from sigvault.durable import append_durably, atomic_write
+from sigvault.durable import append_durably, atomic_write, open_private, private_dir
 from sigvault.errors import SigvaultError, UsageError
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def run_audit(
     model_id = vault.model_id  # loads the model now, before any thread needs it
     cfg = vault.embedder.scoring
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)  # 0700, its files 0600: results and report name persons and show their signatures
     from sigvault.index import file_lock
 
     with file_lock(out_dir / ".audit"):
@@ -228,25 +228,25 @@ def _write_report(
 
 
 def prepare_many(
-    jobs: Sequence[tuple[str, str]], spec: PreprocessSpec, limits: ImageLimits
+    jobs: Sequence[tuple[str, str, int | None]], spec: PreprocessSpec, limits: ImageLimits
 ) -> list[Prepared | SigvaultError]:
-    """:func:`sigvault.vault.prepare` for each (path, name), an error in place of a failure. Module-level
-    and free of the vault, so that a worker process can run it."""
+    """:func:`sigvault.vault.prepare` for each (path, name, page), an error in place of a failure.
+    Module-level and free of the vault, so that a worker process can run it."""
     from sigvault.vault import prepare
 
     out: list[Prepared | SigvaultError] = []
-    for source, name in jobs:
+    for source, name, page in jobs:
         try:
-            out.append(prepare(source, name, spec, limits))
+            out.append(prepare(source, name, spec, limits, page=page))
         except SigvaultError as exc:
             out.append(exc)
     return out
 
 
-def _to_prepare(info: ManifestInfo, chunk: _Chunk) -> list[tuple[str, str]]:
-    """(path, name) of the rows of a chunk whose image must be read (not recovered, not blank)."""
+def _to_prepare(info: ManifestInfo, chunk: _Chunk) -> list[tuple[str, str, int | None]]:
+    """(path, name, page) of the rows of a chunk whose image must be read (not recovered, not blank)."""
     return [
-        (image_path(info, row.image), image_path(info, row.image))
+        (image_path(info, row.image), image_path(info, row.image), row.page)
         for row in chunk.rows
         if row.index not in chunk.recovered and row.image.strip()
     ]
@@ -325,6 +325,11 @@ def _decide_chunk(
     items = []
     for k, (_, row, source) in enumerate(todo):
         details: dict[str, Any] = {"audit": state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
+        ready = prepared[k] if prepared is not None else None
+        if row.page is not None:
+            details["page"] = row.page
+            if ready is None:  # read here, as in a worker: the vault reads whole files only
+                ready = prepare_many([(source, source, row.page)], vault.embedder.spec, vault.limits)[0]
         rule = None
         if pol is not None:
             band = pol.band_for(row.amount)
@@ -336,7 +341,7 @@ def _decide_chunk(
                 Path(source),
                 name=source,
                 details=details,
-                prepared=prepared[k] if prepared is not None else None,
+                prepared=ready,
                 decide=rule,
             )
         )
@@ -394,7 +399,7 @@ def _decide_all(
     pending: deque[tuple[_Chunk, Future[list[Prepared | SigvaultError]] | None]] = deque()
     spec, limits = vault.embedder.spec, vault.limits
     pool = _process_pool(workers) if workers > 1 else None
-    with open(out_dir / RESULTS_JSONL, "ab") as jsonl, open(out_dir / RESULTS_CSV, "ab") as csvf:
+    with open_private(out_dir / RESULTS_JSONL) as jsonl, open_private(out_dir / RESULTS_CSV) as csvf:
 
         def decide_and_write(chunk: _Chunk, future: Future[list[Prepared | SigvaultError]] | None) -> None:
             nonlocal done, decided_total, recovered_total
