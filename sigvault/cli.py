@@ -634,26 +634,66 @@ def index_rebuild(ctx: typer.Context) -> None:
 # ------------------------------------------------------------------------------------------ backups
 
 
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", metavar="FILE", help="Key file of an encrypted backup: 64 hex digits (openssl rand -hex 32).", show_default=False),
+]
+PassphraseFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        metavar="FILE",
+        help="Read the backup passphrase from the first line of FILE [else env: SIGVAULT_BACKUP_PASSPHRASE, else a prompt].",
+        show_default=False,
+    ),
+]
+
+
+def _backup_secret(key_file: Path | None, passphrase_file: Path | None, *, confirm: bool, what: str) -> Any:
+    """The secret of an encrypted backup from the options or the environment, else asked on the terminal
+    (twice with ``confirm``); a UsageError when there is no terminal to ask on."""
+    from sigvault.encryption import ENV_PASSPHRASE, passphrase, resolve_secret
+
+    secret = resolve_secret(os.environ, key_file=key_file, passphrase_file=passphrase_file)
+    if secret is not None:
+        return secret
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{what}: no passphrase; set {ENV_PASSPHRASE}, or give --passphrase-file or --key-file (no terminal to ask on)"
+        )
+    text = typer.prompt("backup passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    return passphrase(text, "the prompt")
+
+
 @app.command()
 @_handled
 def backup(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="New or empty directory for the backup.", show_default=False)],
     as_json: JsonFlag = False,
+    encrypt: Annotated[bool, typer.Option("--encrypt", help="Encrypt the backup (AES-256-GCM) with a passphrase or --key-file.")] = False,
+    key_file: KeyFileOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
 ) -> None:
     """Back up the whole vault (persons, reference images and vectors, thresholds, decision log, model ids).
 
     One consistent snapshot, safe while the vault is in use. DIR gets vault.db (SQLite, whatever the
-    database) and manifest.json (row counts, model ids, log head, SHA-256 of vault.db).
+    database) and manifest.json (row counts, model ids, log head, SHA-256 of vault.db). With --encrypt (or
+    --key-file) DIR gets vault.db.enc instead, encrypted with the passphrase (SIGVAULT_BACKUP_PASSPHRASE,
+    --passphrase-file, or asked twice on the terminal) or the key file; keep either away from the backups.
 
     \b
     Example:
       sigvault backup /backups/sigvault-2025-11-25
+      sigvault backup /backups/sigvault-2025-11-25 --encrypt --key-file /etc/sigvault/backup.key
     """
     from sigvault.backup import backup_vault
 
+    secret = None
+    if encrypt or key_file is not None or passphrase_file is not None:
+        secret = _backup_secret(key_file, passphrase_file, confirm=True, what=str(directory))
     with _progress("backing up"):
-        result = backup_vault(_settings(ctx), directory)
+        result = backup_vault(_settings(ctx), directory, secret=secret)
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -661,7 +701,7 @@ def backup(
     log = result.manifest["log"]
     typer.echo(
         f"backed up {tables['persons']} persons, {tables['refs']} references, {tables['decisions']} decisions "
-        f"({result.size} bytes) to {directory}"
+        f"({result.size} bytes{', encrypted' if result.encrypted else ''}) to {directory}"
     )
     for model, n in sorted(result.manifest["models"].items()):
         typer.echo(f"model {model}: {n} references")
@@ -676,19 +716,27 @@ def restore(
     directory: Annotated[Path, typer.Argument(help="A directory written by `sigvault backup`.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace the vault the database holds.")] = False,
     as_json: JsonFlag = False,
+    key_file: KeyFileOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
 ) -> None:
     """Restore a backup into the configured database (empty, or replaced with --force); rebuild the index.
 
     The backup's checksums, row counts and decision-log chain are checked; on any failure nothing changes.
+    An encrypted backup is decrypted with its passphrase (SIGVAULT_BACKUP_PASSPHRASE, --passphrase-file, or
+    asked on the terminal) or --key-file; a wrong one is refused before anything changes.
 
     \b
     Example:
       SIGVAULT_DATABASE_URL=postgresql+psycopg://sigvault@dbhost/sigvault sigvault restore /backups/sigvault-2025-11-25
+      sigvault restore /backups/sigvault-2025-11-25 --key-file /etc/sigvault/backup.key
     """
-    from sigvault.backup import restore_vault
+    from sigvault.backup import is_encrypted_backup, restore_vault
 
+    secret = None
+    if key_file is not None or passphrase_file is not None or is_encrypted_backup(directory):
+        secret = _backup_secret(key_file, passphrase_file, confirm=False, what=str(directory))
     with _progress("restoring"):
-        result = restore_vault(_settings(ctx), directory, force=force)
+        result = restore_vault(_settings(ctx), directory, force=force, secret=secret)
     if as_json:
         _echo_json(result.to_dict())
         return
