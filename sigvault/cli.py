@@ -524,6 +524,7 @@ def people_remove(ctx: typer.Context, person: PersonArg) -> None:
     with _vault(ctx) as vault:
         result = vault.remove(person)
     typer.echo(f"removed {result.person!r} and {result.n_references} reference(s)")
+    _echo_erasure(result.erasure)
 
 
 @people_app.command("threshold")
@@ -584,6 +585,47 @@ def db_compact(ctx: typer.Context) -> None:
     with _vault(ctx) as vault:
         vault.compact()
     typer.echo("database compacted")
+
+
+def _echo_erasure(erasure: Any) -> None:
+    """What became of removed bytes in the database files (:class:`sigvault.erasure.Erasure`): a line on
+    stdout when they are erased, a warning on stderr when the erasure waits or cannot be confirmed."""
+    if erasure is None:
+        return
+    if erasure.erased:
+        typer.echo(erasure.message())
+    else:
+        typer.echo(f"warning: {erasure.message()}", err=True)
+
+
+@db_app.command("purge")
+@_handled
+def db_purge(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for older transactions to end.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase from the database files the bytes of removed persons that still wait there. Exit 1 while they wait.
+
+    On PostgreSQL a removed person's images and vectors stay on disk while a transaction older than the
+    removal is open (`people remove` says so and lists them); once those end, this rewrites the tables
+    (VACUUM FULL). On SQLite it rewrites the file (VACUUM), as `people remove` does when the vault is idle.
+
+    \b
+    Example:
+      sigvault db purge
+      sigvault db purge --wait 600    # e.g. from cron, after a removal that reported waiting
+    """
+    with _vault(ctx) as vault:
+        erasure = vault.purge(wait=wait)
+    if as_json:
+        _echo_json(erasure.to_dict())
+        if not erasure.erased:
+            raise typer.Exit(1)
+        return
+    if not erasure.erased:
+        _fail(erasure.message().replace("their images", "removed images"), 1)
+    typer.echo("removed images and vectors are erased from the database files")
 
 
 @index_app.command("check")

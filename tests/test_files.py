@@ -133,3 +133,21 @@ def test_evaluate_outputs_are_private(tmp_path: Path, umask: int) -> None:
     written = modes_under(out)
     assert {"report.json", "confusion.csv", "det.png", "histograms.png"} <= set(written)
     assert written == {name: 0o700 if name == "." else 0o600 for name in written}, written
+
+
+def test_remove_and_purge_on_sqlite_say_the_bytes_are_erased(tmp_path: Path, images: ImageFactory) -> None:
+    home = tmp_path / "home"
+    run = cli(home)
+    refs = images.refs(1, 3)
+    run("enroll", "alice", *refs)
+    bobs = images.refs(2, 3)
+    run("enroll", "bob", *bobs)
+    pieces = [r.read_bytes()[i : i + 64] for r in refs for i in range(64, r.stat().st_size - 64, 256)]
+    pieces = [p for p in pieces if not any(p in b.read_bytes() for b in bobs)]  # alice's alone
+    assert len(pieces) > 10
+    assert any(p in (home / "sigvault.db").read_bytes() for p in pieces)
+    out = run("people", "remove", "alice")
+    assert out.stdout == "removed 'alice' and 3 reference(s)\ntheir images and vectors are erased from the database files\n"
+    assert not any(p in f.read_bytes() for f in home.rglob("*") if f.is_file() for p in pieces)
+    assert run("db", "purge").stdout == "removed images and vectors are erased from the database files\n"
+    assert run("db", "purge", "--json").stdout == '{"erased": true, "waiting_for": [], "note": null}\n'
