@@ -117,7 +117,7 @@ def open_private(path: Path, mode: str = "ab") -> BinaryIO:
     """``open(path, mode)`` for a binary file that may be created: created 0600 whatever the umask, an
     existing one tightened (:func:`tighten`)."""
     private_file(path)
-    return open(path, mode)  # noqa: SIM115 - the caller closes it
+    return open(path, mode)  # type: ignore[return-value]  # noqa: SIM115 - binary modes only; the caller closes it
 
 
 def tighten(path: Path) -> int | None:

@@ -73,6 +73,9 @@ def test_verify_page_gives_what_the_page_alone_gives(enrolled: Invoke, images: I
     assert text.exit_code == 0 and text.stdout.startswith("decision")
     entry = log(cli)[-1]
     assert entry["details"]["page"] == 2
+    # a zone of the chosen page: the same as that zone of the page saved alone
+    zoned = json.loads(cli("verify", "alice", scan, "--page", 2, "--region", "0,0,100%,100%", "--json").stdout)
+    assert zoned["score"] == pytest.approx(got["score"]) and zoned["region"]["w"] == 600
     # page 1 is bob's signature: a lower score against alice
     other = json.loads(cli("verify", "alice", scan, "--page", 1, "--json").stdout)
     assert other["score"] < got["score"]
