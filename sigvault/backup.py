@@ -13,6 +13,13 @@ cache of SQL, so it is not copied: restore rebuilds it. A backup directory holds
   across a restore), the model ids that made the stored vectors, the decision log's head, and the size and
   SHA-256 of ``vault.db``.
 
+Encrypted (``sigvault backup --encrypt``, :mod:`sigvault.encryption`): the snapshot is made in a private
+temporary directory (``TMPDIR``, mode 0700), described, encrypted into ``vault.db.enc`` and deleted; no
+unencrypted copy is ever written into the backup directory. The manifest stays readable (row counts, model
+ids, log head: no person id, image or vector) and says how the file was encrypted; its checksum is the
+encrypted file's. Restore decrypts into a private temporary file, checks it against the manifest, loads it as
+any backup and deletes it; a wrong passphrase or key is refused before the target is touched.
+
 Restore checks the manifest and the checksum, refuses a target database that holds anything unless
 ``force`` (then the old content is replaced in the same transaction: the target holds the old vault or
 the new one, never a mix), copies every table in one write transaction, checks the row counts, the log
@@ -37,16 +44,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sigvault import config
-from sigvault.durable import atomic_write, replace_file
+from sigvault.durable import atomic_write, private_dir, private_file, replace_file
 from sigvault.errors import SigvaultError, StaleSchemaError, UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table
 
+    from sigvault.encryption import Secret
+
 
 FORMAT = "sigvault-backup"
 FORMAT_VERSION = 1
 DATABASE_FILE = "vault.db"
+ENCRYPTED_FILE = "vault.db.enc"  # an encrypted backup's database (sigvault.encryption)
 MANIFEST_FILE = "manifest.json"
 _BATCH = 200  # rows per INSERT while copying (reference images can be large)
 #: Tables whose integer ids come from a sequence; their high-water mark travels with the backup so that
@@ -65,7 +75,11 @@ class BackupResult:
 
     @property
     def size(self) -> int:
-        return int(self.manifest["files"][DATABASE_FILE]["bytes"])
+        return sum(int(meta["bytes"]) for meta in self.manifest["files"].values())
+
+    @property
+    def encrypted(self) -> bool:
+        return "encryption" in self.manifest
 
     def to_dict(self) -> dict[str, Any]:
         return {"directory": str(self.directory), **self.manifest}
@@ -96,57 +110,89 @@ class RestoreResult:
 # ----------------------------------------------------------------------------------------------- backup
 
 
-def backup_vault(settings: config.Settings, directory: Path) -> BackupResult:
+def backup_vault(settings: config.Settings, directory: Path, *, secret: Secret | None = None) -> BackupResult:
     """``sigvault backup DIR``: :func:`backup` of the database the settings name."""
     from sigvault.db.engine import make_engine
 
     engine = make_engine(settings.database_url)
     try:
-        return backup(engine, directory)
+        return backup(engine, directory, secret=secret)
     finally:
         engine.dispose()
 
 
-def restore_vault(settings: config.Settings, directory: Path, *, force: bool = False) -> RestoreResult:
+def restore_vault(
+    settings: config.Settings, directory: Path, *, force: bool = False, secret: Secret | None = None
+) -> RestoreResult:
     """``sigvault restore DIR``: :func:`restore` into the database and home the settings name."""
     from sigvault.db.engine import make_engine
 
     engine = make_engine(settings.database_url)
     try:
-        return restore(directory, engine, settings.home, force=force)
+        return restore(directory, engine, settings.home, force=force, secret=secret)
     finally:
         engine.dispose()
 
 
-def backup(engine: Engine, directory: Path) -> BackupResult:
-    """Write a consistent snapshot of the vault behind ``engine`` into ``directory`` (absent or empty).
+def backup(engine: Engine, directory: Path, *, secret: Secret | None = None) -> BackupResult:
+    """Write a consistent snapshot of the vault behind ``engine`` into ``directory`` (absent or empty);
+    encrypted with ``secret`` (:mod:`sigvault.encryption`) when one is given.
 
     Safe while the vault is in use: the snapshot is one read transaction; nobody is blocked.
 
     Raises:
-        UsageError: ``directory`` holds files already.
+        UsageError: ``directory`` holds files already, or the key file lies inside it.
         SigvaultError: the database cannot be read, or the directory cannot be written.
     """
+    import tempfile
+
     from sigvault.db.engine import check_schema, describe
 
     directory = Path(directory)
+    if secret is not None and secret.kind == "key" and Path(secret.source).absolute().is_relative_to(directory.absolute()):
+        raise UsageError(f"{secret.source}: the key file must not be kept in the backup directory {directory}")
     _require_empty_dir(directory)
     check_schema(engine, auto_init=False)
+    name = DATABASE_FILE if secret is None else ENCRYPTED_FILE
     partial = directory / f".{DATABASE_FILE}.partial"
     partial.unlink(missing_ok=True)
+    # an encrypted backup's clear snapshot lives in a private temporary directory, never in the backup's
+    clear_dir = Path(tempfile.mkdtemp(prefix="sigvault-backup-")) if secret is not None else None
+    snapshot = partial if clear_dir is None else clear_dir / DATABASE_FILE
     try:
         if engine.dialect.name == "sqlite":
             method = "SQLite online backup API, one step (one read snapshot)"
-            _sqlite_snapshot(engine, partial)
+            _sqlite_snapshot(engine, snapshot)
         else:
             method = "every table copied in one REPEATABLE READ READ ONLY transaction (one snapshot)"
-            _copy_snapshot(engine, partial)
-        summary = _describe_backup_file(partial)
-        replace_file(partial, directory / DATABASE_FILE)
+            _copy_snapshot(engine, snapshot)
+        summary = _describe_backup_file(snapshot)
+        encryption: dict[str, Any] = {}
+        if secret is not None:
+            from sigvault.encryption import CIPHER, encrypted_chunks
+
+            encryption = {
+                "encryption": {
+                    "cipher": CIPHER,
+                    "key": "passphrase (scrypt)" if secret.kind == "passphrase" else "key file",
+                    DATABASE_FILE: {"bytes": snapshot.stat().st_size, "sha256": _sha256(snapshot)},
+                }
+            }
+            try:
+                atomic_write(directory / name, encrypted_chunks(snapshot, secret))
+            except OSError as exc:
+                raise SigvaultError(f"{directory}: cannot write the backup ({exc.strerror or exc})") from None
+        else:
+            replace_file(partial, directory / name)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    db_file = directory / DATABASE_FILE
+    finally:
+        if clear_dir is not None:
+            import shutil
+
+            shutil.rmtree(clear_dir, ignore_errors=True)
+    db_file = directory / name
     import sigvault
 
     manifest = {
@@ -157,7 +203,8 @@ def backup(engine: Engine, directory: Path) -> BackupResult:
         "source": {"dialect": engine.dialect.name, "database": describe(engine)},
         "snapshot": method,
         **summary,
-        "files": {DATABASE_FILE: {"bytes": db_file.stat().st_size, "sha256": _sha256(db_file)}},
+        **encryption,
+        "files": {name: {"bytes": db_file.stat().st_size, "sha256": _sha256(db_file)}},
     }
     try:
         atomic_write(directory / MANIFEST_FILE, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
@@ -172,7 +219,7 @@ def _require_empty_dir(directory: Path) -> None:
     if directory.is_dir() and any(p.name != f".{DATABASE_FILE}.partial" for p in directory.iterdir()):
         raise UsageError(f"{directory}: is not empty; give an empty or new directory for the backup")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
     except OSError as exc:
         raise SigvaultError(f"{directory}: cannot be created ({exc.strerror or exc})") from None
 
@@ -187,6 +234,7 @@ def _sqlite_snapshot(engine: Engine, dest: Path) -> None:
     try:
         src = sqlite3.connect(Path(source), timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
+            private_file(dest)  # 0600 before SQLite creates it: the copy holds every reference image
             dst = sqlite3.connect(dest)
             try:
                 src.backup(dst, pages=-1)  # -1: every page in a single step, i.e. under one read snapshot
@@ -269,6 +317,12 @@ def _describe_backup_file(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- restore
 
 
+def is_encrypted_backup(directory: Path) -> bool:
+    """Whether ``directory`` holds an encrypted backup (its database is ``vault.db.enc``); False for anything
+    else, which :func:`restore` then reports as it is."""
+    return (Path(directory) / ENCRYPTED_FILE).is_file()
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a backup directory, with the database file's size and checksum verified.
 
@@ -301,29 +355,65 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         size = path.stat().st_size
         if size != meta.get("bytes") or _sha256(path) != meta.get("sha256"):
             raise SigvaultError(f"{path}: damaged (size or SHA-256 differs from {MANIFEST_FILE}); use another backup")
-    if DATABASE_FILE not in manifest.get("files", {}):
-        raise SigvaultError(f"{manifest_path}: lists no {DATABASE_FILE}")
+    listed = ENCRYPTED_FILE if "encryption" in manifest else DATABASE_FILE
+    if listed not in manifest.get("files", {}):
+        raise SigvaultError(f"{manifest_path}: lists no {listed}")
     return manifest
 
 
-def restore(directory: Path, engine: Engine, home: Path, *, force: bool = False) -> RestoreResult:
+def restore(
+    directory: Path, engine: Engine, home: Path, *, force: bool = False, secret: Secret | None = None
+) -> RestoreResult:
     """Load the backup in ``directory`` into the database behind ``engine``; rebuild ``home``'s index files.
 
     The target may be a database with no tables (its schema is created), or one at this sigvault's schema
     that holds no person, reference or decision; with ``force`` a non-empty vault is replaced. Everything
-    happens in one transaction, checked (row counts, log head, hash chain) before it commits.
+    happens in one transaction, checked (row counts, log head, hash chain) before it commits. An encrypted
+    backup needs ``secret`` (its passphrase or key file); it is decrypted into a private temporary file
+    first, deleted afterwards (``secret`` is ignored for a backup that is not encrypted).
 
     Raises:
         SigvaultError: the backup is incomplete or damaged, or does not load as its manifest says.
-        UsageError: the target holds a vault and ``force`` is not given.
+        DecryptionError: wrong passphrase or key, or a damaged encrypted file (nothing changed).
+        UsageError: the target holds a vault and ``force`` is not given; an encrypted backup and no secret.
         StaleSchemaError: the target's schema is at another revision.
     """
+    import shutil
+    import tempfile
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if "encryption" not in manifest:
+        return _restore(directory, directory / DATABASE_FILE, manifest, engine, home, force)
+    if secret is None:
+        raise UsageError(
+            f"{directory}: the backup is encrypted; give its passphrase (SIGVAULT_BACKUP_PASSPHRASE, "
+            "--passphrase-file, or at the prompt) or its --key-file"
+        )
+    from sigvault.encryption import decrypt_file
+
+    clear_dir = Path(tempfile.mkdtemp(prefix="sigvault-restore-"))
+    try:
+        clear = clear_dir / DATABASE_FILE
+        decrypt_file(directory / ENCRYPTED_FILE, clear, secret)
+        expected = manifest["encryption"].get(DATABASE_FILE, {})
+        if clear.stat().st_size != expected.get("bytes") or _sha256(clear) != expected.get("sha256"):
+            raise SigvaultError(
+                f"{directory / ENCRYPTED_FILE}: decrypts to a database that differs from {MANIFEST_FILE}; use another backup"
+            )
+        return _restore(directory, clear, manifest, engine, home, force)
+    finally:
+        shutil.rmtree(clear_dir, ignore_errors=True)
+
+
+def _restore(
+    directory: Path, database: Path, manifest: dict[str, Any], engine: Engine, home: Path, force: bool
+) -> RestoreResult:
+    """:func:`restore` from the (decrypted) database file ``database`` described by ``manifest``."""
     from sqlalchemy import inspect
 
     from sigvault.db.engine import HEAD_REVISION, describe, schema_revision, transaction, upgrade
 
-    directory = Path(directory)
-    manifest = read_manifest(directory)
     if manifest.get("schema_revision") != HEAD_REVISION:
         raise SigvaultError(
             f"{directory}: the backup is at schema revision {manifest.get('schema_revision')}, this sigvault "
@@ -345,7 +435,7 @@ def restore(directory: Path, engine: Engine, home: Path, *, force: bool = False)
             "run `sigvault db upgrade` first"
         )
 
-    source = _backup_engine(directory / DATABASE_FILE, readonly=True)
+    source = _backup_engine(database, readonly=True)
     try:
         with transaction(source) as src, transaction(engine, write=True) as dst:
             before = _counts(dst)

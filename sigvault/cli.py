@@ -77,6 +77,8 @@ LayoutsOpt = Annotated[
     typer.Option("--layouts", metavar="FILE", help="Layouts file (TOML) for --layout; default <home>/layouts.toml.", show_default=False),
 ]
 LocateOpt = Annotated[bool, typer.Option("--locate", help="The image may be a whole document: find the signature on it.")]
+_PAGE_HELP = "Page N (from 1) of a multi-page TIFF, which is refused without it."
+PageOpt = Annotated[int | None, typer.Option("--page", min=1, metavar="N", help=_PAGE_HELP, show_default=False)]
 
 
 # -------------------------------------------------------------------------------------------- plumbing
@@ -239,26 +241,30 @@ def enroll(
     layout: LayoutOpt = None,
     layouts: LayoutsOpt = None,
     locate: LocateOpt = False,
+    page: PageOpt = None,
 ) -> None:
     """Add reference signatures for a person (creating the person).
 
     All or nothing: if any image is unusable, nothing is enrolled and the error names the file. An image
     already enrolled for the person is refused; a reference unlike the person's others is kept with a
     warning. Prints the person's reference count and threshold. From a signature card or an account-opening
-    form, --region, --layout or --locate choose the signature's zone of each image.
+    form, --region, --layout or --locate choose the signature's zone of each image; --page N, the page of
+    each multi-page TIFF (the page alone is stored).
 
     \b
     Example:
       sigvault enroll alice ref1.png ref2.png ref3.png
       sigvault enroll alice signature-card.tif --layout signature-card
+      sigvault enroll alice account-opening.tif --page 3
     """
     from sigvault.documents import DocumentOptions, signature_zone
+    from sigvault.imaging import page_name
 
     options = DocumentOptions(region, layout, layouts, locate)
     settings = _settings(ctx)
-    zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits()) for p in images]
+    zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits(), page=page) for p in images]
     with _vault(ctx) as vault:
-        result = vault.enroll(person, [src for src, _ in zones], names=[str(p) for p in images])
+        result = vault.enroll(person, [src for src, _ in zones], names=[page_name(str(p), page) for p in images])
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -280,6 +286,7 @@ def verify(
     layout: LayoutOpt = None,
     layouts: LayoutsOpt = None,
     locate: LocateOpt = False,
+    page: PageOpt = None,
 ) -> None:
     """Verify a questioned signature against the person's references.
 
@@ -287,20 +294,24 @@ def verify(
     the calibrated probability that the signature is genuine, the threshold and the similarity to each
     reference. Every verification is recorded in the decision log. On a whole cheque or form, --region,
     --layout or --locate choose the zone compared; the box used is printed and kept with the decision.
+    --page N chooses the page of a multi-page TIFF (kept with the decision too).
 
     \b
     Example:
       sigvault verify alice cheque-0042.png
       sigvault verify alice cheque-0042.png --json
       sigvault verify alice cheque-10442.tif --region 58%,54%,40%,27%
+      sigvault verify alice mandate-2291.tif --page 2
     """
     from sigvault.documents import DocumentOptions, signature_zone
+    from sigvault.imaging import page_name
 
     settings = _settings(ctx)
     source, zone = signature_zone(image, DocumentOptions(region, layout, layouts, locate), home=settings.home,
-                                  limits=settings.image_limits())
+                                  limits=settings.image_limits(), page=page)
+    details = {**({"region": zone} if zone else {}), **({"page": page} if page is not None else {})}
     with _vault(ctx) as vault:
-        result = vault.verify(person, source, name=str(image), details={"region": zone} if zone else None)
+        result = vault.verify(person, source, name=page_name(str(image), page), details=details or None)
     if as_json:
         _echo_json({**result.to_dict(), **({"region": zone} if zone else {})})
         return
@@ -347,15 +358,31 @@ def _capture_note(ratio: float, against: str, outcome: str) -> str:
 
 @app.command()
 @_handled
-def compare(ctx: typer.Context, image_a: ImageArg, image_b: ImageArg, as_json: JsonFlag = False) -> None:
+def compare(
+    ctx: typer.Context,
+    image_a: ImageArg,
+    image_b: ImageArg,
+    as_json: JsonFlag = False,
+    page_a: Annotated[
+        int | None, typer.Option("--page-a", min=1, metavar="N", help=f"The first image's page: {_PAGE_HELP}", show_default=False)
+    ] = None,
+    page_b: Annotated[
+        int | None, typer.Option("--page-b", min=1, metavar="N", help=f"The second image's page: {_PAGE_HELP}", show_default=False)
+    ] = None,
+) -> None:
     """Probability that two signatures were written by the same person (no enrolment needed).
 
     \b
     Example:
       sigvault compare contract.png cheque.png
+      sigvault compare account-opening.tif cheque.png --page-a 3
     """
+    from sigvault.imaging import page_source
+
+    limits = _settings(ctx).image_limits()
+    (a, name_a), (b, name_b) = page_source(image_a, page_a, limits=limits), page_source(image_b, page_b, limits=limits)
     with _vault(ctx) as vault:
-        result = vault.compare(image_a, image_b)
+        result = vault.compare(a, b, names=(name_a, name_b))
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -377,17 +404,22 @@ def identify(
     image: ImageArg,
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many persons to list.")] = 5,
     as_json: JsonFlag = False,
+    page: PageOpt = None,
 ) -> None:
     """Who most likely signed this: the enrolled persons whose references match best.
 
-    Useful to catch a signature enrolled under the wrong person. Nothing is logged.
+    Useful to catch a signature enrolled under the wrong person. Nothing is logged. --page N chooses the page
+    of a multi-page TIFF.
 
     \b
     Example:
       sigvault identify unknown.png --top 3
     """
+    from sigvault.imaging import page_source
+
+    source, name = page_source(image, page, limits=_settings(ctx).image_limits())
     with _vault(ctx) as vault:
-        candidates = vault.identify(image, top)
+        candidates = vault.identify(source, top, name=name)
     if as_json:
         _echo_json({"candidates": [c.to_dict() for c in candidates]})
         return
@@ -510,6 +542,7 @@ def people_remove(ctx: typer.Context, person: PersonArg) -> None:
     with _vault(ctx) as vault:
         result = vault.remove(person)
     typer.echo(f"removed {result.person!r} and {result.n_references} reference(s)")
+    _echo_erasure(result.erasure)
 
 
 @people_app.command("threshold")
@@ -572,6 +605,47 @@ def db_compact(ctx: typer.Context) -> None:
     typer.echo("database compacted")
 
 
+def _echo_erasure(erasure: Any) -> None:
+    """What became of removed bytes in the database files (:class:`sigvault.erasure.Erasure`): a line on
+    stdout when they are erased, a warning on stderr when the erasure waits or cannot be confirmed."""
+    if erasure is None:
+        return
+    if erasure.erased:
+        typer.echo(erasure.message())
+    else:
+        typer.echo(f"warning: {erasure.message()}", err=True)
+
+
+@db_app.command("purge")
+@_handled
+def db_purge(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for older transactions to end.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase from the database files the bytes of removed persons that still wait there. Exit 1 while they wait.
+
+    On PostgreSQL a removed person's images and vectors stay on disk while a transaction older than the
+    removal is open (`people remove` says so and lists them); once those end, this rewrites the tables
+    (VACUUM FULL). On SQLite it rewrites the file (VACUUM), as `people remove` does when the vault is idle.
+
+    \b
+    Example:
+      sigvault db purge
+      sigvault db purge --wait 600    # e.g. from cron, after a removal that reported waiting
+    """
+    with _vault(ctx) as vault:
+        erasure = vault.purge(wait=wait)
+    if as_json:
+        _echo_json(erasure.to_dict())
+        if not erasure.erased:
+            raise typer.Exit(1)
+        return
+    if not erasure.erased:
+        _fail(erasure.message().replace("their images", "removed images"), 1)
+    typer.echo("removed images and vectors are erased from the database files")
+
+
 @index_app.command("check")
 @_handled
 def index_check(ctx: typer.Context, as_json: JsonFlag = False) -> None:
@@ -620,26 +694,66 @@ def index_rebuild(ctx: typer.Context) -> None:
 # ------------------------------------------------------------------------------------------ backups
 
 
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", metavar="FILE", help="Key file of an encrypted backup: 64 hex digits (openssl rand -hex 32).", show_default=False),
+]
+PassphraseFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        metavar="FILE",
+        help="Read the backup passphrase from the first line of FILE [else env: SIGVAULT_BACKUP_PASSPHRASE, else a prompt].",
+        show_default=False,
+    ),
+]
+
+
+def _backup_secret(key_file: Path | None, passphrase_file: Path | None, *, confirm: bool, what: str) -> Any:
+    """The secret of an encrypted backup from the options or the environment, else asked on the terminal
+    (twice with ``confirm``); a UsageError when there is no terminal to ask on."""
+    from sigvault.encryption import ENV_PASSPHRASE, passphrase, resolve_secret
+
+    secret = resolve_secret(os.environ, key_file=key_file, passphrase_file=passphrase_file)
+    if secret is not None:
+        return secret
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{what}: no passphrase; set {ENV_PASSPHRASE}, or give --passphrase-file or --key-file (no terminal to ask on)"
+        )
+    text = typer.prompt("backup passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    return passphrase(text, "the prompt")
+
+
 @app.command()
 @_handled
 def backup(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="New or empty directory for the backup.", show_default=False)],
     as_json: JsonFlag = False,
+    encrypt: Annotated[bool, typer.Option("--encrypt", help="Encrypt the backup (AES-256-GCM) with a passphrase or --key-file.")] = False,
+    key_file: KeyFileOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
 ) -> None:
     """Back up the whole vault (persons, reference images and vectors, thresholds, decision log, model ids).
 
     One consistent snapshot, safe while the vault is in use. DIR gets vault.db (SQLite, whatever the
-    database) and manifest.json (row counts, model ids, log head, SHA-256 of vault.db).
+    database) and manifest.json (row counts, model ids, log head, SHA-256 of vault.db). With --encrypt (or
+    --key-file) DIR gets vault.db.enc instead, encrypted with the passphrase (SIGVAULT_BACKUP_PASSPHRASE,
+    --passphrase-file, or asked twice on the terminal) or the key file; keep either away from the backups.
 
     \b
     Example:
       sigvault backup /backups/sigvault-2025-11-25
+      sigvault backup /backups/sigvault-2025-11-25 --encrypt --key-file /etc/sigvault/backup.key
     """
     from sigvault.backup import backup_vault
 
+    secret = None
+    if encrypt or key_file is not None or passphrase_file is not None:
+        secret = _backup_secret(key_file, passphrase_file, confirm=True, what=str(directory))
     with _progress("backing up"):
-        result = backup_vault(_settings(ctx), directory)
+        result = backup_vault(_settings(ctx), directory, secret=secret)
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -647,7 +761,7 @@ def backup(
     log = result.manifest["log"]
     typer.echo(
         f"backed up {tables['persons']} persons, {tables['refs']} references, {tables['decisions']} decisions "
-        f"({result.size} bytes) to {directory}"
+        f"({result.size} bytes{', encrypted' if result.encrypted else ''}) to {directory}"
     )
     for model, n in sorted(result.manifest["models"].items()):
         typer.echo(f"model {model}: {n} references")
@@ -662,19 +776,27 @@ def restore(
     directory: Annotated[Path, typer.Argument(help="A directory written by `sigvault backup`.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace the vault the database holds.")] = False,
     as_json: JsonFlag = False,
+    key_file: KeyFileOpt = None,
+    passphrase_file: PassphraseFileOpt = None,
 ) -> None:
     """Restore a backup into the configured database (empty, or replaced with --force); rebuild the index.
 
     The backup's checksums, row counts and decision-log chain are checked; on any failure nothing changes.
+    An encrypted backup is decrypted with its passphrase (SIGVAULT_BACKUP_PASSPHRASE, --passphrase-file, or
+    asked on the terminal) or --key-file; a wrong one is refused before anything changes.
 
     \b
     Example:
       SIGVAULT_DATABASE_URL=postgresql+psycopg://sigvault@dbhost/sigvault sigvault restore /backups/sigvault-2025-11-25
+      sigvault restore /backups/sigvault-2025-11-25 --key-file /etc/sigvault/backup.key
     """
-    from sigvault.backup import restore_vault
+    from sigvault.backup import is_encrypted_backup, restore_vault
 
+    secret = None
+    if key_file is not None or passphrase_file is not None or is_encrypted_backup(directory):
+        secret = _backup_secret(key_file, passphrase_file, confirm=False, what=str(directory))
     with _progress("restoring"):
-        result = restore_vault(_settings(ctx), directory, force=force)
+        result = restore_vault(_settings(ctx), directory, force=force, secret=secret)
     if as_json:
         _echo_json(result.to_dict())
         return

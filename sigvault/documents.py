@@ -187,19 +187,26 @@ class DocumentOptions:
 
 
 def signature_zone(
-    source: Path, options: DocumentOptions, *, home: Path, limits: ImageLimits = DEFAULT_LIMITS
+    source: Path,
+    options: DocumentOptions,
+    *,
+    home: Path,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    page: int | None = None,
 ) -> tuple[Path | bytes, dict[str, object] | None]:
     """What ``verify`` and ``enroll`` take from an image file under ``options``: the file itself and no region
     when no option is set, else the signature zone's crop (PNG bytes) and the region it was cut from
-    (``{"x", "y", "w", "h", "how", "layout"}`` in the image's pixels, kept with the decision).
+    (``{"x", "y", "w", "h", "how", "layout"}`` in the image's pixels, kept with the decision). ``page`` (from
+    1, ``--page``): that page of a multi-page TIFF, as PNG bytes (:func:`sigvault.imaging.page_png`) or cut.
 
     Raises:
         UsageError: a malformed region, an unknown layout, both a region and a layout.
-        ImageError: an unreadable image; NoSignatureFoundError: ``locate`` found no single signature.
+        ImageError: an unreadable image, no such page; NoSignatureFoundError: ``locate`` found no single signature.
     """
+    from sigvault.imaging import page_png, read_image
+
     if not options.active:
-        return source, None
-    from sigvault.imaging import read_image
+        return (source if page is None else page_png(source, page, name=str(source), limits=limits)), None
 
     layout = None
     if options.layout is not None:
@@ -208,10 +215,10 @@ def signature_zone(
             raise UsageError(f"--layout {options.layout!r}: not in the layouts file; choose among {', '.join(sorted(layouts))}")
         layout = layouts[options.layout]
     name = str(source)
-    grey = read_image(source, name=name, limits=limits)
+    grey = read_image(source, name=name, limits=limits, page=page)
     data, box, how = signature_source(grey, name=name, region=options.region, layout=layout, locate=options.locate)
     if data is None or box is None:  # --locate on a signature box: used whole
-        return source, None
+        return (source if page is None else _png(grey)), None
     return data, {**box.to_json(), "how": how, "layout": options.layout}
 
 

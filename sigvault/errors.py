@@ -79,5 +79,9 @@ class ModelError(SigvaultError):
     """The embedding model file is missing, unreadable or inconsistent with its card."""
 
 
+class DecryptionError(SigvaultError):
+    """An encrypted backup cannot be decrypted: wrong passphrase or key file, or the file is damaged."""
+
+
 class ManifestError(UsageError):
     """An audit manifest is malformed (bad header, duplicate item id, missing column)."""

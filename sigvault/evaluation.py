@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -856,19 +856,25 @@ def _warnings(
 
 def write_outputs(report: EvaluationReport, scores: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
     """report.json, confusion.csv, det.png, histograms.png in ``out_dir``; scores pooled over splits by kind."""
+    import io
     import json
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from sigvault.durable import atomic_write, private_dir
+
+    private_dir(out_dir)  # 0700 and files 0600, as every output of sigvault (sigvault.durable)
     paths = [out_dir / "report.json", out_dir / "confusion.csv", out_dir / "det.png", out_dir / "histograms.png"]
-    with open(paths[1], "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["kind", *DECISIONS, "total"])
-        for kind, row in report.confusion.items():
-            wr.writerow([kind, *(row[d] for d in DECISIONS), sum(row.values())])
-    _plot_det(scores, paths[2], report.model_id)
-    _plot_histograms(scores, paths[3], report.model_id)
+    text = io.StringIO(newline="")
+    wr = csv.writer(text)
+    wr.writerow(["kind", *DECISIONS, "total"])
+    for kind, row in report.confusion.items():
+        wr.writerow([kind, *(row[d] for d in DECISIONS), sum(row.values())])
+    atomic_write(paths[1], text.getvalue().encode())
+    for plot, path in ((_plot_det, paths[2]), (_plot_histograms, paths[3])):
+        png = io.BytesIO()
+        plot(scores, png, report.model_id)
+        atomic_write(path, png.getvalue())
     data = report.to_json() | {"files": [str(p) for p in paths]}
-    paths[0].write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write(paths[0], (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
     return paths
 
 
@@ -881,7 +887,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plot_det(scores: dict[str, np.ndarray], path: Path, title: str) -> None:
+def _plot_det(scores: dict[str, np.ndarray], path: Path | BinaryIO, title: str) -> None:
     """DET curve on probit (normal deviate) axes: skilled and random forgeries."""
     from scipy.stats import norm
 
@@ -919,7 +925,7 @@ def _plot_det(scores: dict[str, np.ndarray], path: Path, title: str) -> None:
         plt.close(fig)
 
 
-def _plot_histograms(scores: dict[str, np.ndarray], path: Path, title: str) -> None:
+def _plot_histograms(scores: dict[str, np.ndarray], path: Path | BinaryIO, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     try:

@@ -208,9 +208,13 @@ def read_image(
             except (TypeError, KeyError) as exc:
                 raise ImageError(f"{name}: damaged image ({exc}); rescan or re-export it") from None
             if page is None and pages > 1:
-                raise ImageError(f"{name}: a TIFF of {pages} pages; save the page that holds the signature as its own file")
+                raise ImageError(
+                    f"{name}: a TIFF of {pages} pages; say which page holds the signature (--page 1 to {pages}, "
+                    "or a page column in an audit manifest)"
+                )
             if page is not None and not 1 <= page <= pages:
-                raise ImageError(f"{name}: no page {page}; the image has {pages} page(s)")
+                which = f"{pages} pages, choose one from 1 to {pages}" if pages > 1 else "1 page only, choose page 1"
+                raise ImageError(f"{name}: no page {page}; the image has {which}")
             im.seek((page or 1) - 1)
             width, height = im.size
             if width * height > limits.max_pixels:
@@ -239,6 +243,39 @@ def read_image(
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageError(f"{name}: damaged or truncated image ({exc}); rescan or re-export it") from None
     return grey
+
+
+def page_png(
+    source: Path | str | bytes, page: int, *, name: str | None = None, limits: ImageLimits = DEFAULT_LIMITS
+) -> bytes:
+    """Page ``page`` (from 1) of a scan, as a PNG of its grey (:func:`read_image`): what ``--page N`` and an
+    audit manifest's ``page`` column verify, enroll or compare. The vault then hashes and stores that page
+    alone, never the file's other pages; it decodes to exactly the grey :func:`read_image` gives for the page.
+
+    Raises:
+        ImageError: no such page (the message names the file and its page count), or as :func:`read_image`.
+    """
+    from PIL import Image
+
+    grey = read_image(source, name=name, limits=limits, page=page)
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def page_source(
+    path: Path, page: int | None, *, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[Path | bytes, str]:
+    """What a command given an image file and ``--page`` reads, and what messages call it: the file itself
+    without a page, else that page (:func:`page_png`) named ``"<file> (page N)"``."""
+    if page is None:
+        return path, str(path)
+    return page_png(path, page, name=str(path), limits=limits), page_name(str(path), page)
+
+
+def page_name(name: str, page: int | None) -> str:
+    """How messages and the log name page ``page`` of file ``name`` (just ``name`` when no page is chosen)."""
+    return name if page is None else f"{name} (page {page})"
 
 
 def _to_grey(im: Image.Image) -> np.ndarray:

@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sigvault.durable import append_durably, atomic_write
+from sigvault.durable import append_durably, atomic_write, open_private
 from sigvault.errors import IndexFileError
 
 MAGIC = b"SIGVIDX2"
@@ -658,8 +658,7 @@ def file_lock(path: Path) -> Iterator[None]:
         held = _HELD.setdefault(key, _Held())
     with held.rlock:
         if held.depth == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            held.fh = open(lock_path, "a+b")  # noqa: SIM115 - closed when the outermost holder leaves
+            held.fh = open_private(lock_path, "a+b")  # closed when the outermost holder leaves
             try:
                 fcntl.flock(held.fh.fileno(), fcntl.LOCK_EX)
             except BaseException:

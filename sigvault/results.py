@@ -12,6 +12,7 @@ from sigvault import scoring
 
 if TYPE_CHECKING:
     from sigvault.db import decision_log
+    from sigvault.erasure import Erasure
     from sigvault.index import Fingerprint
 
 COMPARE_LABELS = {"accept": "same writer", "refer": "uncertain", "reject": "different writers"}
@@ -180,6 +181,12 @@ class ThresholdChange:
 class RemoveResult:
     person: str
     n_references: int
+    erasure: Erasure | None = None  # what became of the removed bytes in the database files
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"person": self.person, "n_references": self.n_references} | (
+            self.erasure.to_dict() if self.erasure is not None else {}
+        )
 
 
 @dataclass(frozen=True)

@@ -491,7 +491,7 @@ def _app(vault: Vault, max_body: int) -> FastAPI:  # noqa: C901 - one closure pe
         """Erase a person: references, images, vectors, threshold, index entries (the decision log stays)."""
         with index_lock:
             result = vault.remove(person)
-        return {"person": result.person, "n_references": result.n_references}
+        return result.to_dict()  # with "erased" and what the erasure still waits for (sigvault.erasure)
 
     @app.put("/v1/persons/{person}/threshold", tags=["people"])
     def set_threshold(

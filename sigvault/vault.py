@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
     from sigvault.embedder import Embedder
+    from sigvault.erasure import Erasure
     from sigvault.index import VectorIndex
     from sigvault.reembed import ReembedProgress
 
@@ -91,16 +92,22 @@ def prepare(
     name: str | None = None,
     spec: imaging.PreprocessSpec = imaging.DEFAULT_SPEC,
     limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+    *,
+    page: int | None = None,
 ) -> Prepared:
     """Read an image, hash its exact bytes and preprocess it to the model canvas: the part of
     :meth:`Vault.verify` that needs neither the model nor the database. A module-level function so that a
-    process pool can run it (``audit`` does); pass the result as :attr:`VerifyItem.prepared`.
+    process pool can run it (``audit`` does); pass the result as :attr:`VerifyItem.prepared`. ``page``: that
+    page of a multi-page TIFF, hashed and read as :func:`imaging.page_png` gives it (as ``verify --page``).
 
     Raises:
         ImageError (and subclasses): the image cannot be used; the message names it.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    if page is not None:
+        source = imaging.page_png(source, page, name=name, limits=limits)
+        name = imaging.page_name(name, page)
     data = imaging.read_bytes(source, name, limits)
     canvas, capture = imaging.preprocess_measured(imaging.read_image(data, name=name, limits=limits), spec, name=name)
     return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, capture)
@@ -843,25 +850,38 @@ class Vault:
             )
         return ThresholdChange(person_id, value, "override", True)
 
-    def remove(self, person: str) -> RemoveResult:
+    def remove(self, person: str, *, erase_wait: float = 5.0) -> RemoveResult:
         """Erase the person: rows, reference images, vectors, threshold and index entries.
 
         Decision log entries stay (they hold only hashes and scores). Storage is then rewritten
-        (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``) so the erased bytes are gone from the files.
+        (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``) so the erased bytes are gone from the files; on
+        PostgreSQL only once no older transaction can still see them (waiting up to ``erase_wait`` seconds for
+        them to end): ``RemoveResult.erasure`` says whether the bytes are gone or what they wait for, which
+        ``sigvault db purge`` (:meth:`purge`) completes (:mod:`sigvault.erasure`).
         """
+        from sigvault.erasure import deletion_mark, erase_waiting
+
         person_id = normalize_person_id(person)
         with transaction(self.engine, write=True) as conn:
             row = self._get_person(conn, person_id, lock=True)
             ids = queries.delete_person(conn, row.pk)
+            mark = deletion_mark(conn)
         self._indexes.purge(np.asarray(ids, dtype=np.int64))
         try:
-            self.compact()
+            erasure = erase_waiting(self.engine, before=mark, wait=erase_wait)
         except SigvaultError as exc:
             raise SigvaultError(
                 f"{person_id!r} was removed, but the database could not be compacted to erase the freed bytes "
-                f"({exc}); run `sigvault db compact` when the vault is idle"
+                f"({exc}); run `sigvault db purge` when the vault is idle"
             ) from exc
-        return RemoveResult(person_id, len(ids))
+        return RemoveResult(person_id, len(ids), erasure)
+
+    def purge(self, *, wait: float = 0.0) -> Erasure:
+        """``sigvault db purge``: erase from the database files the bytes of every row removed until now, waiting
+        up to ``wait`` seconds for older transactions to end on PostgreSQL (:func:`sigvault.erasure.erase_waiting`)."""
+        from sigvault.erasure import erase_waiting
+
+        return erase_waiting(self.engine, wait=wait)
 
     def compact(self) -> None:
         """Rewrite the tables that hold images and vectors so that deleted bytes are physically gone."""

@@ -125,7 +125,7 @@ _MESSAGES = {
     "all-black.png": "{p}: no signature ink found (the image is blank); scan the signed area",
     "bomb.png": "{p}: image dimensions are above the limit of 40000000 pixels; scan at a lower resolution or raise "
     "SIGVAULT_MAX_IMAGE_PIXELS",
-    "pages.tiff": "{p}: a TIFF of 2 pages; save the page that holds the signature as its own file",
+    "pages.tiff": "{p}: a TIFF of 2 pages; say which page holds the signature (--page 1 to 2, or a page column in an audit manifest)",
 }
 
 VALID = [

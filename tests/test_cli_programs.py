@@ -108,14 +108,14 @@ def test_multi_page_tiff_needs_a_page(tmp_path: Path) -> None:
     path.write_bytes(_tiff([first, second]))
     with pytest.raises(ImageError) as err:
         imaging.read_image(path)
-    assert str(err.value) == f"{path}: a TIFF of 2 pages; save the page that holds the signature as its own file"
+    assert str(err.value) == f"{path}: a TIFF of 2 pages; say which page holds the signature (--page 1 to 2, or a page column in an audit manifest)"
     assert np.array_equal(imaging.read_image(path, page=1), imaging.read_image(first))
     assert np.array_equal(imaging.read_image(path, page=2), imaging.read_image(second))
-    with pytest.raises(ImageError, match=r"scan.tif: no page 3; the image has 2 page\(s\)$"):
+    with pytest.raises(ImageError, match=r"scan.tif: no page 3; the image has 2 pages, choose one from 1 to 2$"):
         imaging.read_image(path, page=3)
     # a one-page image reads as before, and has a page 1 only
     assert np.array_equal(imaging.read_image(first, page=1), imaging.read_image(first))
-    with pytest.raises(ImageError, match=r"no page 2; the image has 1 page\(s\)$"):
+    with pytest.raises(ImageError, match=r"no page 2; the image has 1 page only, choose page 1$"):
         imaging.read_image(first, page=2, name="one.png")
 
 
@@ -128,6 +128,6 @@ def test_multi_page_tiff_is_refused_by_verify(cli: Invoke, images: ImageFactory,
     assert json.loads(out.stdout) == {
         "error": True,
         "kind": "unreadable_image",
-        "message": f"{path}: a TIFF of 2 pages; save the page that holds the signature as its own file",
+        "message": f"{path}: a TIFF of 2 pages; say which page holds the signature (--page 1 to 2, or a page column in an audit manifest)",
         "exit_code": 1,
     }

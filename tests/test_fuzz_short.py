@@ -31,7 +31,7 @@ def test_seeds_are_valid_signatures(fuzz) -> None:  # noqa: ANN001
     assert {name.rsplit(".", 1)[1] for name in seeds} == {"png", "jpg", "tiff", "gif", "bmp"}
     for name, data in seeds.items():
         if name == "pages.tiff":  # two pages: refused unless a page is chosen, then each is a signature
-            with pytest.raises(ImageError, match=r"^pages\.tiff: a TIFF of 2 pages; save the page"):
+            with pytest.raises(ImageError, match=r"^pages\.tiff: a TIFF of 2 pages; say which page"):
                 imaging.load_canvas(data, name=name)
             for page in (1, 2):
                 assert imaging.preprocess(imaging.read_image(data, name=name, page=page)).max() > 0

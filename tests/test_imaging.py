@@ -343,7 +343,7 @@ def test_first_frame_and_a_chosen_page():
     tif = encode(first, "TIFF", save_all=True, append_images=[second])
     expected = preprocess(scan())
     assert np.abs(load_canvas(gif) - expected).mean() < 0.02
-    with pytest.raises(ImageError, match=r"^scan\.tif: a TIFF of 2 pages; save the page that holds the signature"):
+    with pytest.raises(ImageError, match=r"^scan\.tif: a TIFF of 2 pages; say which page holds the signature"):
         read_image(tif, name="scan.tif")
     assert np.abs(preprocess(read_image(tif, page=1)) - expected).mean() < 0.02
     assert np.array_equal(read_image(tif, page=2), read_image(encode(second, "TIFF")))

@@ -308,7 +308,8 @@ def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
     assert reset.status == 200 and reset.body["is_override"] is False and reset.body["threshold"] == shown["threshold"]
 
     gone = server.call("DELETE", "/v1/persons/bob")
-    assert gone.status == 200 and gone.body == {"person": "bob", "n_references": 3}
+    assert gone.status == 200 and {k: gone.body[k] for k in ("person", "n_references")} == {"person": "bob", "n_references": 3}
+    assert gone.body["erased"] is True or gone.body["waiting_for"]  # PostgreSQL: what the erasure waits for
     missing = server.call("GET", "/v1/persons/bob", key="verifier")
     assert (missing.status, missing.body["code"]) == (404, "person_not_found")
     assert index_clean(server)

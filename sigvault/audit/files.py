@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from sigvault.audit.manifest import ManifestInfo, iter_rows
 from sigvault.audit.records import csv_header, csv_row, csv_text
-from sigvault.durable import atomic_write, replace_file
+from sigvault.durable import atomic_write, open_private, replace_file
 from sigvault.errors import UsageError
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def prepare_outputs(
     done = 0
     keep = 0
     csv_tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(jsonl_path, "rb") as src, open(csv_tmp, "wb") as dst:
+    with open(jsonl_path, "rb") as src, open_private(csv_tmp, "wb") as dst:
         dst.write(csv_header(state.columns))
         for raw in src:
             if not raw.endswith(b"\n"):

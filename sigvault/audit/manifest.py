@@ -4,6 +4,9 @@ One pass checks the header, the required columns, empty and duplicate item ids a
 the first problem with its line number (:class:`~sigvault.errors.ManifestError`) before anything is decided.
 Duplicates are found with a set of ids (tens of MB for a million rows); the line of the first occurrence is
 looked up again only when a duplicate is found.
+
+An optional ``page`` column chooses the page of a multi-page TIFF (from 1; empty: the image has one page), as
+``verify --page N`` does.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Row:
     image: str
     amount: float | None
     values: dict[str, Any]  # the input columns, untouched
+    page: int | None = None  # the optional ``page`` column: the page of a multi-page TIFF, from 1
 
 
 def _format_of(path: Path) -> Literal["csv", "jsonl"]:
@@ -176,6 +180,15 @@ def _parse_amount(name: str, line: int, value: Any) -> float | None:
     return amount
 
 
+def _parse_page(name: str, line: int, value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    page = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+        raise ManifestError(f"{name} line {line}: page {value!r} is not a page number; write 1 for the first page")
+    return page
+
+
 def _row(name: str, index: int, line: int, record: dict[str, Any], *, jsonl: bool) -> Row:
     """Check one record's required values (the structure, not whether it can be decided)."""
     if jsonl:
@@ -195,7 +208,8 @@ def _row(name: str, index: int, line: int, record: dict[str, Any], *, jsonl: boo
         if value is not None and not isinstance(value, str):
             raise ManifestError(f"{name} line {line}: {key} must be a string, got {json.dumps(value)}")
     amount = _parse_amount(name, line, record.get("amount"))
-    return Row(index, line, item_id, record["person"] or "", record["image"] or "", amount, record)
+    page = _parse_page(name, line, record.get("page"))
+    return Row(index, line, item_id, record["person"] or "", record["image"] or "", amount, record, page)
 
 
 def _sha256_file(path: Path) -> str:

@@ -26,10 +26,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from io import BufferedWriter
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sigvault import scoring
 from sigvault.audit.files import (
@@ -53,7 +52,7 @@ from sigvault.audit.summary import (
     read_records,
     review_queue,
 )
-from sigvault.durable import append_durably, atomic_write
+from sigvault.durable import append_durably, atomic_write, open_private, private_dir
 from sigvault.errors import SigvaultError, UsageError
 from sigvault.review import audit_review_figures
 
@@ -135,7 +134,7 @@ def open_audit(
     info = validate_manifest(manifest)
     pol = load_policy(policy) if policy is not None else None
     model_id = vault.model_id  # loads the model now, before any thread needs it
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)  # 0700, its files 0600: results and report name persons and show their signatures
     from sigvault.index import file_lock
 
     with file_lock(out_dir / ".audit"):
@@ -149,7 +148,7 @@ class RecordWriter:
 
     The CSV is made from the JSON text, exactly as a resume rebuilds it."""
 
-    def __init__(self, run: AuditRun, jsonl: BufferedWriter, csvf: BufferedWriter) -> None:
+    def __init__(self, run: AuditRun, jsonl: BinaryIO, csvf: BinaryIO) -> None:
         self.run, self._jsonl, self._csv = run, jsonl, csvf
         self.done = run.done  # rows written, those of earlier runs included
 
@@ -172,7 +171,7 @@ class RecordWriter:
 
 @contextmanager
 def record_writer(run: AuditRun) -> Iterator[RecordWriter]:
-    with open(run.out_dir / RESULTS_JSONL, "ab") as jsonl, open(run.out_dir / RESULTS_CSV, "ab") as csvf:
+    with open_private(run.out_dir / RESULTS_JSONL) as jsonl, open_private(run.out_dir / RESULTS_CSV) as csvf:
         yield RecordWriter(run, jsonl, csvf)
 
 
@@ -334,25 +333,25 @@ def _write_report(
 
 
 def prepare_many(
-    jobs: Sequence[tuple[str, str]], spec: PreprocessSpec, limits: ImageLimits
+    jobs: Sequence[tuple[str, str, int | None]], spec: PreprocessSpec, limits: ImageLimits
 ) -> list[Prepared | SigvaultError]:
-    """:func:`sigvault.vault.prepare` for each (path, name), an error in place of a failure. Module-level
-    and free of the vault, so that a worker process can run it."""
+    """:func:`sigvault.vault.prepare` for each (path, name, page), an error in place of a failure.
+    Module-level and free of the vault, so that a worker process can run it."""
     from sigvault.vault import prepare
 
     out: list[Prepared | SigvaultError] = []
-    for source, name in jobs:
+    for source, name, page in jobs:
         try:
-            out.append(prepare(source, name, spec, limits))
+            out.append(prepare(source, name, spec, limits, page=page))
         except SigvaultError as exc:
             out.append(exc)
     return out
 
 
-def to_prepare(info: ManifestInfo, chunk: Chunk) -> list[tuple[str, str]]:
-    """(path, name) of the rows of a chunk whose image must be read (not recovered, not blank)."""
+def to_prepare(info: ManifestInfo, chunk: Chunk) -> list[tuple[str, str, int | None]]:
+    """(path, name, page) of the rows of a chunk whose image must be read (not recovered, not blank)."""
     return [
-        (image_path(info, row.image), image_path(info, row.image))
+        (image_path(info, row.image), image_path(info, row.image), row.page)
         for row in chunk.rows
         if row.index not in chunk.recovered and row.image.strip()
     ]
@@ -430,6 +429,11 @@ def decide_chunk(
     items = []
     for k, (_, row, source) in enumerate(todo):
         details: dict[str, Any] = {"audit": job.state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
+        ready = prepared[k] if prepared is not None else None
+        if row.page is not None:
+            details["page"] = row.page
+            if ready is None:  # read here, as in a worker: the vault reads whole files only
+                ready = prepare_many([(source, source, row.page)], vault.embedder.spec, vault.limits)[0]
         rule = None
         if pol is not None:
             band = pol.band_for(row.amount)
@@ -441,7 +445,7 @@ def decide_chunk(
                 source,  # a path or a URL (sigvault.imaging.is_url)
                 name=source,
                 details=details,
-                prepared=prepared[k] if prepared is not None else None,
+                prepared=ready,
                 decide=rule,
             )
         )

@@ -37,14 +37,7 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-                folder = Path(parsed.database).expanduser().parent
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise SigvaultError(
-                        f"{folder}: cannot create the database directory ({exc.strerror or exc}); "
-                        "set SIGVAULT_HOME to a writable directory"
-                    ) from None
+                _private_sqlite_file(Path(parsed.database).expanduser())
             engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         else:
             engine = create_engine(parsed)
@@ -54,6 +47,23 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file (and its directory) mode 0600 (0700) before SQLite opens it, whatever the umask:
+    it holds the reference images. SQLite gives its -wal, -shm and -journal files the database file's mode;
+    an existing database, or such a file left by an older sigvault, that others can read is tightened to 0600
+    (:func:`sigvault.durable.tighten`)."""
+    from sigvault.durable import private_file, tighten
+
+    try:
+        private_file(path)
+    except OSError as exc:
+        raise SigvaultError(
+            f"{path}: cannot create the database ({exc.strerror or exc}); set SIGVAULT_HOME to a writable directory"
+        ) from None
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(path.with_name(path.name + suffix))
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
