@@ -1194,6 +1194,10 @@ def audit(
     partition_size: Annotated[
         int, typer.Option(min=1, help="With --cluster: rows per Dask task, a multiple of --batch-size.")
     ] = 256,
+    locate: Annotated[
+        bool, typer.Option("--locate", help="Images may be whole cheques or forms: find the signature on rows without a region or layout.")
+    ] = False,
+    layouts: LayoutsOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Verify every item of a manifest as `verify` does; write results, a summary and a review report.
@@ -1201,6 +1205,8 @@ def audit(
     Exit 1 when some rows could not be decided (their decision is "error"); they are listed in the
     results. An interrupted audit is finished with --resume. A progress bar shows on a terminal. With
     --cluster the rows are decided by Dask workers sharing a PostgreSQL vault: same files, same decisions.
+    Whole cheques and forms: a row's optional `region` (X,Y,W,H) or `layout` column, or --locate, says where the
+    signature is; the zone compared is in the results and the report draws it on the document.
 
     \b
     Example:
@@ -1209,6 +1215,9 @@ def audit(
       sigvault audit cheques-2025-11-25.csv --out audit-2025-11-25/ --cluster tcp://scheduler:8786
     """
     from sigvault.audit import AuditProgress, run_audit
+    from sigvault.documents import DocumentOptions
+
+    documents = DocumentOptions(layouts=layouts, locate=locate)
 
     def show(p: AuditProgress) -> None:
         assert update is not None
@@ -1235,6 +1244,7 @@ def audit(
                     policy=policy,
                     resume=resume,
                     progress=None if update is None else show,
+                    documents=documents,
                 )
             else:
                 with _vault(ctx) as vault:
@@ -1247,6 +1257,7 @@ def audit(
                         policy=policy,
                         resume=resume,
                         progress=None if update is None else show,
+                        documents=documents,
                     )
     except KeyboardInterrupt:
         hint = f"interrupted; finish the audit with: sigvault audit {manifest} --out {out} --resume"

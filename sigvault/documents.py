@@ -26,6 +26,7 @@ import io
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -187,17 +188,19 @@ class DocumentOptions:
 
 
 def signature_zone(
-    source: Path,
+    source: Path | str | bytes,
     options: DocumentOptions,
     *,
     home: Path,
     limits: ImageLimits = DEFAULT_LIMITS,
     page: int | None = None,
-) -> tuple[Path | bytes, dict[str, object] | None]:
+    name: str | None = None,
+) -> tuple[Path | str | bytes, dict[str, Any] | None]:
     """What ``verify`` and ``enroll`` take from an image file under ``options``: the file itself and no region
     when no option is set, else the signature zone's crop (PNG bytes) and the region it was cut from
     (``{"x", "y", "w", "h", "how", "layout"}`` in the image's pixels, kept with the decision). ``page`` (from
     1, ``--page``): that page of a multi-page TIFF, as PNG bytes (:func:`sigvault.imaging.page_png`) or cut.
+    ``name``: how errors name the image (default: the path).
 
     Raises:
         UsageError: a malformed region, an unknown layout, both a region and a layout.
@@ -206,7 +209,7 @@ def signature_zone(
     from sigvault.imaging import page_png, read_image
 
     if not options.active:
-        return (source if page is None else page_png(source, page, name=str(source), limits=limits)), None
+        return (source if page is None else page_png(source, page, name=name or str(source), limits=limits)), None
 
     layout = None
     if options.layout is not None:
@@ -214,7 +217,7 @@ def signature_zone(
         if options.layout not in layouts:
             raise UsageError(f"--layout {options.layout!r}: not in the layouts file; choose among {', '.join(sorted(layouts))}")
         layout = layouts[options.layout]
-    name = str(source)
+    name = name or str(source)
     grey = read_image(source, name=name, limits=limits, page=page)
     data, box, how = signature_source(grey, name=name, region=options.region, layout=layout, locate=options.locate)
     if data is None or box is None:  # --locate on a signature box: used whole

@@ -47,37 +47,64 @@ MAX_REFS_SHOWN = 6  # references shown per item (the most similar, best first)
 SCORE_SPAN = 0.25  # the score bar spans threshold +- this
 
 
-def thumbnail_uri(source: Path | str | bytes, *, limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS) -> str | None:
-    """A small greyscale WebP of an image as a ``data:`` URI, or None if the image cannot be read.
+def thumbnail_uri(
+    source: Path | str | bytes,
+    *,
+    limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+    zone: Mapping[str, Any] | None = None,
+    whole: bool = False,
+) -> str | None:
+    """A small WebP of an image as a ``data:`` URI, or None if the image cannot be read.
 
-    The image is read with :func:`sigvault.imaging.read_image` (same checks and size limits as verify).
+    The image is read with :func:`sigvault.imaging.read_image` (same checks and size limits as verify). With
+    ``zone`` (a result's ``zone``: the box compared on a whole document, in its pixels): that zone alone, or with
+    ``whole`` the whole document with the zone drawn on it in red (then in colour).
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     try:
         grey = imaging.read_image(source, name="thumbnail", limits=limits)
     except SigvaultError:
         return None
+    box = None
+    if zone is not None:
+        x, y, w, h = (int(zone[k]) for k in ("x", "y", "w", "h"))
+        if whole:
+            box = (x, y, x + w, y + h)
+        else:
+            grey = grey[y : y + h, x : x + w]
+            if grey.size == 0:
+                return None
     im = Image.fromarray(grey, mode="L")
-    im.thumbnail(THUMB_SIZE, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    size = (2 * THUMB_SIZE[0], 2 * THUMB_SIZE[1]) if box is not None else THUMB_SIZE  # a document: larger
+    scale = min(1.0, size[0] / im.width, size[1] / im.height)
+    im.thumbnail(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if box is not None:
+        im = im.convert("RGB")
+        drawn = [round(v * scale) for v in box]
+        ImageDraw.Draw(im).rectangle(drawn, outline=(220, 30, 30), width=2)
     buf = io.BytesIO()
     im.save(buf, format="WEBP", quality=70, method=4)
     return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _thumbnails(sources: Sequence[Path | str | bytes], limits: imaging.ImageLimits) -> list[str | None]:
-    """:func:`thumbnail_uri` of each source ("" = none), in order, on two threads: decoding and encoding
-    release the GIL, so a report's thumbnails take about half the wall time on two cores."""
+Thumb = tuple["Path | str | bytes", "Mapping[str, Any] | None", bool]  # (source, zone, whole): thumbnail_uri's
 
-    def one(source: Path | str | bytes) -> str | None:
-        return thumbnail_uri(source, limits=limits) if source else None
 
-    if len(sources) < 8 or (os.cpu_count() or 1) < 2:
-        return [one(s) for s in sources]
+def _thumbnails(jobs: Sequence[Thumb], limits: imaging.ImageLimits) -> list[str | None]:
+    """:func:`thumbnail_uri` of each (source, zone, whole) (source "" = none), in order, on two threads: decoding
+    and encoding release the GIL, so a report's thumbnails take about half the wall time on two cores."""
+
+    def one(job: Thumb) -> str | None:
+        source, zone, whole = job
+        return thumbnail_uri(source, limits=limits, zone=zone, whole=whole) if source else None
+
+    if len(jobs) < 8 or (os.cpu_count() or 1) < 2:
+        return [one(j) for j in jobs]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sigvault-thumb") as pool:
-        return list(pool.map(one, sources))
+        return list(pool.map(one, jobs))
 
 
 def _e(value: Any) -> str:
@@ -239,10 +266,13 @@ def render_report(
         shown_refs.update(dict.fromkeys(r["reference_id"] for r in refs))
     blobs = reference_images(list(shown_refs)) if shown_refs else {}
     ref_ids = [r for r in shown_refs if r in blobs]
-    sources = [record.get("source") or "" for _, record in queue]
-    uris = _thumbnails([blobs[r] for r in ref_ids] + sources, limits)
+    questioned: list[Thumb] = [(record.get("source") or "", record.get("zone"), False) for _, record in queue]
+    documents: list[Thumb] = [(s, z, True) for s, z, _ in questioned if z]  # whole documents, the zone drawn
+    uris = _thumbnails([(blobs[r], None, False) for r in ref_ids] + questioned + documents, limits)
     thumbs = {str(r): uri for r, uri in zip(ref_ids, uris) if uri is not None}
-    q_uris = uris[len(ref_ids) :]
+    q_uris = uris[len(ref_ids) : len(ref_ids) + len(questioned)]
+    more = iter(uris[len(ref_ids) + len(questioned) :])
+    d_uris = [next(more) if z else None for _, z, _ in questioned]
 
     counts = summary["counts"]
     in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in REVIEW_ORDER}
@@ -250,8 +280,10 @@ def render_report(
     page, pages, page_size = int(summary.get("page", 1)), int(summary.get("pages", 1)), int(summary.get("page_size", 0))
     first = (page - 1) * page_size
     cards = [
-        _card(rank, index, record, refs, thumbs, q_uri, refer_band)
-        for rank, ((index, record), refs, q_uri) in enumerate(zip(queue, per_item, q_uris), start=first + 1)
+        _card(rank, index, record, refs, thumbs, q_uri, refer_band, d_uri)
+        for rank, ((index, record), refs, q_uri, d_uri) in enumerate(
+            zip(queue, per_item, q_uris, d_uris, strict=True), start=first + 1
+        )
     ]
 
     needing = summary["needing_review"]
@@ -359,13 +391,24 @@ def _card(
     thumbs: Mapping[str, str],
     q_uri: str | None,
     refer_band: float,
+    d_uri: str | None = None,
 ) -> str:
     decision = record["decision"]
+    zone = record.get("zone")
+    caption = "questioned, the zone compared" if zone else "questioned"
     questioned = (
-        f'<figure class="q"><img alt="questioned signature of item {_e(record["item_id"])}" src="{q_uri}"><figcaption>questioned</figcaption></figure>'
+        f'<figure class="q"><img alt="questioned signature of item {_e(record["item_id"])}" src="{q_uri}"><figcaption>{caption}</figcaption></figure>'
         if q_uri
-        else '<figure class="q"><span class="noimg">image unreadable</span><figcaption>questioned</figcaption></figure>'
+        else f'<figure class="q"><span class="noimg">image unreadable</span><figcaption>{caption}</figcaption></figure>'
     )
+    if zone:
+        where = f"zone {zone['x']},{zone['y']},{zone['w']},{zone['h']} ({_e(zone.get('how'))})"
+        document = (
+            f'<img alt="document of item {_e(record["item_id"])} with the zone compared boxed" src="{d_uri}">'
+            if d_uri
+            else '<span class="noimg">image unreadable</span>'
+        )
+        questioned = f'<figure class="q doc">{document}<figcaption>document, {where}</figcaption></figure>' + questioned
     best = (record.get("best_reference") or {}).get("reference_id")
     ref_html = []
     for ref in refs:

@@ -47,6 +47,8 @@ class Verification:
     # scoring.capture_ratio of the scan against the references, when it is a capture mismatch
     # (scoring.capture_mismatch: a rejection near the threshold was referred instead)
     capture_ratio: float | None = None
+    # the zone of a whole document that was compared ({"x", "y", "w", "h", "how", "layout"}; None: the image whole)
+    region: dict[str, Any] | None = None
 
     @classmethod
     def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
@@ -74,11 +76,12 @@ class Verification:
             source=source,
             model_decision=(entry.details or {}).get("model_decision"),
             capture_ratio=((entry.details or {}).get("capture") or {}).get("ratio"),
+            region=(entry.details or {}).get("region"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self) | {"references": [asdict(r) for r in self.references]}
-        for key in ("model_decision", "capture_ratio"):
+        for key in ("model_decision", "capture_ratio", "region"):
             if out[key] is None:
                 del out[key]
         return out

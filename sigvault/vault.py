@@ -62,6 +62,7 @@ from sigvault.results import (
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+    from sigvault.documents import DocumentOptions
     from sigvault.embedder import Embedder
     from sigvault.erasure import Erasure
     from sigvault.index import VectorIndex
@@ -85,6 +86,8 @@ class Prepared:
     canvas: np.ndarray  # float32 (spec.canvas_height, spec.canvas_width)
     spec: imaging.PreprocessSpec
     capture: imaging.InkCapture  # how the scan captured its ink (scoring.capture_guard)
+    # the zone of a whole document that was compared ({"x", "y", "w", "h", "how", "layout"}), None: the image whole
+    region: dict[str, Any] | None = None
 
 
 def prepare(
@@ -94,23 +97,32 @@ def prepare(
     limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
     *,
     page: int | None = None,
+    zone: DocumentOptions | None = None,
 ) -> Prepared:
     """Read an image, hash its exact bytes and preprocess it to the model canvas: the part of
     :meth:`Vault.verify` that needs neither the model nor the database. A module-level function so that a
     process pool can run it (``audit`` does); pass the result as :attr:`VerifyItem.prepared`. ``page``: that
     page of a multi-page TIFF, hashed and read as :func:`imaging.page_png` gives it (as ``verify --page``).
+    ``zone``: the signature zone of a whole document (``--region``, ``--layout``, ``--locate``), cut out, hashed
+    and read as :func:`sigvault.documents.signature_zone` gives it (as ``verify --region``), its box in ``region``.
 
     Raises:
         ImageError (and subclasses): the image cannot be used; the message names it.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
-    if page is not None:
+    region = None
+    if zone is not None and zone.active:
+        from sigvault.documents import signature_zone
+
+        source, region = signature_zone(source, zone, home=Path("."), limits=limits, page=page, name=name)
+    elif page is not None:
         source = imaging.page_png(source, page, name=name, limits=limits)
+    if page is not None:
         name = imaging.page_name(name, page)
     data = imaging.read_bytes(source, name, limits)
     canvas, capture = imaging.preprocess_measured(imaging.read_image(data, name=name, limits=limits), spec, name=name)
-    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, capture)
+    return Prepared(name, hashlib.sha256(data).hexdigest(), canvas, spec, capture, region)
 
 
 #: A per-item decision rule: (score, threshold, calibrated probability) -> final decision.

@@ -768,6 +768,7 @@ def test_runner_is_in_sync_with_signature() -> None:
         "resume",
         "progress",
         "report_page_size",
+        "documents",
     ]
     assert textwrap.dedent(run_audit.__doc__ or "").count("exit_code") == 1
 

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
     from sigvault.audit.cluster_worker import PartitionResult, PartitionTask
     from sigvault.config import Settings
+    from sigvault.documents import DocumentOptions
 
 PARTITION_SIZE = 256  # rows per partition (one Dask task): 8 batches of 32, a few seconds of a worker's time
 TASK_RETRIES = 2  # reruns of a task that raised (a worker that died is handled by the scheduler, not counted here)
@@ -171,6 +172,7 @@ def run_cluster_audit(
     progress: ProgressCallback | None = None,
     report_page_size: int = REPORT_PAGE_SIZE,
     in_flight: int | None = None,
+    documents: DocumentOptions | None = None,
 ) -> AuditSummary:
     """Decide every item of ``manifest`` on the Dask cluster ``cluster`` and write the results into ``out_dir``:
     the files, decisions and decision log entries of :func:`~sigvault.audit.run.run_audit` on the same vault.
@@ -201,7 +203,9 @@ def run_cluster_audit(
 
     with (
         Vault.open(settings) as vault,
-        open_audit(vault, manifest, out_dir, batch_size=batch_size, policy=policy, resume=resume) as run,
+        open_audit(
+            vault, manifest, out_dir, batch_size=batch_size, policy=policy, resume=resume, documents=documents
+        ) as run,
     ):
         if partition_size % run.batch_size:  # a resumed audit keeps its batch size: whole chunks per partition
             partition_size = -(-partition_size // run.batch_size) * run.batch_size

@@ -129,7 +129,7 @@ def audit_partition(task: PartitionTask) -> PartitionResult:
     lines: list[str] = []
     decided = recovered = 0
     for chunk in task.chunks:
-        prepared = prepare_many(to_prepare(job.info, chunk), vault.embedder.spec, vault.limits)
+        prepared = prepare_many(to_prepare(job, chunk), vault.embedder.spec, vault.limits)
         records, d, r = decide_chunk(vault, job, chunk, prepared, once=once)
         lines.extend(json_line(record) for record in records)
         decided += d

@@ -6,7 +6,10 @@ Duplicates are found with a set of ids (tens of MB for a million rows); the line
 looked up again only when a duplicate is found.
 
 An optional ``page`` column chooses the page of a multi-page TIFF (from 1; empty: the image has one page), as
-``verify --page N`` does.
+``verify --page N`` does. Optional ``region`` (``X,Y,W,H`` in pixels or percentages, as ``verify --region``) and
+``layout`` (a layout's name in the audit's layouts file, as ``verify --layout``) columns say where the signature
+is on a whole cheque or form; a row gives one or the other, or neither (the image is a signature box, or
+``audit --locate`` finds the signature on it).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Row:
     amount: float | None
     values: dict[str, Any]  # the input columns, untouched
     page: int | None = None  # the optional ``page`` column: the page of a multi-page TIFF, from 1
+    region: str | None = None  # the optional ``region`` column: the signature's zone on a whole document
+    layout: str | None = None  # the optional ``layout`` column: a layout naming that zone
 
 
 def _format_of(path: Path) -> Literal["csv", "jsonl"]:
@@ -189,6 +194,29 @@ def _parse_page(name: str, line: int, value: Any) -> int | None:
     return page
 
 
+def _parse_zone(name: str, line: int, region: Any, layout: Any) -> tuple[str | None, str | None]:
+    """The ``region`` and ``layout`` values of a row (empty: None), checked for form: a region that
+    :func:`sigvault.documents.parse_region` cannot read, or both given, is the manifest's fault. Whether the region
+    lies inside the image, or the layout exists, is known only when the row is decided (an error row then)."""
+    from sigvault.documents import parse_region
+    from sigvault.errors import UsageError
+
+    values = []
+    for key, value in (("region", region), ("layout", layout)):
+        if value is not None and not isinstance(value, str):
+            raise ManifestError(f"{name} line {line}: {key} must be a string, got {json.dumps(value)}")
+        values.append(value.strip() if value is not None and value.strip() else None)
+    region, layout = values
+    if region is not None and layout is not None:
+        raise ManifestError(f"{name} line {line}: give a region or a layout, not both (region {region!r}, layout {layout!r})")
+    if region is not None:
+        try:
+            parse_region(region, 10**6, 10**6, what="region")  # the form only: the image's size is not known yet
+        except UsageError as exc:
+            raise ManifestError(f"{name} line {line}: {exc}") from None
+    return region, layout
+
+
 def _row(name: str, index: int, line: int, record: dict[str, Any], *, jsonl: bool) -> Row:
     """Check one record's required values (the structure, not whether it can be decided)."""
     if jsonl:
@@ -209,7 +237,8 @@ def _row(name: str, index: int, line: int, record: dict[str, Any], *, jsonl: boo
             raise ManifestError(f"{name} line {line}: {key} must be a string, got {json.dumps(value)}")
     amount = _parse_amount(name, line, record.get("amount"))
     page = _parse_page(name, line, record.get("page"))
-    return Row(index, line, item_id, record["person"] or "", record["image"] or "", amount, record, page)
+    region, layout = _parse_zone(name, line, record.get("region"), record.get("layout"))
+    return Row(index, line, item_id, record["person"] or "", record["image"] or "", amount, record, page, region, layout)
 
 
 def _sha256_file(path: Path) -> str:

@@ -49,6 +49,7 @@ OUTPUT_FIELDS = (
     "references",
     "image_sha256",
     "source",
+    "zone",  # the zone of a whole document compared (the row's region or layout, or located), else None
     "policy",
     "error_kind",
     "error",
@@ -69,6 +70,7 @@ CSV_OUTPUT_FIELDS = (
     "n_references",
     "image_sha256",
     "source",
+    "zone",  # X,Y,W,H in the image's pixels
     "policy_band",
     "policy_sha256",
     "error_kind",
@@ -121,6 +123,7 @@ def decided_record(row: Row, v: Verification, policy: Policy | None, cfg: scorin
         ],
         "image_sha256": v.image_sha256,
         "source": v.source,
+        "zone": v.region,
         "policy": applied,
         "error_kind": None,
         "error": None,
@@ -143,6 +146,7 @@ def error_record(row: Row, source: str, kind: str, message: str, model: str, pol
         "references": [],
         "image_sha256": None,
         "source": source,
+        "zone": None,
         "policy": applied,
         "error_kind": kind,
         "error": message,
@@ -170,6 +174,7 @@ def csv_row(record: dict[str, Any], columns: Sequence[str]) -> list[str]:
         "n_references": len(record["references"]),
         "policy_band": policy.get("band"),
         "policy_sha256": policy.get("sha256"),
+        "zone": ",".join(str(record["zone"][k]) for k in "xywh") if record.get("zone") else None,
     }
     return [csv_value(record.get(c)) for c in columns] + [csv_value(flat.get(c)) for c in CSV_OUTPUT_FIELDS]
 

@@ -58,6 +58,7 @@ from sigvault.review import audit_review_figures
 
 if TYPE_CHECKING:
     from sigvault.db.decision_log import Entry
+    from sigvault.documents import DocumentOptions
     from sigvault.imaging import ImageLimits, PreprocessSpec
     from sigvault.vault import LogOnce, Prepared, Vault
 
@@ -81,10 +82,24 @@ class AuditJob:
     state: AuditState
     policy: Policy | None
     model_id: str
+    # whole documents: the layouts file the rows' ``layout`` names, and whether to locate the signature on rows
+    # that give neither a region nor a layout (``audit --locate``); None: every image is a signature box
+    documents: DocumentOptions | None = None
 
     @property
     def batch_size(self) -> int:
         return self.state.batch_size  # a resumed audit keeps the batch size it started with
+
+    def zone(self, row: Row) -> DocumentOptions | None:
+        """Where the signature is on this row's image, as ``verify --region/--layout/--locate`` would take it
+        (None: the image is used whole)."""
+        docs = self.documents
+        if row.region is None and row.layout is None and (docs is None or not docs.locate):
+            return None
+        from sigvault.documents import DocumentOptions
+
+        layouts = docs.layouts if docs is not None else None
+        return DocumentOptions(row.region, row.layout, layouts, locate=docs is not None and docs.locate)
 
 
 @dataclass
@@ -121,18 +136,38 @@ def check_sizes(batch_size: int, report_page_size: int) -> None:
         raise UsageError(f"report_page_size must be at least 1, got {report_page_size}")
 
 
+def _documents(vault: Vault, documents: DocumentOptions | None) -> DocumentOptions:
+    """The audit's document options with the layouts file resolved (default ``<home>/layouts.toml``), read once
+    now when it was named or exists, so that a malformed file stops the audit before anything is decided."""
+    from sigvault.documents import DocumentOptions, load_layouts
+
+    layouts = documents.layouts if documents is not None and documents.layouts is not None else vault.home / "layouts.toml"
+    if (documents is not None and documents.layouts is not None) or layouts.exists():
+        load_layouts(layouts)
+    return DocumentOptions(layouts=layouts.absolute(), locate=documents is not None and documents.locate)
+
+
 @contextmanager
 def open_audit(
-    vault: Vault, manifest: Path, out_dir: Path, *, batch_size: int, policy: Path | None, resume: bool
+    vault: Vault,
+    manifest: Path,
+    out_dir: Path,
+    *,
+    batch_size: int,
+    policy: Path | None,
+    resume: bool,
+    documents: DocumentOptions | None = None,
 ) -> Iterator[AuditRun]:
     """Validate the manifest and the policy, lock ``out_dir`` and start (or check and repair, with ``resume``)
-    its files; the lock is held until the block ends."""
+    its files; the lock is held until the block ends. ``documents``: see :attr:`AuditJob.documents` (its
+    ``layouts`` None: ``<home>/layouts.toml``)."""
     started = now()
     t0 = perf_counter()
     manifest = Path(manifest).absolute()
     out_dir = Path(out_dir)
     info = validate_manifest(manifest)
     pol = load_policy(policy) if policy is not None else None
+    docs = _documents(vault, documents)
     model_id = vault.model_id  # loads the model now, before any thread needs it
     private_dir(out_dir)  # 0700, its files 0600: results and report name persons and show their signatures
     from sigvault.index import file_lock
@@ -140,7 +175,7 @@ def open_audit(
     with file_lock(out_dir / ".audit"):
         tally = Tally()
         state, done, recovered = prepare_outputs(vault, info, out_dir, pol, model_id, batch_size, resume, tally, started)
-        yield AuditRun(vault, AuditJob(info, state, pol, model_id), out_dir, done, recovered, tally, started, t0)
+        yield AuditRun(vault, AuditJob(info, state, pol, model_id, docs), out_dir, done, recovered, tally, started, t0)
 
 
 class RecordWriter:
@@ -239,6 +274,7 @@ def run_audit(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     report_page_size: int = REPORT_PAGE_SIZE,
+    documents: DocumentOptions | None = None,
 ) -> AuditSummary:
     """Decide every item of ``manifest`` as ``verify`` would and write the results into ``out_dir``.
 
@@ -255,6 +291,9 @@ def run_audit(
         progress: called after each written chunk, in the calling thread.
         report_page_size: items per page of the report. Every item not accepted is in the report, in review
             order (:mod:`sigvault.audit.summary`): ``report.html``, then ``report-2.html``, ... when there are more.
+        documents: whole documents (cheques, forms): ``locate`` finds the signature on the rows that give no
+            ``region`` or ``layout``; ``layouts`` is the file the ``layout`` column names (default
+            ``<home>/layouts.toml``). The zone compared is in each result's ``zone`` and the decision's details.
 
     Returns:
         The summary; ``summary.exit_code`` is 1 when some rows could not be decided.
@@ -268,7 +307,9 @@ def run_audit(
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_sizes(batch_size, report_page_size)
-    with open_audit(vault, manifest, out_dir, batch_size=batch_size, policy=policy, resume=resume) as run:
+    with open_audit(
+        vault, manifest, out_dir, batch_size=batch_size, policy=policy, resume=resume, documents=documents
+    ) as run:
         t_decide = perf_counter()
         written, decided, recovered = _decide_all(run, workers, progress)
         return finish_audit(
@@ -332,26 +373,28 @@ def _write_report(
     return pages
 
 
-def prepare_many(
-    jobs: Sequence[tuple[str, str, int | None]], spec: PreprocessSpec, limits: ImageLimits
-) -> list[Prepared | SigvaultError]:
-    """:func:`sigvault.vault.prepare` for each (path, name, page), an error in place of a failure.
+#: What :func:`prepare_many` reads: (path, name, page, signature zone of a whole document).
+PrepareJob = tuple[str, str, "int | None", "DocumentOptions | None"]
+
+
+def prepare_many(jobs: Sequence[PrepareJob], spec: PreprocessSpec, limits: ImageLimits) -> list[Prepared | SigvaultError]:
+    """:func:`sigvault.vault.prepare` for each (path, name, page, zone), an error in place of a failure.
     Module-level and free of the vault, so that a worker process can run it."""
     from sigvault.vault import prepare
 
     out: list[Prepared | SigvaultError] = []
-    for source, name, page in jobs:
+    for source, name, page, zone in jobs:
         try:
-            out.append(prepare(source, name, spec, limits, page=page))
+            out.append(prepare(source, name, spec, limits, page=page, zone=zone))
         except SigvaultError as exc:
             out.append(exc)
     return out
 
 
-def to_prepare(info: ManifestInfo, chunk: Chunk) -> list[tuple[str, str, int | None]]:
-    """(path, name, page) of the rows of a chunk whose image must be read (not recovered, not blank)."""
+def to_prepare(job: AuditJob, chunk: Chunk) -> list[PrepareJob]:
+    """(path, name, page, zone) of the rows of a chunk whose image must be read (not recovered, not blank)."""
     return [
-        (image_path(info, row.image), image_path(info, row.image), row.page)
+        (image_path(job.info, row.image), image_path(job.info, row.image), row.page, job.zone(row))
         for row in chunk.rows
         if row.index not in chunk.recovered and row.image.strip()
     ]
@@ -430,10 +473,14 @@ def decide_chunk(
     for k, (_, row, source) in enumerate(todo):
         details: dict[str, Any] = {"audit": job.state.audit_id, "row": row.index, "line": row.line, "item_id": row.item_id}
         ready = prepared[k] if prepared is not None else None
+        zone = job.zone(row)
         if row.page is not None:
             details["page"] = row.page
-            if ready is None:  # read here, as in a worker: the vault reads whole files only
-                ready = prepare_many([(source, source, row.page)], vault.embedder.spec, vault.limits)[0]
+        if ready is None and (row.page is not None or zone is not None):
+            # read here, as in a worker: the vault reads whole files only
+            ready = prepare_many([(source, source, row.page, zone)], vault.embedder.spec, vault.limits)[0]
+        if ready is not None and not isinstance(ready, SigvaultError) and ready.region is not None:
+            details["region"] = ready.region
         rule = None
         if pol is not None:
             band = pol.band_for(row.amount)
@@ -501,7 +548,7 @@ def _decide_all(run: AuditRun, workers: int, progress: ProgressCallback | None) 
 
         try:
             for chunk in chunks(run):
-                jobs = to_prepare(run.info, chunk)
+                jobs = to_prepare(run.job, chunk)
                 future = pool.submit(prepare_many, jobs, spec, limits) if pool is not None and jobs else None
                 pending.append((chunk, future))
                 # keep the workers a few chunks ahead of the embedding; decide in manifest order
