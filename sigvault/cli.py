@@ -1296,6 +1296,12 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    locate: Annotated[
+        bool,
+        typer.Option(
+            "--locate", help="With --questioned: its images are whole documents; find the signature on each, as verify --locate."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure the system on a folder of scans: error rates, thresholds, capture-bias probes.
@@ -1304,6 +1310,7 @@ def evaluate(
     Example:
       sigvault evaluate my-scans/ --references 5 --splits 5 --seed 0 --out report/
       sigvault evaluate archive-scans/ --questioned cheque-scans/   # references and questioned from two scanners
+      sigvault evaluate archive-scans/ --questioned cheque-images/ --locate   # questioned signed on whole cheques
     """
     from sigvault.embedder import load_embedder
     from sigvault.evaluation import render_text, run_evaluation
@@ -1319,6 +1326,7 @@ def evaluate(
             out_dir=out,
             limits=settings.image_limits(),
             questioned_dir=questioned,
+            locate_questioned=locate,
             progress=None if update is None else (lambda stage, done, total: update(done, total, stage)),
         )
     if as_json:

@@ -156,6 +156,7 @@ class EvaluationReport:
     capture_bias: bool = False  # a probe is flagged
     shortcut: bool = False  # shortcut_warning flagged the swapped-reference figures
     questioned: str | None = None  # the folder the questioned items were read from, when not ``dataset``
+    questioned_located: bool = False  # its images were whole documents, the signature located on each
     # kind -> questioned items (summed over splits) captured at another resolution than their references
     # (scoring.capture_mismatch), and of those, the rejections the capture guard referred instead
     capture_mismatch: dict[str, int] = field(default_factory=dict)
@@ -186,6 +187,8 @@ class EvaluationReport:
         out["capture_referred"] = self.capture_referred
         if self.questioned_capture is not None:
             out["questioned_capture"] = self.questioned_capture
+        if self.questioned_located:
+            out["questioned_located"] = True
         out["capture_bias"] = self.capture_bias
         out["shortcut"] = self.shortcut
         out["probe_auc_warn"] = probes.AUC_WARN
@@ -269,11 +272,14 @@ def _read_all(
     *,
     views: bool = True,
     stage: str = "reading",
+    locate: bool = False,
 ) -> _ReadPass:
     """Read, measure, preprocess and embed every image once; skip (and list) the ones that fail. Genuine
     images (the only possible references) are also embedded in their views when the scoring has some and
     ``views``. Without ``views`` (questioned-only items, another capture) the capture statistics of the
-    probes, which describe the dataset, are not computed either (``stats`` stays empty)."""
+    probes, which describe the dataset, are not computed either (``stats`` stays empty). With ``locate`` the
+    images are whole documents: the signature is found on each as ``verify --locate`` finds it, and its zone is
+    what is read; a document on which none is found is skipped with the locator's reason."""
     out = _ReadPass()
     seen: dict[str, str] = {}
     wanted = embedder.scoring.views if views else ()
@@ -302,6 +308,8 @@ def _read_all(
                     f"{name}: same file as {seen[digest]}; a duplicate would leak between references and questioned items"
                 )
             grey = imaging.read_image(data, name=name, limits=limits)
+            if locate:
+                grey = _located(grey, name)
             own, capture = imaging.preprocess_views(grey, embedder.spec, () if item.forged else wanted, name=name)
             canvases = list(own)
         except ImageError as exc:
@@ -325,6 +333,18 @@ def _read_all(
     return out
 
 
+def _located(grey: np.ndarray, name: str) -> np.ndarray:
+    """The signature's zone of a whole document, as ``verify --locate`` cuts it (a signature box: whole).
+
+    Raises:
+        NoSignatureFoundError: no single signature on the document.
+    """
+    from sigvault.documents import signature_source
+
+    _, box, _ = signature_source(grey, name=name, locate=True)
+    return grey if box is None else box.crop(grey)
+
+
 def _item_key(item: DatasetItem) -> tuple[str, bool, str]:
     """What pairs a scan with its other capture: writer folder, genuine or forged, file name without extension
     (another capture may be another format)."""
@@ -344,7 +364,12 @@ def _capture_change(dataset: Sequence[imaging.InkCapture], questioned: Sequence[
 
 
 def _pair_questioned(
-    loaded: _ReadPass, root: Path, embedder: Embedder, limits: imaging.ImageLimits, progress: Progress | None
+    loaded: _ReadPass,
+    root: Path,
+    embedder: Embedder,
+    limits: imaging.ImageLimits,
+    progress: Progress | None,
+    locate: bool = False,
 ) -> tuple[_ReadPass, np.ndarray, list[imaging.InkCapture]]:
     """Read the questioned captures in ``root`` (the dataset's files captured another way, laid out alike) and
     pair them with the dataset's usable items: returns the dataset's items that have a usable counterpart
@@ -354,7 +379,7 @@ def _pair_questioned(
         UsageError: ``root`` is not in the dataset layout, or two of its files would pair with one scan.
     """
     _, items = scan_dataset(root)
-    other = _read_all(items, embedder, limits, progress, views=False, stage="reading questioned")
+    other = _read_all(items, embedder, limits, progress, views=False, stage="reading questioned", locate=locate)
     index: dict[tuple[str, bool, str], int] = {}
     for j, item in enumerate(other.items):
         key = _item_key(item)
@@ -595,6 +620,7 @@ def run_evaluation(
     progress: Progress | None = None,
     limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
     questioned_dir: Path | str | None = None,
+    locate_questioned: bool = False,
 ) -> EvaluationReport:
     """Run ``sigvault evaluate`` on a dataset folder; see the module docstring for the protocol.
 
@@ -612,6 +638,9 @@ def run_evaluation(
             scans captured another way (another scanner, resolution, format), in the same layout with the
             same writer folders and file names (extensions may differ). References are still enrolled from
             ``dataset_dir``; a scan without a usable counterpart is left out of both and listed as skipped.
+        locate_questioned: the questioned folder holds whole documents (e.g. the scans signed on cheques,
+            ``training.perturb --kinds document-colour``): the signature is found on each (``verify --locate``);
+            a document on which none is found is skipped, with the reason, and its scan left out.
 
     Raises:
         UsageError: bad arguments, no dataset, or too few usable writers (fewer than 2 with N + 1 genuine
@@ -623,7 +652,9 @@ def run_evaluation(
         raise UsageError(f"--splits {splits}: run at least 1 split")
     root = Path(dataset_dir)
     writer_names, items = scan_dataset(root)
-    data = _read_dataset(items, embedder, limits, progress, questioned_dir)
+    if locate_questioned and questioned_dir is None:
+        raise UsageError("--locate finds the signature on the questioned documents: give --questioned DIR too")
+    data = _read_dataset(items, embedder, limits, progress, questioned_dir, locate_questioned)
     genuine_count = {w: int(np.sum((data.writers == w) & ~data.forged)) for w in writer_names}
     evaluable = [w for w in writer_names if genuine_count[w] > references]
     not_evaluated = tuple(w for w in writer_names if genuine_count[w] <= references)
@@ -675,6 +706,7 @@ def run_evaluation(
         capture_bias=capture is not None,
         shortcut=shortcut is not None,
         questioned=None if questioned_dir is None else str(questioned_dir),
+        questioned_located=locate_questioned,
         capture_mismatch=tally.capture_mismatch,
         capture_referred=tally.capture_referred,
         questioned_capture=None if data.q_captures is None else _capture_change(data.loaded.captures, data.q_captures),
@@ -706,12 +738,15 @@ def _read_dataset(
     limits: imaging.ImageLimits,
     progress: Progress | None,
     questioned_dir: Path | str | None,
+    locate_questioned: bool = False,
 ) -> _Dataset:
     """Step 1: read, measure and embed every image once (and pair the questioned captures, if given)."""
     loaded = _read_all(items, embedder, limits, progress)
     q_emb, q_captures = None, None
     if questioned_dir is not None:
-        loaded, q_emb, q_captures = _pair_questioned(loaded, Path(questioned_dir), embedder, limits, progress)
+        loaded, q_emb, q_captures = _pair_questioned(
+            loaded, Path(questioned_dir), embedder, limits, progress, locate=locate_questioned
+        )
     emb = np.vstack(loaded.emb) if loaded.emb else np.zeros((0, embedder.dim), dtype=np.float32)
     return _Dataset(
         loaded=loaded,
@@ -971,7 +1006,9 @@ def render_text(report: EvaluationReport) -> list[str]:
     c = report.counts
     lines = [
         f"sigvault evaluate  {report.dataset}",
-        *([f"questioned items read from {report.questioned} (references from the folder above)"] if report.questioned else []),
+        *([f"questioned items read from {report.questioned} (references from the folder above)"
+           + ("; whole documents, the signature located on each" if report.questioned_located else "")]
+          if report.questioned else []),
         f"model {report.model_id}; {report.references} references per writer, {report.splits} split(s), seed {report.seed}",
         f"{c.writers_evaluated} of {c.writers} writers evaluated; {c.images_used} of {c.images} images used "
         f"({c.genuine} genuine, {c.forged} forged, {c.skipped} skipped)",

@@ -524,3 +524,43 @@ def test_shipped_model_on_a_synthetic_set(synth_sets: dict[str, Path]) -> None:
     assert math.isfinite(report.figures["eer_random"].mean)
     assert report.capture_bias  # the paper probe sees the cue whatever the model
     assert not next(p for p in report.probes if p.key == "embedding").flagged  # the model does not
+
+
+def _on_documents(src: Path, dst: Path) -> Path:
+    """The dataset's scans each pasted at the lower right of a page with printed text (a form), under ``dst``
+    with the same writer folders and file stems."""
+    import cv2
+    from PIL import Image
+
+    for w in sorted(p.name for p in src.iterdir()):
+        for sub in ("genuine", "forged"):
+            (dst / w / sub).mkdir(parents=True, exist_ok=True)
+            for p in sorted((src / w / sub).iterdir()):
+                page = np.full((900, 1800), 255, np.uint8)
+                for row in range(60, 420, 40):
+                    cv2.putText(page, "PAY TO THE ORDER OF  ACCOUNT 0042", (40, row), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0, 1)
+                with Image.open(p) as im:
+                    scan = np.asarray(im.convert("L"))
+                h, w_ = scan.shape
+                page[560 : 560 + h, 1100 : 1100 + w_] = np.minimum(page[560 : 560 + h, 1100 : 1100 + w_], scan)
+                Image.fromarray(page).save(dst / w / sub / f"{p.stem}.png")
+    return dst
+
+
+def test_questioned_documents_are_verified_on_the_located_signature(tmp_path: Path) -> None:
+    """`evaluate --questioned DIR --locate`: each questioned page is verified on the signature found on it, so the
+    figures are those of the scans themselves; without --locate the whole page would be compared."""
+    root = tiny_dataset(tmp_path / "data")
+    pages = _on_documents(root, tmp_path / "pages")
+    plain = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7)
+    located = evaluation.run_evaluation(
+        root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, questioned_dir=pages, locate_questioned=True
+    )
+    whole = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, questioned_dir=pages)
+    assert located.counts == plain.counts and located.skipped == ()
+    assert located.to_json()["per_split"] == plain.to_json()["per_split"]
+    assert whole.to_json()["per_split"] != plain.to_json()["per_split"]
+    assert located.to_json()["questioned_located"] is True and "questioned_located" not in whole.to_json()
+    assert evaluation.render_text(located)[1].endswith("; whole documents, the signature located on each")
+    with pytest.raises(UsageError, match="--locate finds the signature on the questioned documents: give --questioned DIR too"):
+        evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, locate_questioned=True)

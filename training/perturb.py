@@ -22,6 +22,12 @@ signature line under the ink), ``specks`` (5-40 specks of dust, 1-5 px), ``blurj
 quality 55-85), ``skew`` (turned by up to 5 degrees), ``lowres`` (45-90 % of the resolution) and ``cheque`` (all
 of them together).
 
+and whole documents (``sigvault.cheques``): ``document-bitonal``, ``document-grey``, ``document-colour``, each
+scan signed on a synthetic cheque rendered that way; measure with ``sigvault evaluate SRC --questioned
+OUT/<name>-document-colour --locate``, which finds the signature on each as ``verify --locate`` does. The
+``-zone`` kinds (``document-colour-zone``...) keep only the signature's true zone of the same cheque: measured
+without ``--locate``, they separate what the cheque costs from what the locator's errors cost.
+
 Only copies outside the repository: the development datasets' terms allow research use, not
 redistribution.
 """
@@ -92,9 +98,37 @@ def _capture(kind: str) -> Callable[[Image.Image, int], Image.Image]:
     return perturb
 
 
+def _document(rendering: str, *, zone: bool = False) -> Callable[[Image.Image, int], Image.Image]:
+    """The scan signed on a synthetic cheque (``sigvault.cheques.render``, ``rendering``), as the clearing system
+    delivers it and decoded again: the payee, amount and words handwritten by the project's synthetic writers
+    (``sigvault.synth``, seeded by the image's index), a stamp 30 % of the time. Saved as PNG (lossless, the
+    rendering's own compression already applied). With ``zone``: only the signature's true box on it, with the
+    margin ``--locate`` adds (what a perfect ``--layout`` would cut: the locator's error left out)."""
+    from sigvault import cheques
+    from sigvault.documents import MARGIN
+    from sigvault.imaging import read_image
+    from sigvault.synth import SyntheticWriter
+
+    salt = zlib.crc32(rendering.encode())  # the same cheque with and without ``zone``
+
+    def perturb(im: Image.Image, index: int) -> Image.Image:
+        hands = [np.asarray(SyntheticWriter(10_000 + 3 * index + j).genuine(0)) for j in range(3)]
+        doc = cheques.render(np.asarray(_grey(im), dtype=np.uint8), hands, rendering, (salt + index) % 2**31)
+        grey = read_image(doc.data)
+        if zone:
+            b = doc.signature
+            mx, my = round(MARGIN * (b.x1 - b.x0)), round(MARGIN * (b.y1 - b.y0))
+            grey = grey[max(0, b.y0 - my) : b.y1 + my, max(0, b.x0 - mx) : b.x1 + mx]
+        return Image.fromarray(grey)
+
+    return perturb
+
+
 KINDS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
     "dpi150": dpi150, "dpi75": dpi75, "jpeg40": jpeg40, "blur": blur, "faint": faint, "rotate": rotate, "noise": noise,
     **{k: _capture(k) for k in ("tinted", "line", "specks", "blurjpeg", "skew", "lowres", "cheque")},
+    **{f"document-{r}": _document(r) for r in ("bitonal", "grey", "colour")},
+    **{f"document-{r}-zone": _document(r, zone=True) for r in ("bitonal", "grey", "colour")},
 }
 
 
