@@ -113,7 +113,9 @@ def restore_vault(settings: config.Settings, directory: Path, *, force: bool = F
 
     engine = make_engine(settings.database_url)
     try:
-        return restore(directory, engine, settings.home, force=force)
+        return restore(
+            directory, engine, settings.home, force=force, operator=settings.operator, reason=settings.reason
+        )
     finally:
         engine.dispose()
 
@@ -306,12 +308,23 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def restore(directory: Path, engine: Engine, home: Path, *, force: bool = False) -> RestoreResult:
+def restore(
+    directory: Path,
+    engine: Engine,
+    home: Path,
+    *,
+    force: bool = False,
+    operator: str | None = None,
+    reason: str | None = None,
+) -> RestoreResult:
     """Load the backup in ``directory`` into the database behind ``engine``; rebuild ``home``'s index files.
 
     The target may be a database with no tables (its schema is created), or one at this sigvault's schema
     that holds no person, reference or decision; with ``force`` a non-empty vault is replaced. Everything
-    happens in one transaction, checked (row counts, log head, hash chain) before it commits.
+    happens in one transaction, checked (row counts, log head, hash chain) before it commits; a ``restore``
+    event (the backup's directory, manifest head and time, what was replaced; ``operator``, ``reason``) is
+    appended to the restored log in it. ``tables`` counts the rows restored, ``log_head`` is the head after
+    that event.
 
     Raises:
         SigvaultError: the backup is incomplete or damaged, or does not load as its manifest says.
@@ -363,9 +376,16 @@ def restore(directory: Path, engine: Engine, home: Path, *, force: bool = False)
             _check_restored(dst, manifest, directory)
             from sigvault.db import decision_log, queries
 
-            head = decision_log.head(dst)
             tables = _counts(dst)
             models = queries.model_counts(dst)
+            details = {
+                "directory": str(directory),
+                "backup_head": {"id": manifest["log"]["head_id"], "hash": manifest["log"]["head_hash"]},
+                "created_at": manifest.get("created_at"),
+                "replaced": occupied or None,
+            }
+            decision_log.append(dst, [decision_log.event("restore", "", operator=operator, reason=reason, details=details)])
+            head = decision_log.head(dst)
     finally:
         source.dispose()
     indexes = _rebuild_indexes(engine, Path(home), models)

@@ -102,7 +102,7 @@ def populate(cli: Invoke, images: ImageFactory) -> dict[str, dict]:
     assert cli("enroll", "Ame\u0301lie", *images.refs(2, 2)).exit_code == 0
     assert cli("enroll", "bob", *images.refs(3, 2)).exit_code == 0
     assert cli("people", "threshold", "Amélie", "0.55").exit_code == 0
-    assert cli("people", "remove", "bob").exit_code == 0
+    assert cli("people", "remove", "bob", "--yes").exit_code == 0
     out = {}
     for person, writer in (("alice", 1), ("Amélie", 1)):  # a genuine one and an impostor
         result = cli("verify", person, images.write(f"q-{writer}.png", writer, 9), "--json")

@@ -363,7 +363,7 @@ def test_nfc_and_nfd_person_ids_are_the_same_person(env: Env) -> None:
     result, records = audit(env, [{"item_id": "c1", "person": nfd, "image": str(q)}])
     assert result.exit_code == 0 and records[0]["decision"] == "accept"
     assert len(json.loads(env.cli("people", "show", nfd, "--json").stdout)["references"]) == 2
-    assert env.cli("people", "remove", nfd).stdout == f"removed {nfc!r} and 2 reference(s)\n"
+    assert env.cli("people", "remove", nfd, "--yes").stdout == f"removed {nfc!r} and 2 reference(s)\n"
 
 
 # ------------------------------------------------------------------------------ files that are not files

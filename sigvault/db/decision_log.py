@@ -234,12 +234,41 @@ def _check(new: NewEntry) -> None:
         raise ValueError(f"reason longer than {REASON_MAX} characters")
 
 
-def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:
-    """Stored entries in chain order, streamed."""
+@dataclass(frozen=True)
+class LogFilter:
+    """Which entries ``log export`` writes: a person, some kinds, a time window ``[since, until)`` (UTC).
+    None everywhere: the whole log."""
+
+    person_id: str | None = None
+    kinds: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def iter_entries(conn: Connection, *, after: int = 0, where: LogFilter | None = None) -> Iterator[Entry]:
+    """Stored entries in chain order, streamed; ``where`` keeps some of them (each still carries its
+    ``prev_hash`` and ``hash``, so a subset can be checked entry by entry: :func:`exported_entry_ok`)."""
     cols = [Decision.c[f] for f in Entry.__dataclass_fields__]
     stmt = select(*cols).where(Decision.c.id > after).order_by(Decision.c.id)
+    if where is not None:
+        if where.person_id is not None:
+            stmt = stmt.where(Decision.c.person_id == where.person_id)
+        if where.kinds:
+            stmt = stmt.where(Decision.c.kind.in_(where.kinds))
+        if where.since is not None:
+            stmt = stmt.where(Decision.c.at >= where.since)
+        if where.until is not None:
+            stmt = stmt.where(Decision.c.at < where.until)
     for row in conn.execution_options(yield_per=1000).execute(stmt):
         yield Entry(*row)
+
+
+def exported_entry_ok(line: dict[str, Any]) -> bool:
+    """Does an exported entry (a line of ``log export``, :meth:`Entry.to_dict`) still hash to its ``hash``?
+    Checks one entry alone, so a filtered export can be checked line by line; only the whole log
+    (``log verify``) shows that no entry was removed between two."""
+    content = {k: v for k, v in line.items() if k != "hash" and not (k in ("operator", "reason") and v is None)}
+    return entry_hash(content) == line.get("hash")
 
 
 def get_entry(conn: Connection, entry_id: int) -> Entry | None:
