@@ -218,6 +218,11 @@ def _vault(ctx: typer.Context) -> Iterator[Vault]:
         yield vault
 
 
+def _stdin_is_terminal() -> bool:
+    """Can a question be asked (``people remove``'s confirmation)? Not when input is a pipe or a file."""
+    return sys.stdin.isatty()
+
+
 def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
 
@@ -591,7 +596,7 @@ def people_remove(
     with _vault(ctx) as vault:
         detail = vault.person(person)  # an unknown person is an error before any question
         if not yes:
-            if not sys.stdin.isatty():
+            if not _stdin_is_terminal():
                 raise UsageError(
                     f"people remove {detail.person}: no terminal to confirm on; pass --yes to erase the person"
                 )

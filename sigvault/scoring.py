@@ -391,6 +391,34 @@ def reference_gate(score: float, threshold: float, cfg: ScoringConfig) -> bool:
     return score >= threshold - cfg.gate_margin
 
 
+def gate_failures(
+    existing: np.ndarray,
+    new: np.ndarray,
+    cfg: ScoringConfig,
+    cohort: np.ndarray | None = None,
+    fits: SvmFits | None = None,
+    views: np.ndarray | None = None,
+) -> list[tuple[int, float, float]]:
+    """The enrolment gate over a batch: (index in ``new``, score, threshold) of each new reference that fails
+    :func:`reference_gate` against the person's other references (``existing`` (m, d) and the rest of ``new``
+    (n, d)), scored as a questioned signature would be, by the scorer and threshold fitted on them (against
+    ``cohort`` for wd-svm). ``views``: (m + n, len(cfg.views), d) of all the references, existing first, when
+    the scoring has some. A reference with no other to compare with passes."""
+    everything = np.vstack([existing, new])
+    failed = []
+    for j in range(new.shape[0]):
+        i = existing.shape[0] + j
+        others = np.delete(everything, i, axis=0)
+        if others.shape[0] == 0:
+            continue
+        their_views = None if views is None else np.delete(views, i, axis=0)
+        threshold = person_threshold(others, cfg, cohort, fits, their_views)
+        score = person_scorer(others, cfg, cohort, fits, their_views).score(everything[i])
+        if not reference_gate(score, threshold.value, cfg):
+            failed.append((j, score, threshold.value))
+    return failed
+
+
 def capture_ratio(questioned: InkCapture, reference: InkCapture, cfg: ScoringConfig) -> float:
     """How much more the questioned scan's ink is enlarged into the canvas than the references' (``reference``
     is their median :class:`sigvault.imaging.InkCapture`): > 1 a coarser capture, < 1 a finer one; exactly 1 when

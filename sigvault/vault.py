@@ -571,21 +571,7 @@ class Vault:
         ``new``), scored as ``verify`` would score it by a scorer fitted on them against the model's cohort.
         ``views``: of all the references (existing, then new), when the scoring has some. A reference with no
         other to compare with passes (a person's first; ``min_references`` keeps their decisions referred)."""
-        cfg = self.embedder.scoring
-        cohort = self.embedder.cohort
-        everything = np.vstack([existing, new])
-        failed = []
-        for j in range(new.shape[0]):
-            i = existing.shape[0] + j
-            others = np.delete(everything, i, axis=0)
-            if others.shape[0] == 0:
-                continue
-            their_views = None if views is None else np.delete(views, i, axis=0)
-            threshold = scoring.person_threshold(others, cfg, cohort, fits, their_views)
-            score = scoring.person_scorer(others, cfg, cohort, fits, their_views).score(everything[i])
-            if not scoring.reference_gate(score, threshold.value, cfg):
-                failed.append((j, score, threshold.value))
-        return failed
+        return scoring.gate_failures(existing, new, self.embedder.scoring, self.embedder.cohort, fits, views)
 
     def _capture_warnings(self, person_id: str, captures: Sequence[imaging.InkCapture], names: Sequence[str]) -> list[str]:
         """Warn about each new reference (the last ``len(names)`` of ``captures``) captured at another resolution
