@@ -250,6 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     report["thresholds"] = {n: [min(v), max(v)] for n, v in spread.items()}
     everything = [t for v in spread.values() for t in v]
     report["threshold_range"] = [min(everything), max(everything)]
+    report["thresholds_all"] = spread
+    if cfg.threshold_range is not None:
+        lo, hi = cfg.threshold_range
+        outside = {n: sum(not lo <= t <= hi for t in v) for n, v in spread.items()}
+        report["outside_card_range"] = outside
+        print(f"outside the card's threshold_range [{lo:g}, {hi:g}] (every decision referred): " + "; ".join(
+            f"{n} refs {k} of {len(spread[n])}" for n, k in outside.items()
+        ))
     print("\nthresholds from the writers' own references: " + "; ".join(
         f"{n} refs [{min(v):.4f}, {max(v):.4f}]" for n, v in spread.items()
     ) + f"; all [{min(everything):.4f}, {max(everything):.4f}]")
