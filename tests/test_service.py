@@ -240,6 +240,19 @@ def chain_ok(server: Server) -> tuple[bool, int]:
     return report.ok, report.entries
 
 
+def log_after(server: Server, after: int) -> list[Any]:
+    """The decision log's entries with ids above ``after``."""
+    from sigvault.db import decision_log
+    from sigvault.db.engine import make_engine, transaction
+
+    engine = make_engine(server.db_url)
+    try:
+        with transaction(engine) as conn:
+            return list(decision_log.iter_entries(conn, after=after))
+    finally:
+        engine.dispose()
+
+
 def index_clean(server: Server) -> bool:
     from sigvault.config import Settings
     from sigvault.vault import Vault
@@ -291,6 +304,7 @@ def test_enroll_then_verify_as_the_cli_does_and_the_log_names_the_key(server: Se
 
 
 def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
+    start = chain_ok(server)[1]
     assert enroll(server, "bob", 3, seed=2).status == 200
     assert enroll(server, "dora", 3, seed=3).status == 200
     same = server.call("POST", "/v1/compare", key="verifier", files=[("image_a", "a.png", png(2, 1)), ("image_b", "b.png", png(2, 8))])
@@ -312,6 +326,18 @@ def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
     missing = server.call("GET", "/v1/persons/bob", key="verifier")
     assert (missing.status, missing.body["code"]) == (404, "person_not_found")
     assert index_clean(server)
+    # every change is in the log, each naming the key that asked for it
+    events = [e for e in log_after(server, start) if e.person_id == "bob"]
+    assert [(e.kind, e.operator) for e in events] == [
+        ("enroll", "api-key:enroller"),
+        ("threshold-set", "api-key:admin"),
+        ("threshold-reset", "api-key:admin"),
+        ("person-remove", "api-key:admin"),
+    ]
+    shown_event = server.call("GET", f"/v1/decisions/{events[1].id}", key="verifier").body
+    assert (shown_event["kind"], shown_event["threshold"], shown_event["score"]) == ("threshold-set", 0.5, None)
+    assert shown_event["details"]["old"]["value"] == shown["threshold"]
+    assert chain_ok(server)[0]
 
 
 def test_openapi_schema_lists_the_endpoints_and_the_bearer_scheme(server: Server) -> None:
