@@ -22,7 +22,8 @@ Blanks and stamps are drawn here with Pillow, seeded, never taken from a dataset
 checks refuse before the gate (no ink) counts as refused, and is shown apart. Each candidate's margin
 ``score - threshold`` is kept, so one run gives the refusals at every ``--margins`` value; the card's
 ``scoring.gate_margin`` is the one marked. It also prints the range of the thresholds the references give
-(3, 5 and 8 genuine references per writer), the model card's ``scoring.threshold_range``.
+(3, 5, 8 and 12 genuine references per writer, ``--threshold-splits`` draws each), the model card's
+``scoring.threshold_range``.
 
 ``--write-card`` (calibration writers only) writes into the shipped model card: ``scoring.gate_margin``, the
 smallest of ``--margins`` that wrongly refuses at most ``--max-good-refused`` of the good references in every
@@ -170,14 +171,18 @@ def measure(root: Path, writers: list[str], others: int, splits: int, seed: int,
     return margins
 
 
+THRESHOLD_REFERENCES = (3, 5, 8, 12)
+
+
 def thresholds(root: Path, writers: list[str], splits: int, seed: int, embedded: Embedded) -> dict[int, list[float]]:
-    """The threshold each writer's own references give, with 3, 5 and 8 of them."""
+    """The threshold each writer's own references give, with 3, 5, 8 and 12 of them (:data:`THRESHOLD_REFERENCES`),
+    ``splits`` draws each."""
     emb = embedded.embedder
     cfg, cohort = emb.scoring, emb.cohort
     out: dict[int, list[float]] = {}
     for wi, writer in enumerate(writers):
         genuine, _ = writer_files(root, writer)
-        for n in (3, 5, 8):
+        for n in THRESHOLD_REFERENCES:
             for split in range(splits):
                 rng = np.random.default_rng([seed, wi, split, n, 1])
                 refs = [embedded.file(genuine[i]) for i in rng.permutation(len(genuine))[:n]]
@@ -198,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", choices=("calibration", "validation"), default="calibration")
     parser.add_argument("--others", type=int, nargs="+", default=[2, 4], help="references the person already has")
     parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--threshold-splits", type=int, default=5, help="draws per writer and size for the range")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4])
     parser.add_argument("--json", type=Path, help="also write every figure here")
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, row in table.items():
             cells = " | ".join(f"{100 * row['refused'][f'{m:g}'] / max(row['n'], 1):.1f}" for m in ms)
             print(f"| {kind} | {row['n']} | {row['no_ink']} | {cells} |")
-    spread = thresholds(args.root, writers, args.splits, args.seed, embedded)
+    spread = thresholds(args.root, writers, args.threshold_splits, args.seed, embedded)
     report["thresholds"] = {n: [min(v), max(v)] for n, v in spread.items()}
     everything = [t for v in spread.values() for t in v]
     report["threshold_range"] = [min(everything), max(everything)]

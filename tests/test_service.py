@@ -307,6 +307,11 @@ def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
     start = chain_ok(server)[1]
     assert enroll(server, "bob", 3, seed=2).status == 200
     assert enroll(server, "dora", 3, seed=3).status == 200
+    odd = server.call("POST", "/v1/persons/bob/references", key="enroller", files=[("images", "odd.png", png(9, 1))])
+    assert (odd.status, odd.body["code"]) == (409, "suspect_reference")
+    assert odd.body["message"].startswith("odd.png: unlike 'bob''s other references (score ")
+    taken = server.call("POST", "/v1/persons/bob/references", key="enroller", files=[("images", "d.png", png(3, 1))])
+    assert (taken.status, taken.body["code"]) == (409, "duplicate_reference")  # dora's reference 1, renamed
     same = server.call("POST", "/v1/compare", key="verifier", files=[("image_a", "a.png", png(2, 1)), ("image_b", "b.png", png(2, 8))])
     assert same.status == 200 and same.body["a"] == "a.png" and 0 <= same.body["probability"] <= 1
     found = server.call("POST", "/v1/identify?top=2", key="verifier", files=[("image", "u.png", png(3, 9))])
