@@ -259,7 +259,9 @@ def iter_entries(conn: Connection, *, after: int = 0, where: LogFilter | None = 
             stmt = stmt.where(Decision.c.at >= where.since)
         if where.until is not None:
             stmt = stmt.where(Decision.c.at < where.until)
-    for row in conn.execution_options(yield_per=1000).execute(stmt):
+    # options on the statement, not the connection: a connection's options stay set (a later INSERT in the same
+    # transaction would run through a server-side cursor on PostgreSQL)
+    for row in conn.execute(stmt.execution_options(yield_per=1000)):
         yield Entry(*row)
 
 
