@@ -805,13 +805,35 @@ def restore(
 
 @log_app.command("verify")
 @_handled
-def log_verify(ctx: typer.Context) -> None:
+def log_verify(
+    ctx: typer.Context,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", metavar="FILE", help="Check a file written by `log export` (filtered or not) instead."),
+    ] = None,
+) -> None:
     """Check the decision log's hash chain; names the first edited, deleted or reordered entry. Exit 1 if broken.
+
+    With --export, checks an exported file alone, line by line (each entry's hash, and the chain between
+    consecutive entries); no vault is needed.
 
     \b
     Example:
       sigvault log verify
+      sigvault log verify --export alice-2026-12.jsonl
     """
+    if export is not None:
+        from sigvault.db.decision_log import check_export
+
+        try:
+            with open(export, encoding="utf-8") as fh:
+                checked = check_export(fh)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SigvaultError(f"{export}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        if not checked.ok:
+            _fail(f"{export}: {checked.problem}", 1)
+        typer.echo(f"{export}: {checked.entries} entries intact ({checked.linked} chained to the entry before)")
+        return
     with _vault(ctx) as vault:
         report = vault.log_verify()
     if not report.ok:

@@ -384,7 +384,7 @@ def test_reembed_and_restore_are_logged(settings: Settings, images: ImageFactory
         assert vault.log_verify().ok
 
 
-def test_log_export_filters_keep_each_line_checkable(cli: Invoke, images: ImageFactory) -> None:  # noqa: F811
+def test_log_export_filters_keep_each_line_checkable(cli: Invoke, images: ImageFactory, tmp_path: Path) -> None:  # noqa: F811
     cli("enroll", "alice", *images.refs(1, 3))
     cli("enroll", "bob", *images.refs(2, 3))
     cli("verify", "alice", images.write("q.png", 1, 7))
@@ -411,6 +411,22 @@ def test_log_export_filters_keep_each_line_checkable(cli: Invoke, images: ImageF
     assert subset[1]["prev_hash"] == everything[0]["hash"]  # the chain fields travel with each line
     subset[2]["decision"] = "reject"
     assert not decision_log.exported_entry_ok(subset[2])
+
+    written = tmp_path / "alice.jsonl"
+    assert cli("log", "export", "--person", "alice", "-o", written).exit_code == 0
+    checked = cli("log", "verify", "--export", written)
+    assert (checked.exit_code, checked.stdout) == (0, f"{written}: 2 entries intact (0 chained to the entry before)\n")
+    whole = tmp_path / "all.jsonl"
+    cli("log", "export", "-o", whole)
+    assert cli("log", "verify", "--export", whole).stdout == f"{whole}: 4 entries intact (3 chained to the entry before)\n"
+    lines = whole.read_text().splitlines()
+    lines[2] = lines[2].replace('"decision": "accept"', '"decision": "reject"')
+    whole.write_text("\n".join(lines) + "\n")
+    broken = cli("log", "verify", "--export", whole)
+    assert (broken.exit_code, broken.stderr) == (1, f"error: {whole}: line 3 (entry 3) was altered\n")
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    written.write_text("\n".join(json.dumps(x) for x in reversed(lines)) + "\n")
+    assert cli("log", "verify", "--export", written).stderr == f"error: {written}: line 2: entry 1 is out of order\n"
 
     bad_kind = cli("log", "export", "--kind", "decisions")
     assert (bad_kind.exit_code, bad_kind.stderr) == (
