@@ -16,6 +16,9 @@ What is rendered, from the card's ``evaluation`` (one ``sigvault evaluate --json
   report of that set under that capture (``sigvault.captures``), on both sides or on the questioned side
   only; every row says how many images were refused and how many writers could not be evaluated, since a
   figure that skipped a quarter of the items describes the rest only.
+- ``hygiene`` (README), when the card has ``calibration.reference_hygiene`` (written by
+  ``python scripts/reference_gate.py ../shared/datasets --write-card``): what the enrolment gate refuses on the
+  calibration writers.
 
 When the reports name another model than the one beside the card (the weights or the preprocessing changed
 after the measurement), both blocks say so first.
@@ -200,6 +203,31 @@ def render_captures(card: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_hygiene(card: Mapping[str, Any]) -> str:
+    """README: what the enrolment gate refuses on the calibration writers (``scripts/reference_gate.py
+    --write-card`` wrote it into the card); empty when the card has no such figures."""
+    hygiene = card.get("calibration", {}).get("reference_hygiene")
+    if not hygiene:
+        return ""
+    refused = hygiene["refused_at_gate_margin"]
+    enrolled = min(refused, key=int)
+    row = refused[enrolled]
+
+    def share(kind: str, one: str, many: str) -> str:
+        n_refused, n = row[kind]
+        return f"every {one}" if n_refused == n else f"{100 * n_refused / n:.1f} % of {many}"
+
+    others = share("another writer", "other writer's signature", "other writers' signatures")
+    blanks = share("blank", "blank signature box", "blank signature boxes")
+    stamps = share("stamp", "stamp", "stamps")
+    forged = share("skilled forgery", "skilled forgery", "skilled forgeries")
+    good = share("good", "genuine signature", "the writers' own signatures")
+    return (
+        f"On the {hygiene['writers']} calibration writers, with {enrolled} references enrolled (`{hygiene['command']}`), "
+        f"the gate refuses {others}, {blanks}, {stamps} and {forged}, and wrongly refuses {good}."
+    )
+
+
 def _join(*parts: str) -> str:
     return "\n\n".join(p for p in parts if p)
 
@@ -208,6 +236,7 @@ def _join(*parts: str) -> str:
 BLOCKS: dict[str, dict[str, Callable[[Mapping[str, Any], str | None], str]]] = {
     "README.md": {
         "expect": lambda card, shipped: _join(stale_notice(card, shipped), render_expect(card), render_captures(card)),
+        "hygiene": lambda card, shipped: render_hygiene(card),
     },
     "docs/figures.md": {
         "accuracy": lambda card, shipped: _join(stale_notice(card, shipped), render_accuracy(card), render_captures(card)),

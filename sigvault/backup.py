@@ -129,7 +129,9 @@ def restore_vault(
 
     engine = make_engine(settings.database_url)
     try:
-        return restore(directory, engine, settings.home, force=force, secret=secret)
+        return restore(
+            directory, engine, settings.home, force=force, secret=secret, operator=settings.operator, reason=settings.reason
+        )
     finally:
         engine.dispose()
 
@@ -362,15 +364,24 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 
 def restore(
-    directory: Path, engine: Engine, home: Path, *, force: bool = False, secret: Secret | None = None
+    directory: Path,
+    engine: Engine,
+    home: Path,
+    *,
+    force: bool = False,
+    secret: Secret | None = None,
+    operator: str | None = None,
+    reason: str | None = None,
 ) -> RestoreResult:
     """Load the backup in ``directory`` into the database behind ``engine``; rebuild ``home``'s index files.
 
     The target may be a database with no tables (its schema is created), or one at this sigvault's schema
     that holds no person, reference or decision; with ``force`` a non-empty vault is replaced. Everything
-    happens in one transaction, checked (row counts, log head, hash chain) before it commits. An encrypted
-    backup needs ``secret`` (its passphrase or key file); it is decrypted into a private temporary file
-    first, deleted afterwards (``secret`` is ignored for a backup that is not encrypted).
+    happens in one transaction, checked (row counts, log head, hash chain) before it commits; a ``restore``
+    event (the backup's directory, manifest head and time, what was replaced; ``operator``, ``reason``) is
+    appended to the restored log in it. ``tables`` counts the rows restored, ``log_head`` is the head after
+    that event. An encrypted backup needs ``secret`` (its passphrase or key file); it is decrypted into a private
+    temporary file first, deleted afterwards (``secret`` is ignored for a backup that is not encrypted).
 
     Raises:
         SigvaultError: the backup is incomplete or damaged, or does not load as its manifest says.
@@ -384,7 +395,7 @@ def restore(
     directory = Path(directory)
     manifest = read_manifest(directory)
     if "encryption" not in manifest:
-        return _restore(directory, directory / DATABASE_FILE, manifest, engine, home, force)
+        return _restore(directory, directory / DATABASE_FILE, manifest, engine, home, force, operator, reason)
     if secret is None:
         raise UsageError(
             f"{directory}: the backup is encrypted; give its passphrase (SIGVAULT_BACKUP_PASSPHRASE, "
@@ -401,13 +412,20 @@ def restore(
             raise SigvaultError(
                 f"{directory / ENCRYPTED_FILE}: decrypts to a database that differs from {MANIFEST_FILE}; use another backup"
             )
-        return _restore(directory, clear, manifest, engine, home, force)
+        return _restore(directory, clear, manifest, engine, home, force, operator, reason)
     finally:
         shutil.rmtree(clear_dir, ignore_errors=True)
 
 
 def _restore(
-    directory: Path, database: Path, manifest: dict[str, Any], engine: Engine, home: Path, force: bool
+    directory: Path,
+    database: Path,
+    manifest: dict[str, Any],
+    engine: Engine,
+    home: Path,
+    force: bool,
+    operator: str | None,
+    reason: str | None,
 ) -> RestoreResult:
     """:func:`restore` from the (decrypted) database file ``database`` described by ``manifest``."""
     from sqlalchemy import inspect
@@ -453,9 +471,16 @@ def _restore(
             _check_restored(dst, manifest, directory)
             from sigvault.db import decision_log, queries
 
-            head = decision_log.head(dst)
             tables = _counts(dst)
             models = queries.model_counts(dst)
+            details = {
+                "directory": str(directory),
+                "backup_head": {"id": manifest["log"]["head_id"], "hash": manifest["log"]["head_hash"]},
+                "created_at": manifest.get("created_at"),
+                "replaced": occupied or None,
+            }
+            decision_log.append(dst, [decision_log.event("restore", "", operator=operator, reason=reason, details=details)])
+            head = decision_log.head(dst)
     finally:
         source.dispose()
     indexes = _rebuild_indexes(engine, Path(home), models)

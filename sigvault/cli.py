@@ -79,6 +79,10 @@ LayoutsOpt = Annotated[
 LocateOpt = Annotated[bool, typer.Option("--locate", help="The image may be a whole document: find the signature on it.")]
 _PAGE_HELP = "Page N (from 1) of a multi-page TIFF, which is refused without it."
 PageOpt = Annotated[int | None, typer.Option("--page", min=1, metavar="N", help=_PAGE_HELP, show_default=False)]
+ForceEnrolOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Enrol references the enrolment gate refuses (logged, with --reason)."),
+]
 
 
 # -------------------------------------------------------------------------------------------- plumbing
@@ -217,6 +221,11 @@ def _vault(ctx: typer.Context) -> Iterator[Vault]:
         yield vault
 
 
+def _stdin_is_terminal() -> bool:
+    """Can a question be asked (``people remove``'s confirmation)? Not when input is a pipe or a file."""
+    return sys.stdin.isatty()
+
+
 def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
 
@@ -242,20 +251,24 @@ def enroll(
     layouts: LayoutsOpt = None,
     locate: LocateOpt = False,
     page: PageOpt = None,
+    force: ForceEnrolOpt = False,
 ) -> None:
-    """Add reference signatures for a person (creating the person).
+    """Add reference signatures for a person (creating the person); logged.
 
     All or nothing: if any image is unusable, nothing is enrolled and the error names the file. An image
-    already enrolled for the person is refused; a reference unlike the person's others is kept with a
-    warning. Prints the person's reference count and threshold. From a signature card or an account-opening
-    form, --region, --layout or --locate choose the signature's zone of each image; --page N, the page of
-    each multi-page TIFF (the page alone is stored).
+    already enrolled, for this person or another, is refused. The enrolment gate scores each new reference
+    against the person's others: one unlike them (another person's signature, an imitation, a blank, a
+    stamp) is refused unless --force, which enrols it and logs it with --reason. Until a person has enough
+    references (3 by default), every decision about them is refer. Prints the reference count and
+    threshold. From a signature card or an account-opening form, --region, --layout or --locate choose the
+    signature's zone of each image; --page N, the page of each multi-page TIFF (the page alone is stored).
 
     \b
     Example:
       sigvault enroll alice ref1.png ref2.png ref3.png
       sigvault enroll alice signature-card.tif --layout signature-card
       sigvault enroll alice account-opening.tif --page 3
+      sigvault --reason "specimen re-signed at the branch" enroll alice ref4.png --force
     """
     from sigvault.documents import DocumentOptions, signature_zone
     from sigvault.imaging import page_name
@@ -264,7 +277,9 @@ def enroll(
     settings = _settings(ctx)
     zones = [signature_zone(p, options, home=settings.home, limits=settings.image_limits(), page=page) for p in images]
     with _vault(ctx) as vault:
-        result = vault.enroll(person, [src for src, _ in zones], names=[page_name(str(p), page) for p in images])
+        result = vault.enroll(
+            person, [src for src, _ in zones], names=[page_name(str(p), page) for p in images], force=force
+        )
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -319,6 +334,7 @@ def verify(
     _rows(
         [
             ("decision", result.decision),
+            *([("referred", f"every decision is refer: {result.referred}")] if result.referred else []),
             ("person", result.person),
             ("score", f"{result.score:.4f}"),
             ("probability", f"{result.probability:.3f} that the signature is genuine"),
@@ -502,7 +518,8 @@ def people_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @people_app.command("show")
 @_handled
 def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonFlag = False) -> None:
-    """Show a person's references with dates, and the threshold with how it was set.
+    """Show a person's references with dates, the threshold with how it was set, and whether decisions
+    about them may be automatic (if not, why: too few references, an implausible threshold).
 
     \b
     Example:
@@ -517,30 +534,113 @@ def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonFlag = False
     set_at = f", set {detail.threshold_set_at:%Y-%m-%d %H:%M} UTC" if detail.threshold_set_at else ""
     typer.echo(f"person     {detail.person} (enrolled {detail.created_at:%Y-%m-%d %H:%M} UTC)")
     typer.echo(f"threshold  {detail.threshold:.4f} ({how}{set_at})" if detail.threshold is not None else "threshold  -")
+    if detail.automatic:
+        typer.echo("decisions  automatic (accept, refer or reject)")
+    else:
+        typer.echo(f"decisions  every one is refer: {detail.refer_reason}")
     if detail.capture_scale is not None:
         strokes = f", strokes {detail.capture_stroke:.1f} px wide" if detail.capture_stroke is not None else ""
         typer.echo(
             f"capture    ink scaled {detail.capture_scale:.2f}x into the canvas{strokes} (references' medians); a "
             "questioned scan far coarser or finer is referred rather than rejected near the threshold"
         )
-    typer.echo(f"references {len(detail.references)}")
+    typer.echo(f"references {len(detail.references)} (at least {detail.min_references} for automatic decisions)")
     for r in detail.references:
         typer.echo(f"  {r.reference_id}\t{r.created_at:%Y-%m-%d %H:%M}\t{r.sha256[:16]}\t{r.source or ''}\t{r.model}")
+        if r.forced:
+            typer.echo(f"  warning: reference {r.reference_id} was {r.forced}")
+
+
+@people_app.command("references")
+@_handled
+def people_references(ctx: typer.Context, person: PersonArg, as_json: JsonFlag = False) -> None:
+    """List a person's references: id, SHA-256 prefix, source file, when added, and cosine similarity to the
+    others (mean and lowest). One far from all the others is the one to check; remove it with
+    `people remove-reference`.
+
+    \b
+    Example:
+      sigvault people references alice
+    """
+    from sigvault.vault import normalize_person_id
+
+    with _vault(ctx) as vault:
+        refs = vault.references(person)
+    if as_json:
+        _echo_json({"person": normalize_person_id(person), "references": [r.to_dict() for r in refs]})
+        return
+    typer.echo("id\tsha256\t\tadded\t\t\tsimilarity to the others (mean, lowest)\tsource")
+    for r in refs:
+        sims = "-" if r.mean_similarity is None else f"{r.mean_similarity:.4f}, {r.min_similarity:.4f}"
+        typer.echo(f"{r.reference_id}\t{r.sha256[:16]}\t{r.created_at:%Y-%m-%d %H:%M}\t{sims}\t\t\t{r.source or ''}")
+        if r.forced:
+            typer.echo(f"  warning: reference {r.reference_id} was {r.forced}")
+
+
+@people_app.command("remove-reference")
+@_handled
+def people_remove_reference(
+    ctx: typer.Context,
+    person: PersonArg,
+    reference_id: Annotated[int, typer.Argument(help="The reference's id (`people references`).", show_default=False)],
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove it even if fewer references than the minimum are left.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove one reference of a person (its image and vector are erased); the threshold and scorer are
+    refitted from the others and the removal is logged.
+
+    Refused when it would leave fewer references than automatic decisions need, unless --force.
+
+    \b
+    Example:
+      sigvault --reason "signed by the spouse" people remove-reference alice 17
+    """
+    with _vault(ctx) as vault:
+        result = vault.remove_reference(person, reference_id, force=force)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    how = "override" if result.is_override else result.threshold_method
+    typer.echo(
+        f"removed reference {result.reference_id} of {result.person!r}: {result.n_references} left, threshold "
+        f"{result.threshold:.4f} ({how})"
+    )
 
 
 @people_app.command("remove")
 @_handled
-def people_remove(ctx: typer.Context, person: PersonArg) -> None:
-    """Erase a person: references, stored images, vectors, threshold and index entries.
+def people_remove(
+    ctx: typer.Context,
+    person: PersonArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase a person: references, stored images, vectors, threshold and index entries; logged.
 
-    The decision log keeps its entries (hashes and scores only).
+    Asks for confirmation on a terminal; elsewhere (a script), pass --yes. The decision log keeps its
+    entries (hashes and scores only).
 
     \b
     Example:
       sigvault people remove alice
+      sigvault --reason "account closed" people remove alice --yes
     """
     with _vault(ctx) as vault:
+        detail = vault.person(person)  # an unknown person is an error before any question
+        if not yes:
+            if not _stdin_is_terminal():
+                raise UsageError(
+                    f"people remove {detail.person}: no terminal to confirm on; pass --yes to erase the person"
+                )
+            question = f"erase {detail.person!r}, {len(detail.references)} reference(s) and their stored images?"
+            if not typer.confirm(question, default=False, err=True):
+                _fail(f"{detail.person!r} was not removed", 1, kind="cancelled", as_json=as_json)
         result = vault.remove(person)
+    if as_json:
+        _echo_json({"person": result.person, "n_references": result.n_references})
+        return
     typer.echo(f"removed {result.person!r} and {result.n_references} reference(s)")
     _echo_erasure(result.erasure)
 
@@ -552,8 +652,14 @@ def people_threshold(
     person: PersonArg,
     value: Annotated[float | None, typer.Argument(help="New threshold (override).", show_default=False)] = None,
     auto: Annotated[bool, typer.Option("--auto", help="Drop the override; compute from the references.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Set a value outside the range of thresholds seen on calibration writers.")
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Override a person's threshold, or go back to the computed one with --auto.
+    """Override a person's threshold, or go back to the computed one with --auto; logged with the old value.
+
+    A value outside the range thresholds take on calibration writers needs --force.
 
     \b
     Example:
@@ -563,7 +669,17 @@ def people_threshold(
     if (value is None) == (not auto):
         raise UsageError("give either a threshold value or --auto")
     with _vault(ctx) as vault:
-        change = vault.set_threshold(person, None if auto else value)
+        change = vault.set_threshold(person, None if auto else value, force=force)
+    if as_json:
+        _echo_json(
+            {
+                "person": change.person,
+                "threshold": change.threshold,
+                "threshold_method": change.threshold_method,
+                "is_override": change.is_override,
+            }
+        )
+        return
     how = "override" if change.is_override else change.threshold_method
     typer.echo(f"threshold of {change.person!r} is {change.threshold:.4f} ({how})")
 
@@ -760,7 +876,7 @@ def backup(
     tables = result.tables
     log = result.manifest["log"]
     typer.echo(
-        f"backed up {tables['persons']} persons, {tables['refs']} references, {tables['decisions']} decisions "
+        f"backed up {tables['persons']} persons, {tables['refs']} references, {tables['decisions']} log entries "
         f"({result.size} bytes{', encrypted' if result.encrypted else ''}) to {directory}"
     )
     for model, n in sorted(result.manifest["models"].items()):
@@ -802,7 +918,7 @@ def restore(
         return
     t = result.tables
     verb = "replaced the vault with" if result.replaced else "restored"
-    typer.echo(f"{verb} {t['persons']} persons, {t['refs']} references, {t['decisions']} decisions from {directory}")
+    typer.echo(f"{verb} {t['persons']} persons, {t['refs']} references, {t['decisions']} log entries from {directory}")
     for model, n in sorted(result.models.items()):
         typer.echo(f"model {model}: {n} references")
     typer.echo(f"index rebuilt ({len(result.indexes)} file(s)); decision log head {result.log_head[0]}")
@@ -813,13 +929,35 @@ def restore(
 
 @log_app.command("verify")
 @_handled
-def log_verify(ctx: typer.Context) -> None:
+def log_verify(
+    ctx: typer.Context,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", metavar="FILE", help="Check a file written by `log export` (filtered or not) instead."),
+    ] = None,
+) -> None:
     """Check the decision log's hash chain; names the first edited, deleted or reordered entry. Exit 1 if broken.
+
+    With --export, checks an exported file alone, line by line (each entry's hash, and the chain between
+    consecutive entries); no vault is needed.
 
     \b
     Example:
       sigvault log verify
+      sigvault log verify --export alice-2026-12.jsonl
     """
+    if export is not None:
+        from sigvault.db.decision_log import check_export
+
+        try:
+            with open(export, encoding="utf-8") as fh:
+                checked = check_export(fh)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SigvaultError(f"{export}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        if not checked.ok:
+            _fail(f"{export}: {checked.problem}", 1)
+        typer.echo(f"{export}: {checked.entries} entries intact ({checked.linked} chained to the entry before)")
+        return
     with _vault(ctx) as vault:
         report = vault.log_verify()
     if not report.ok:
@@ -832,21 +970,44 @@ def log_verify(ctx: typer.Context) -> None:
 def log_export(
     ctx: typer.Context,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
+    person: Annotated[str | None, typer.Option("--person", help="Only this person's entries.")] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind",
+            help="Only entries of this kind (repeatable): verify, audit, or an event: enroll, reference-remove, "
+            "threshold-set, threshold-reset, person-remove, restore, reembed, key-create, key-revoke, review.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="YYYY-MM-DD", help="Only entries from this UTC date on.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", metavar="YYYY-MM-DD", help="Only entries up to this UTC date, included.")
+    ] = None,
 ) -> None:
-    """Write the decision log as JSON Lines, one entry per line with its hashes.
+    """Write the decision log as JSON Lines, one entry per line with its hashes: verifications and events
+    (enrolments, removals, threshold changes, restores, re-embeddings, keys, reviews), with who asked and why.
+
+    The filters keep each entry's prev_hash and hash, so every exported line can still be checked on its
+    own; `log verify` checks the whole chain.
 
     \b
     Example:
       sigvault log export -o decisions.jsonl
+      sigvault log export --person alice --kind enroll --kind threshold-set --since 2026-12-01
     """
+    from sigvault.vault import log_filter
+
+    where = log_filter(person=person, kinds=kind or (), since=since, until=until)
     with _vault(ctx) as vault:
         if output is None:
-            for entry in vault.log_entries():
+            for entry in vault.log_entries(where=where):
                 _echo_json(entry.to_dict())
             return
         from sigvault.durable import atomic_write
 
-        lines = [json.dumps(entry.to_dict(), ensure_ascii=False) + "\n" for entry in vault.log_entries()]
+        lines = [json.dumps(entry.to_dict(), ensure_ascii=False) + "\n" for entry in vault.log_entries(where=where)]
     try:
         atomic_write(output, "".join(lines).encode())
     except OSError as exc:
@@ -904,7 +1065,7 @@ def keys_create(
     from sigvault.keys import ApiKeys
 
     with _vault(ctx) as vault:
-        key, secret = ApiKeys(vault.engine).create(name, scope)
+        key, secret = ApiKeys(vault.engine, operator=vault.operator, reason=vault.reason).create(name, scope)
     if as_json:
         _echo_json(key.to_dict() | {"secret": secret})
         return
@@ -949,7 +1110,7 @@ def keys_revoke(
     from sigvault.keys import ApiKeys
 
     with _vault(ctx) as vault:
-        key = ApiKeys(vault.engine).revoke(name)
+        key = ApiKeys(vault.engine, operator=vault.operator, reason=vault.reason).revoke(name)
     typer.echo(f"key {key.name!r} is revoked (since {key.revoked_at:%Y-%m-%d %H:%M} UTC)")
 
 

@@ -11,6 +11,8 @@ environment variable           meaning (default)
 ``SIGVAULT_MAX_IMAGE_PIXELS``  decompression-bomb guard, pixels per image (``imaging.ImageLimits``)
 ``SIGVAULT_MAX_IMAGE_BYTES``   largest accepted image file, bytes (``imaging.ImageLimits``)
 ``SIGVAULT_OPERATOR``          who asks, recorded with every log entry (the OS user name)
+``SIGVAULT_MIN_REFERENCES``    references a person needs before any automatic accept or reject (the model
+                               card's ``scoring.min_references``, 3 for the shipped model)
 =============================  =========================================================================
 """
 
@@ -34,6 +36,7 @@ ENV_MODEL = "SIGVAULT_MODEL"
 ENV_MAX_IMAGE_PIXELS = "SIGVAULT_MAX_IMAGE_PIXELS"
 ENV_MAX_IMAGE_BYTES = "SIGVAULT_MAX_IMAGE_BYTES"
 ENV_OPERATOR = "SIGVAULT_OPERATOR"
+ENV_MIN_REFERENCES = "SIGVAULT_MIN_REFERENCES"
 
 OPERATOR_MAX = 200  # as sigvault.db.models (not imported: this module stays free of SQLAlchemy)
 REASON_MAX = 1000
@@ -58,6 +61,7 @@ class Settings:
     max_image_bytes: int | None = None
     operator: str | None = None
     reason: str | None = None
+    min_references: int | None = None  # None: the model card's scoring.min_references
 
     @classmethod
     def resolve(
@@ -95,6 +99,7 @@ class Settings:
             max_image_bytes=_positive_int(env, ENV_MAX_IMAGE_BYTES),
             operator=_text("operator", operator or env.get(ENV_OPERATOR) or _os_user(), OPERATOR_MAX),
             reason=_text("reason", reason, REASON_MAX) if reason is not None else None,
+            min_references=_positive_int(env, ENV_MIN_REFERENCES),
         )
 
     @property

@@ -85,3 +85,12 @@ class DecryptionError(SigvaultError):
 
 class ManifestError(UsageError):
     """An audit manifest is malformed (bad header, duplicate item id, missing column)."""
+
+
+class SuspectReferenceError(SigvaultError):
+    """A new reference looks unlike the person's other references (another person's signature, an imitation, a
+    blank, a stamp): refused at enrolment unless forced."""
+
+
+class ReferenceNotFoundError(SigvaultError):
+    """The person has no reference with that id."""

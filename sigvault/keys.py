@@ -30,7 +30,7 @@ from sigvault.db.models import API_KEY_NAME_MAX, ApiKey, utcnow
 from sigvault.errors import SigvaultError, UsageError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 Scope = Literal["verify", "enroll", "admin"]
 SCOPES: tuple[Scope, ...] = ("verify", "enroll", "admin")  # each grants everything the ones before it grant
@@ -104,8 +104,18 @@ _COLUMNS = (ApiKey.c.name, ApiKey.c.scope, ApiKey.c.created_at, ApiKey.c.revoked
 class ApiKeys:
     """The keys of one vault database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, operator: str | None = None, reason: str | None = None) -> None:
         self.engine = engine
+        self.operator = operator  # who creates and revokes keys, recorded in the decision log with the reason
+        self.reason = reason
+
+    def _event(self, conn: Connection, kind: str, key: KeyInfo) -> None:
+        """A ``key-create`` or ``key-revoke`` event in the decision log, in the change's own transaction."""
+        from sigvault.db import decision_log
+
+        details = {"name": key.name, "scope": key.scope}
+        entry = decision_log.event(kind, "", operator=self.operator, reason=self.reason, details=details)
+        decision_log.append(conn, [entry])
 
     def create(self, name: str, scope: str) -> tuple[KeyInfo, str]:
         """Create a key; returns it and its secret (shown once: only its hash is stored).
@@ -123,7 +133,9 @@ class ApiKeys:
                 insert(ApiKey),
                 {"name": name, "scope": checked_scope, "secret_sha256": secret_hash(secret), "created_at": now},
             )
-        return KeyInfo(name, checked_scope, now, None), secret
+            key = KeyInfo(name, checked_scope, now, None)
+            self._event(conn, "key-create", key)
+        return key, secret
 
     def list(self) -> list[KeyInfo]:
         """Every key, revoked ones included, by name."""
@@ -146,6 +158,7 @@ class ApiKeys:
                 now = utcnow()
                 conn.execute(update(ApiKey).where(ApiKey.c.name == name).values(revoked_at=now))
                 key = KeyInfo(key.name, key.scope, key.created_at, now)
+                self._event(conn, "key-revoke", key)
         return key
 
     def authenticate(self, secret: str | None) -> KeyInfo:

@@ -2,7 +2,7 @@
 
 Images are read, measured and embedded first, with the scoring's reference views (each image decoded and
 shrunk once, outside any write transaction); then one transaction replaces every vector and refits every
-threshold from them, reading no image. Meanwhile every reference's vector and its views' wait in a temporary
+threshold from them, reading no image, and appends a ``reembed`` event to the decision log. Meanwhile every reference's vector and its views' wait in a temporary
 file (:class:`ReembedSpool`), so the memory does not grow with the vault. The vault's facade method
 :meth:`sigvault.vault.Vault.reembed` calls :func:`reembed`; the thresholds are fitted by the vault's own
 ``_refresh_threshold``, the code ``enroll`` uses.
@@ -92,6 +92,17 @@ def _reembed(
                 captures=spool.captures(ids),
                 keep_override=False,
             )
+        vault._event(
+            conn,
+            "reembed",
+            "",
+            details={
+                "previous_models": previous,
+                "n_references": len(spool),
+                "n_persons": len(persons),
+                "overrides_cleared": sorted(cleared),
+            },
+        )
     vault._indexes.delete_other_models(embedder.model_id)
     vault.rebuild_index()
     return ReembedResult(embedder.model_id, len(spool), len(persons), previous, tuple(sorted(cleared)))
@@ -111,6 +122,8 @@ def _refit_stale(vault: Vault, previous: dict[str, int]) -> ReembedResult:
             vectors = queries.decode_vectors(queries.person_embeddings(conn, person.pk), vault.embedder.dim)
             vault._refresh_threshold(conn, person, vectors)
             refitted += 1
+        if refitted:
+            vault._event(conn, "reembed", "", details={"previous_models": previous, "n_refitted": refitted})
     return ReembedResult(vault.model_id, 0, len(persons), previous, (), refitted)
 
 

@@ -49,6 +49,9 @@ class Verification:
     capture_ratio: float | None = None
     # the zone of a whole document that was compared ({"x", "y", "w", "h", "how", "layout"}; None: the image whole)
     region: dict[str, Any] | None = None
+    # why the decision is refer whatever the score (scoring.reference_hygiene: too few references, an
+    # implausible threshold); None when it may be automatic
+    referred: str | None = None
 
     @classmethod
     def from_entry(cls, entry: decision_log.Entry, source: str) -> Verification:
@@ -77,11 +80,12 @@ class Verification:
             model_decision=(entry.details or {}).get("model_decision"),
             capture_ratio=((entry.details or {}).get("capture") or {}).get("ratio"),
             region=(entry.details or {}).get("region"),
+            referred=(entry.details or {}).get("referred"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self) | {"references": [asdict(r) for r in self.references]}
-        for key in ("model_decision", "capture_ratio", "region"):
+        for key in ("model_decision", "capture_ratio", "region", "referred"):
             if out[key] is None:
                 del out[key]
         return out
@@ -105,9 +109,14 @@ class EnrollResult:
     is_override: bool
     model: str
     warnings: tuple[str, ...] = ()
+    forced: tuple[int, ...] = ()  # ids of the references the enrolment gate refused, enrolled because forced
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"added": [asdict(r) for r in self.added], "warnings": list(self.warnings)}
+        return asdict(self) | {
+            "added": [asdict(r) for r in self.added],
+            "warnings": list(self.warnings),
+            "forced": list(self.forced),
+        }
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,36 @@ class ReferenceInfo:
     source: str | None
     model: str
     created_at: datetime
+    forced: str | None = None  # enrolled past the enrolment gate with --force: what the gate found, who, when
+
+
+@dataclass(frozen=True)
+class ReferenceSimilarity:
+    """A reference as ``people references`` lists it: cosine similarity to the person's other references."""
+
+    reference_id: int
+    sha256: str
+    source: str | None
+    created_at: datetime
+    mean_similarity: float | None  # None: the person's only reference
+    min_similarity: float | None
+    forced: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class ReferenceRemoval:
+    person: str
+    reference_id: int
+    n_references: int  # left
+    threshold: float
+    threshold_method: str
+    is_override: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -163,6 +202,9 @@ class PersonDetail:
     threshold_set_at: datetime | None
     capture_scale: float | None = None  # the references' median ink scale (scoring.capture_guard); None: not yet stored
     capture_stroke: float | None = None  # the references' median stroke width in scan pixels (imaging.InkCapture)
+    min_references: int = 0  # references needed before any automatic accept or reject
+    automatic: bool = True  # may decisions about this person be accept or reject, or is each one refer?
+    refer_reason: str | None = None  # why not (scoring.reference_hygiene)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

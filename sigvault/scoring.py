@@ -72,20 +72,32 @@ class ScoringConfig:
     # for a coarser scan (thicker for a finer one); a signature only written smaller keeps its strokes.
     # 0 = the ink scale alone, strokes not consulted
     capture_stroke_min: float = 1.1
+    # reference hygiene (reference_hygiene, reference_gate): a person needs min_references references before
+    # any automatic accept or reject (fewer: every decision is refer); a threshold derived from the references
+    # outside threshold_range (the range seen on calibration writers; None: not checked) is implausible and
+    # refers every decision too; at enrolment a new reference that scores more than gate_margin below the
+    # threshold of the person's other references is refused unless forced (scripts/reference_gate.py measures it)
+    min_references: int = 3
+    threshold_range: tuple[float, float] | None = None
+    gate_margin: float = 0.1  # a card without a measured margin; the shipped card has its own
 
-    def to_dict(self) -> dict[str, float | int | list[float]]:
-        out: dict[str, float | int | list[float]] = asdict(self)
+    def to_dict(self) -> dict[str, float | int | list[float] | None]:
+        out: dict[str, float | int | list[float] | None] = asdict(self)
         out["view_angles"] = [float(a) for a in self.view_angles]
         out["view_blurs"] = [float(r) for r in self.view_blurs]
+        out["threshold_range"] = None if self.threshold_range is None else [float(x) for x in self.threshold_range]
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, float | int | list[float]]) -> ScoringConfig:
+    def from_dict(cls, data: dict[str, float | int | list[float] | None]) -> ScoringConfig:
         known = {f.name for f in fields(cls)}
         values: dict[str, object] = {k: v for k, v in data.items() if k in known}
         for key in ("view_angles", "view_blurs"):
             if key in values:
                 values[key] = tuple(float(a) for a in values[key])  # type: ignore[attr-defined]
+        if values.get("threshold_range") is not None:
+            lo, hi = (float(x) for x in values["threshold_range"])  # type: ignore[attr-defined]
+            values["threshold_range"] = (lo, hi)
         return cls(**values)  # type: ignore[arg-type]
 
     @property
@@ -352,6 +364,59 @@ def decide(score: float, threshold: float, cfg: ScoringConfig) -> Decision:
     if score < threshold - cfg.refer_band:
         return "reject"
     return "refer"
+
+
+def reference_hygiene(
+    n_references: int, threshold: float, is_override: bool, cfg: ScoringConfig, min_references: int | None = None
+) -> str | None:
+    """Why no decision about this person may be automatic (every one is then ``refer``), or None when it may:
+    fewer references than ``min_references`` (default ``cfg.min_references``), or a threshold derived from
+    the references outside ``cfg.threshold_range`` (an operator's override is the operator's to answer for)."""
+    needed = cfg.min_references if min_references is None else min_references
+    if n_references < needed:
+        return f"{n_references} reference(s), {needed} needed before any automatic accept or reject"
+    if not is_override and cfg.threshold_range is not None:
+        lo, hi = cfg.threshold_range
+        if not lo <= threshold <= hi:
+            return (
+                f"threshold {threshold:.4f} is outside [{lo:.4f}, {hi:.4f}], the range seen on calibration writers: "
+                "the references disagree too much, or too little; check them (`sigvault people references`)"
+            )
+    return None
+
+
+def reference_gate(score: float, threshold: float, cfg: ScoringConfig) -> bool:
+    """Does a new reference pass the enrolment gate? ``score``: the reference scored by the person's other
+    references' scorer; ``threshold``: their threshold. It fails more than ``cfg.gate_margin`` below it."""
+    return score >= threshold - cfg.gate_margin
+
+
+def gate_failures(
+    existing: np.ndarray,
+    new: np.ndarray,
+    cfg: ScoringConfig,
+    cohort: np.ndarray | None = None,
+    fits: SvmFits | None = None,
+    views: np.ndarray | None = None,
+) -> list[tuple[int, float, float]]:
+    """The enrolment gate over a batch: (index in ``new``, score, threshold) of each new reference that fails
+    :func:`reference_gate` against the person's other references (``existing`` (m, d) and the rest of ``new``
+    (n, d)), scored as a questioned signature would be, by the scorer and threshold fitted on them (against
+    ``cohort`` for wd-svm). ``views``: (m + n, len(cfg.views), d) of all the references, existing first, when
+    the scoring has some. A reference with no other to compare with passes."""
+    everything = np.vstack([existing, new])
+    failed = []
+    for j in range(new.shape[0]):
+        i = existing.shape[0] + j
+        others = np.delete(everything, i, axis=0)
+        if others.shape[0] == 0:
+            continue
+        their_views = None if views is None else np.delete(views, i, axis=0)
+        threshold = person_threshold(others, cfg, cohort, fits, their_views)
+        score = person_scorer(others, cfg, cohort, fits, their_views).score(everything[i])
+        if not reference_gate(score, threshold.value, cfg):
+            failed.append((j, score, threshold.value))
+    return failed
 
 
 def capture_ratio(questioned: InkCapture, reference: InkCapture, cfg: ScoringConfig) -> float:

@@ -48,8 +48,10 @@ from sigvault.errors import (
     NoInkError,
     NotEnoughReferencesError,
     PersonNotFoundError,
+    ReferenceNotFoundError,
     SigvaultError,
     StaleSchemaError,
+    SuspectReferenceError,
     UsageError,
 )
 from sigvault.keys import ApiKeys, AuthError, KeyInfo, Scope, require
@@ -80,6 +82,8 @@ ERRORS: tuple[tuple[type[SigvaultError], int, str], ...] = (
     (DecisionNotFoundError, 404, "decision_not_found"),
     (NotEnoughReferencesError, 409, "not_enough_references"),
     (DuplicateReferenceError, 409, "duplicate_reference"),
+    (SuspectReferenceError, 409, "suspect_reference"),
+    (ReferenceNotFoundError, 404, "reference_not_found"),
     (ModelMismatchError, 503, "model_mismatch"),
     (StaleSchemaError, 503, "stale_schema"),
     (ModelError, 503, "model_error"),
@@ -457,12 +461,16 @@ def _app(vault: Vault, max_body: int) -> FastAPI:  # noqa: C901 - one closure pe
     @app.post("/v1/persons/{person}/references", tags=["people"])
     def enroll(
         person: str, images: Annotated[list[UploadFile], File(description="Reference images (repeat the field).")],
-        _: Annotated[KeyInfo, Depends(needs("enroll"))],
+        key: Annotated[KeyInfo, Depends(needs("enroll"))],
     ) -> dict[str, Any]:
-        """Add reference signatures (creating the person), all or nothing (as `sigvault enroll --json`)."""
+        """Add reference signatures (creating the person), all or nothing (as `sigvault enroll --json`); a
+        reference the enrolment gate finds unlike the person's others is refused (409 suspect_reference: only
+        the CLI's `--force` overrides it); logged with the key's name as operator."""
         read = [_read(upload) for upload in images]
         with index_lock:
-            result = vault.enroll(person, [data for data, _ in read], names=[name for _, name in read])
+            result = vault.enroll(
+                person, [data for data, _ in read], names=[name for _, name in read], operator=key.operator
+            )
         return result.to_dict()
 
     @app.get("/v1/persons", tags=["people"])
@@ -487,24 +495,26 @@ def _app(vault: Vault, max_body: int) -> FastAPI:  # noqa: C901 - one closure pe
         return vault.person(person).to_dict()
 
     @app.delete("/v1/persons/{person}", tags=["people"])
-    def remove(person: str, _: Annotated[KeyInfo, Depends(needs("admin"))]) -> dict[str, Any]:
-        """Erase a person: references, images, vectors, threshold, index entries (the decision log stays)."""
+    def remove(person: str, key: Annotated[KeyInfo, Depends(needs("admin"))]) -> dict[str, Any]:
+        """Erase a person: references, images, vectors, threshold, index entries (the decision log stays and
+        records the removal with the key's name)."""
         with index_lock:
-            result = vault.remove(person)
+            result = vault.remove(person, operator=key.operator)
         return result.to_dict()  # with "erased" and what the erasure still waits for (sigvault.erasure)
 
     @app.put("/v1/persons/{person}/threshold", tags=["people"])
     def set_threshold(
         person: str, value: Annotated[float, Body(embed=True, description="The new threshold (an override).")],
-        _: Annotated[KeyInfo, Depends(needs("admin"))],
+        key: Annotated[KeyInfo, Depends(needs("admin"))],
     ) -> dict[str, Any]:
-        """Override the person's threshold (as `sigvault people threshold PERSON VALUE`)."""
-        return _threshold(vault.set_threshold(person, value))
+        """Override the person's threshold (as `sigvault people threshold PERSON VALUE`; a value outside the
+        calibrated range is refused: only the CLI's `--force` sets one); logged with the key's name."""
+        return _threshold(vault.set_threshold(person, value, operator=key.operator))
 
     @app.delete("/v1/persons/{person}/threshold", tags=["people"])
-    def reset_threshold(person: str, _: Annotated[KeyInfo, Depends(needs("admin"))]) -> dict[str, Any]:
+    def reset_threshold(person: str, key: Annotated[KeyInfo, Depends(needs("admin"))]) -> dict[str, Any]:
         """Drop the override: the threshold computed from the references again (`people threshold --auto`)."""
-        return _threshold(vault.set_threshold(person, None))
+        return _threshold(vault.set_threshold(person, None, operator=key.operator))
 
     # ------------------------------------------------------------------------------------------- log
 
@@ -512,7 +522,8 @@ def _app(vault: Vault, max_body: int) -> FastAPI:  # noqa: C901 - one closure pe
     def decision(
         decision_id: Annotated[int, Path(ge=1, le=MAX_DECISION_ID)], _: Annotated[KeyInfo, Depends(needs("verify"))]
     ) -> dict[str, Any]:
-        """One decision log entry with its hashes (as a line of `sigvault log export`)."""
+        """One decision log entry with its hashes (as a line of `sigvault log export`): a verification, or an
+        event (a state change or a review: `kind` says which, its score and probability are null)."""
         return vault.decision(decision_id).to_dict()
 
     @app.post("/v1/decisions/{decision_id}/review", tags=["log"])

@@ -39,7 +39,9 @@ from sigvault.errors import (
     ModelMismatchError,
     NotEnoughReferencesError,
     PersonNotFoundError,
+    ReferenceNotFoundError,
     SigvaultError,
+    SuspectReferenceError,
     UsageError,
 )
 from sigvault.index_sync import IndexSync
@@ -54,6 +56,8 @@ from sigvault.results import (
     ReembedResult,
     ReferenceInfo,
     ReferenceMatch,
+    ReferenceRemoval,
+    ReferenceSimilarity,
     RemoveResult,
     ThresholdChange,
     Verification,
@@ -229,6 +233,43 @@ def normalize_person_id(raw: str) -> str:
     return value
 
 
+def log_filter(
+    *, person: str | None = None, kinds: Sequence[str] = (), since: str | None = None, until: str | None = None
+) -> decision_log.LogFilter:
+    """The filter of ``log export``: a person id, log entry kinds (:data:`decision_log.KINDS`), and UTC dates
+    ``YYYY-MM-DD`` (``since`` from its start, ``until`` to its end, both included).
+
+    Raises:
+        UsageError: an unknown kind, a malformed date, or ``since`` after ``until``; the message names it.
+    """
+    from datetime import UTC, date, datetime, timedelta
+
+    unknown = [k for k in kinds if k not in decision_log.KINDS]
+    if unknown:
+        raise UsageError(f"--kind {unknown[0]!r} is not a log entry kind; use one of {', '.join(decision_log.KINDS)}")
+
+    def day(option: str, value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            d = date.fromisoformat(value.strip())
+        except ValueError:
+            raise UsageError(f"{option} {value!r} is not a date; write it as YYYY-MM-DD (UTC)") from None
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+    start, end = day("--since", since), day("--until", until)
+    if end is not None:
+        end += timedelta(days=1)  # --until names the last day included
+    if start is not None and end is not None and start >= end:
+        raise UsageError(f"--since {since} is after --until {until}; nothing could match")
+    return decision_log.LogFilter(
+        person_id=normalize_person_id(person) if person is not None else None,
+        kinds=tuple(dict.fromkeys(kinds)),
+        since=start,
+        until=end,
+    )
+
+
 # ------------------------------------------------------------------------------------------------ vault
 
 
@@ -263,6 +304,8 @@ class Vault:
             (commands such as ``people list`` or ``log verify`` never load the model).
         limits: image size limits.
         operator, reason: recorded with every log entry this vault writes (settings' ``operator``/``reason``).
+        min_references: references a person needs before any automatic accept or reject (settings'
+            ``min_references``); None: the model card's ``scoring.min_references``.
     """
 
     def __init__(
@@ -274,12 +317,14 @@ class Vault:
         *,
         operator: str | None = None,
         reason: str | None = None,
+        min_references: int | None = None,
     ) -> None:
         self.engine = engine
         self.home = Path(home)
         self.limits = limits
         self.operator = operator
         self.reason = reason
+        self._min_references = min_references
         self._embedder: Embedder | None = None
         self._load_embedder: Callable[[], Embedder] | None = None
         if hasattr(embedder, "embed"):
@@ -316,6 +361,7 @@ class Vault:
             settings.image_limits(),
             operator=settings.operator,
             reason=settings.reason,
+            min_references=settings.min_references,
         )
 
     def close(self) -> None:
@@ -340,25 +386,68 @@ class Vault:
         return self.embedder.model_id
 
     @property
+    def min_references(self) -> int:
+        """References a person needs before any automatic accept or reject."""
+        return self._min_references if self._min_references is not None else self.embedder.scoring.min_references
+
+    def _event(
+        self,
+        conn: Connection,
+        kind: str,
+        person_id: str,
+        *,
+        operator: str | None = None,
+        details: dict[str, Any] | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        """Append a state-change event to the decision log inside the change's own transaction, with who asked
+        (``operator``, else the vault's) and the vault's reason."""
+        entry = decision_log.event(
+            kind,
+            person_id,
+            operator=operator or self.operator,
+            reason=self.reason,
+            details=details,
+            threshold=threshold,
+            model_id=self._embedder.model_id if self._embedder is not None else None,
+        )
+        decision_log.append(conn, [entry])
+
+    @property
     def index_path(self) -> Path:
         return config.index_path(self.home / config.INDEX_DIRNAME, self.model_id)
 
     # -------------------------------------------------------------------------------------- enroll
 
-    def enroll(self, person: str, sources: Sequence[Source], *, names: Sequence[str] | None = None) -> EnrollResult:
-        """Add reference signatures for a person (created if new), all or nothing.
+    def enroll(
+        self,
+        person: str,
+        sources: Sequence[Source],
+        *,
+        names: Sequence[str] | None = None,
+        force: bool = False,
+        operator: str | None = None,
+    ) -> EnrollResult:
+        """Add reference signatures for a person (created if new), all or nothing, and log it.
 
         Every image is read, checked and embedded first; if any fails nothing is written and the error
-        names the file. An image whose bytes are already enrolled for the person is refused. A new
-        reference that the person's other references would reject is kept but reported in ``warnings``, and
-        so is one captured at another resolution than the others (``scoring.capture_mismatch``). The person's threshold is recomputed in the same transaction unless an override is set. SQL is
-        committed first, then the index is updated.
+        names the file. An image whose bytes are already enrolled, for this person or another, is refused.
+        The enrolment gate scores each new reference against the person's other references (those stored and
+        the rest of the batch) with the scorer fitted on them against the model's cohort: one that scores
+        more than ``scoring.gate_margin`` below their threshold (another person's signature, an imitation, a
+        blank, a stamp) is refused, unless ``force``: it is then enrolled, reported in ``warnings`` and in
+        the log event's ``forced`` list (with the vault's reason). A reference captured at another resolution
+        than the others is reported in ``warnings`` (``scoring.capture_mismatch``). The person's threshold is
+        recomputed in the same transaction unless an override is set, and an ``enroll`` event (reference ids,
+        SHA-256s, the new threshold; ``operator``, else the vault's) is appended to the decision log in it.
+        SQL is committed first, then the index is updated.
 
         ``names``: what to call each source in messages and store as its source name (uploaded bytes have no
         path); by default a path's own name.
 
         Raises:
-            InvalidPersonIdError, UsageError, ImageError, DuplicateReferenceError, ModelMismatchError.
+            InvalidPersonIdError, UsageError, ImageError, DuplicateReferenceError, SuspectReferenceError,
+            ModelMismatchError.
         """
         person_id = normalize_person_id(person)
         if not sources:
@@ -389,14 +478,33 @@ class Vault:
                             f"{item.name}: already enrolled for {person_id!r} (reference "
                             f"{enrolled[item.sha256]}); nothing was enrolled"
                         )
+                elsewhere = queries.references_by_sha256(conn, [item.sha256 for item in loaded])
+                for item in loaded:
+                    if item.sha256 in elsewhere:
+                        owner, ref_id = elsewhere[item.sha256]
+                        raise DuplicateReferenceError(
+                            f"{item.name}: the same image is already enrolled for {owner!r} (reference {ref_id}); "
+                            "one scan is one person's reference only; nothing was enrolled"
+                        )
                 existing = queries.decode_vectors(blobs, embedder.dim)
                 old_views, old_captures = self._stored_derived(conn, refs)
                 views = None if new_views is None or old_views is None else np.concatenate([old_views, new_views])
                 captures = old_captures + [item.capture for item in loaded]
                 fits = self._svm_fits()
-                warnings = self._outlier_warnings(
-                    person_id, existing, vectors, [i.name for i in loaded], fits, views
-                )
+                suspects = self._gate(existing, vectors, fits, views)
+                if suspects and not force:
+                    j, score, threshold_value = suspects[0]
+                    more = f" ({len(suspects) - 1} more refused too)" if len(suspects) > 1 else ""
+                    raise SuspectReferenceError(
+                        f"{loaded[j].name}: unlike {person_id!r}'s other references (score {score:.3f}, their "
+                        f"threshold {threshold_value:.3f}): another person's signature, an imitation, a blank or a "
+                        f"stamp?{more} Nothing was enrolled; enrol it anyway with --force (and --reason)"
+                    )
+                warnings = [
+                    f"{loaded[j].name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
+                    f"{threshold_value:.3f}); enrolled because forced"
+                    for j, score, threshold_value in suspects
+                ]
                 warnings += self._capture_warnings(person_id, captures, [i.name for i in loaded])
                 added = tuple(
                     EnrolledReference(
@@ -417,6 +525,33 @@ class Vault:
                 threshold = self._refresh_threshold(
                     conn, row, np.vstack([existing, vectors]), views, captures, fits=fits
                 )
+                forced = [
+                    {
+                        "reference_id": added[j].reference_id,
+                        "source": _display_name(loaded[j].name),
+                        "score": score,
+                        "threshold": threshold_value,
+                    }
+                    for j, score, threshold_value in suspects
+                ]
+                self._event(
+                    conn,
+                    "enroll",
+                    person_id,
+                    operator=operator,
+                    threshold=threshold.threshold,
+                    details={
+                        "created": created,
+                        "references": [
+                            {"reference_id": a.reference_id, "sha256": a.sha256, "source": _display_name(a.source)}
+                            for a in added
+                        ],
+                        "n_references": len(refs) + len(added),
+                        "threshold_method": threshold.threshold_method,
+                        "is_override": threshold.is_override,
+                        **({"forced": forced} if forced else {}),
+                    },
+                )
         except IntegrityError as exc:  # another process enrolled the same image at the same moment
             raise DuplicateReferenceError(
                 f"an image given is already enrolled for {person_id!r}; nothing was enrolled"
@@ -432,6 +567,7 @@ class Vault:
             is_override=threshold.is_override,
             model=embedder.model_id,
             warnings=tuple(warnings),
+            forced=tuple(added[j].reference_id for j, _, _ in suspects),
         )
 
     def _person_for_update(self, conn: Connection, person_id: str) -> tuple[queries.PersonRow, bool]:
@@ -458,35 +594,19 @@ class Vault:
             return None
         return scoring.SvmFits(embedder.cohort, embedder.scoring)
 
-    def _outlier_warnings(
+    def _gate(
         self,
-        person_id: str,
         existing: np.ndarray,
         new: np.ndarray,
-        names: Sequence[str],
         fits: scoring.SvmFits | None = None,
         views: np.ndarray | None = None,
-    ) -> list[str]:
-        """Warn about each new reference that the person's other references would reject. ``views``: of all
-        the references (existing, then new), when the scoring has some."""
-        cfg = self.embedder.scoring
-        cohort = self.embedder.cohort
-        everything = np.vstack([existing, new])
-        warnings = []
-        for j, name in enumerate(names):
-            i = existing.shape[0] + j
-            others = np.delete(everything, i, axis=0)
-            if others.shape[0] == 0:
-                continue
-            their_views = None if views is None else np.delete(views, i, axis=0)
-            threshold = scoring.person_threshold(others, cfg, cohort, fits, their_views)
-            score = scoring.person_scorer(others, cfg, cohort, fits, their_views).score(everything[i])
-            if scoring.decide(score, threshold.value, cfg) == "reject":
-                warnings.append(
-                    f"{name}: unlike {person_id!r}'s other references (score {score:.3f}, their threshold "
-                    f"{threshold.value:.3f}); check it was signed by this person"
-                )
-        return warnings
+    ) -> list[tuple[int, float, float]]:
+        """The enrolment gate: (index in ``new``, score, threshold) of each new reference that fails
+        :func:`scoring.reference_gate` against the person's other references (``existing`` and the rest of
+        ``new``), scored as ``verify`` would score it by a scorer fitted on them against the model's cohort.
+        ``views``: of all the references (existing, then new), when the scoring has some. A reference with no
+        other to compare with passes (a person's first; ``min_references`` keeps their decisions referred)."""
+        return scoring.gate_failures(existing, new, self.embedder.scoring, self.embedder.cohort, fits, views)
 
     def _capture_warnings(self, person_id: str, captures: Sequence[imaging.InkCapture], names: Sequence[str]) -> list[str]:
         """Warn about each new reference (the last ``len(names)`` of ``captures``) captured at another resolution
@@ -673,6 +793,12 @@ class Vault:
                     if rule is not None:
                         details = {**(details or {}), "model_decision": decision}
                         decision = scoring.capture_guard(rule(score, threshold, probability), score, threshold, ratio, cfg)
+                    why = scoring.reference_hygiene(
+                        len(refs.rows), threshold, refs.threshold.is_override, cfg, self.min_references
+                    )
+                    if why is not None:  # too few references, or an implausible threshold: a person decides
+                        details = {"model_decision": decision, **(details or {}), "referred": why}
+                        decision = "refer"
                     entries.append(
                         decision_log.NewEntry(
                             kind=kind,
@@ -796,12 +922,15 @@ class Vault:
                 refs = self._person_refs(conn, person_id)
                 score, matches = self._score(query, refs)
                 cfg = self.embedder.scoring
+                why = scoring.reference_hygiene(
+                    len(refs.rows), refs.threshold.value, refs.threshold.is_override, cfg, self.min_references
+                )
                 candidates.append(
                     Candidate(
                         person=person_id,
                         score=score,
                         threshold=refs.threshold.value,
-                        decision=scoring.decide(score, refs.threshold.value, cfg),
+                        decision="refer" if why else scoring.decide(score, refs.threshold.value, cfg),
                         best_reference=max(matches, key=lambda m: m.similarity),
                     )
                 )
@@ -815,37 +944,120 @@ class Vault:
             return queries.list_persons(conn)
 
     def person(self, person: str) -> PersonDetail:
+        """A person's references and threshold, whether their decisions may be automatic (and if not, why:
+        :func:`scoring.reference_hygiene`), and which references were enrolled past the gate with ``--force``
+        (from the log's ``enroll`` events)."""
         person_id = normalize_person_id(person)
         with transaction(self.engine) as conn:
             row = self._get_person(conn, person_id)
             refs, _ = queries.person_references(conn, row.pk)
             threshold = queries.get_threshold(conn, row.pk)
+            forced = self._forced_references(conn, person_id, {r.id for r in refs})
+        why = None
+        if threshold is not None:
+            why = scoring.reference_hygiene(
+                len(refs), threshold.value, threshold.is_override, self.embedder.scoring, self.min_references
+            )
         return PersonDetail(
             person=row.person_id,
             created_at=row.created_at,
-            references=tuple(ReferenceInfo(r.id, r.sha256, r.source_name, r.model_id, r.created_at) for r in refs),
+            references=tuple(
+                ReferenceInfo(r.id, r.sha256, r.source_name, r.model_id, r.created_at, forced.get(r.id)) for r in refs
+            ),
             threshold=threshold.value if threshold else None,
             threshold_method=threshold.method if threshold else None,
             is_override=bool(threshold and threshold.is_override),
             threshold_set_at=threshold.set_at if threshold else None,
             capture_scale=threshold.details.get("capture_scale") if threshold else None,
             capture_stroke=threshold.details.get("capture_stroke") if threshold else None,
+            min_references=self.min_references,
+            automatic=threshold is not None and why is None,
+            refer_reason=why if threshold is not None else "no references",
         )
 
-    def set_threshold(self, person: str, value: float | None) -> ThresholdChange:
-        """Override the person's threshold with ``value`` (recorded as method "override"), or with None go
-        back to the threshold computed from the references."""
+    @staticmethod
+    def _forced_references(conn: Connection, person_id: str, ids: set[int]) -> dict[int, str]:
+        """reference id -> what the enrolment gate found, for each of ``ids`` enrolled with ``--force``."""
+        found: dict[int, str] = {}
+        where = decision_log.LogFilter(person_id=person_id, kinds=("enroll",))
+        for entry in decision_log.iter_entries(conn, where=where):
+            for item in (entry.details or {}).get("forced", []):
+                if item.get("reference_id") in ids:
+                    why = f" ({entry.reason})" if entry.reason else ""
+                    found[int(item["reference_id"])] = (
+                        f"refused by the enrolment gate (score {item['score']:.3f}, threshold {item['threshold']:.3f}), "
+                        f"enrolled with --force by {entry.operator or 'an unnamed operator'} (log entry {entry.id}){why}"
+                    )
+        return found
+
+    def references(self, person: str) -> list[ReferenceSimilarity]:
+        """The person's references, each with its cosine similarity to the others (mean and lowest): a
+        reference far from all the others is the one to check (``people remove-reference``)."""
         person_id = normalize_person_id(person)
-        lo, hi, what = (-1.0, 1.0, "a cosine similarity score") if self.embedder.scoring.method == "cosine" else (
-            -10.0, 10.0, f"this model's {self.embedder.scoring.method} scores"
+        with transaction(self.engine) as conn:
+            row = self._get_person(conn, person_id)
+            refs, blobs = queries.person_references(conn, row.pk)
+            forced = self._forced_references(conn, person_id, {r.id for r in refs})
+        vectors = queries.decode_vectors(blobs)
+        sims = vectors @ vectors.T if len(refs) else np.zeros((0, 0))
+        out = []
+        for i, r in enumerate(refs):
+            others = np.delete(sims[i], i) if len(refs) > 1 else np.zeros(0)
+            out.append(
+                ReferenceSimilarity(
+                    reference_id=r.id,
+                    sha256=r.sha256,
+                    source=r.source_name,
+                    created_at=r.created_at,
+                    mean_similarity=float(others.mean()) if others.size else None,
+                    min_similarity=float(others.min()) if others.size else None,
+                    forced=forced.get(r.id),
+                )
+            )
+        return out
+
+    def set_threshold(
+        self, person: str, value: float | None, *, force: bool = False, operator: str | None = None
+    ) -> ThresholdChange:
+        """Override the person's threshold with ``value`` (recorded as method "override"), or with None go
+        back to the threshold computed from the references; either way a ``threshold-set`` or
+        ``threshold-reset`` event (old and new value; ``operator``, else the vault's) is logged in the same
+        transaction. A value outside the range thresholds take on calibration writers
+        (``scoring.threshold_range``, else the score's whole range) needs ``force``; one outside the score's
+        whole range is always refused.
+
+        Raises:
+            UsageError: the value is outside those ranges (the message says which and whether --force helps).
+        """
+        person_id = normalize_person_id(person)
+        cfg = self.embedder.scoring
+        lo, hi, what = (-1.0, 1.0, "a cosine similarity score") if cfg.method == "cosine" else (
+            -10.0, 10.0, f"this model's {cfg.method} scores"
         )
         if value is not None and not (lo <= value <= hi):
             raise UsageError(f"threshold {value} is outside [{lo:g}, {hi:g}], the range of {what}")
+        if value is not None and cfg.threshold_range is not None and not force:
+            t_lo, t_hi = cfg.threshold_range
+            if not t_lo <= value <= t_hi:
+                raise UsageError(
+                    f"threshold {value} is outside [{t_lo:.4f}, {t_hi:.4f}], the range of thresholds seen on "
+                    "calibration writers; pass --force (and --reason) to set it all the same"
+                )
         with transaction(self.engine, write=True) as conn:
             row = self._get_person(conn, person_id, lock=True)
             refs = self._person_refs(conn, person_id, heal=True)
+            old = {"value": refs.threshold.value, "method": refs.threshold.method, "is_override": refs.threshold.is_override}
             if value is None:
-                return self._refresh_threshold(conn, row, refs.vectors, keep_override=False)
+                change = self._refresh_threshold(conn, row, refs.vectors, keep_override=False)
+                self._event(
+                    conn,
+                    "threshold-reset",
+                    person_id,
+                    operator=operator,
+                    threshold=change.threshold,
+                    details={"old": old, "new": {"value": change.threshold, "method": change.threshold_method}},
+                )
+                return change
             queries.put_threshold(
                 conn,
                 row.pk,
@@ -860,10 +1072,20 @@ class Vault:
                 model_id=self.model_id,
                 is_override=True,
             )
+            self._event(
+                conn,
+                "threshold-set",
+                person_id,
+                operator=operator,
+                threshold=value,
+                details={"old": old, "new": {"value": value, "method": "override"}, "forced": force},
+            )
         return ThresholdChange(person_id, value, "override", True)
 
-    def remove(self, person: str, *, erase_wait: float = 5.0) -> RemoveResult:
-        """Erase the person: rows, reference images, vectors, threshold and index entries.
+    def remove(self, person: str, *, erase_wait: float = 5.0, operator: str | None = None) -> RemoveResult:
+        """Erase the person: rows, reference images, vectors, threshold and index entries; a
+        ``person-remove`` event (the reference ids and SHA-256s; ``operator``, else the vault's) is logged in
+        the same transaction.
 
         Decision log entries stay (they hold only hashes and scores). Storage is then rewritten
         (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``) so the erased bytes are gone from the files; on
@@ -871,22 +1093,108 @@ class Vault:
         them to end): ``RemoveResult.erasure`` says whether the bytes are gone or what they wait for, which
         ``sigvault db purge`` (:meth:`purge`) completes (:mod:`sigvault.erasure`).
         """
-        from sigvault.erasure import deletion_mark, erase_waiting
+        from sigvault.erasure import deletion_mark
 
         person_id = normalize_person_id(person)
         with transaction(self.engine, write=True) as conn:
             row = self._get_person(conn, person_id, lock=True)
+            refs, _ = queries.person_references(conn, row.pk)
             ids = queries.delete_person(conn, row.pk)
+            self._event(
+                conn,
+                "person-remove",
+                person_id,
+                operator=operator,
+                details={"references": [{"reference_id": r.id, "sha256": r.sha256} for r in refs]},
+            )
             mark = deletion_mark(conn)
         self._indexes.purge(np.asarray(ids, dtype=np.int64))
+        erasure = self._erase_after(f"{person_id!r} was removed", mark, erase_wait)
+        return RemoveResult(person_id, len(ids), erasure)
+
+    def remove_reference(
+        self,
+        person: str,
+        reference_id: int,
+        *,
+        force: bool = False,
+        operator: str | None = None,
+        erase_wait: float = 5.0,
+    ) -> ReferenceRemoval:
+        """Remove one of the person's references (row, image, vector), refit their scorer and threshold from
+        the others (an override keeps its value), log a ``reference-remove`` event in the same transaction,
+        then drop it from the index and compact storage as :meth:`remove` does.
+
+        Raises:
+            ReferenceNotFoundError: the person has no reference with that id.
+            NotEnoughReferencesError: it would leave fewer than :attr:`min_references` references and ``force``
+                is not given, or it is the person's last reference (remove the person instead).
+        """
+        from sigvault.erasure import deletion_mark
+
+        person_id = normalize_person_id(person)
+        with transaction(self.engine, write=True) as conn:
+            row = self._get_person(conn, person_id, lock=True)
+            refs, blobs = queries.person_references(conn, row.pk)
+            at = next((i for i, r in enumerate(refs) if r.id == reference_id), None)
+            if at is None:
+                raise ReferenceNotFoundError(
+                    f"{person_id!r} has no reference {reference_id}; see `sigvault people references {person_id}`"
+                )
+            left = len(refs) - 1
+            if left == 0:
+                raise NotEnoughReferencesError(
+                    f"reference {reference_id} is the last of {person_id!r}; remove the person with "
+                    f"`sigvault people remove {person_id}` instead"
+                )
+            if left < self.min_references and not force:
+                raise NotEnoughReferencesError(
+                    f"removing reference {reference_id} would leave {person_id!r} {left} reference(s), fewer than "
+                    f"the {self.min_references} needed for automatic decisions; enrol another first, or pass --force"
+                )
+            self._require_model(conn)
+            old = queries.get_threshold(conn, row.pk)
+            queries.delete_reference(conn, reference_id)
+            vectors = np.delete(queries.decode_vectors(blobs, self.embedder.dim), at, axis=0)
+            change = self._refresh_threshold(conn, row, vectors)
+            removed = refs[at]
+            self._event(
+                conn,
+                "reference-remove",
+                person_id,
+                operator=operator,
+                threshold=change.threshold,
+                details={
+                    "reference_id": removed.id,
+                    "sha256": removed.sha256,
+                    "source": removed.source_name,
+                    "n_references": left,
+                    "old_threshold": old.value if old is not None else None,
+                    "threshold_method": change.threshold_method,
+                    "is_override": change.is_override,
+                    "forced": force and left < self.min_references,
+                },
+            )
+            mark = deletion_mark(conn)
+        self._indexes.purge(np.asarray([reference_id], dtype=np.int64))
+        self._erase_after(f"reference {reference_id} of {person_id!r} was removed", mark, erase_wait)
+        return ReferenceRemoval(
+            person_id, reference_id, left, change.threshold, change.threshold_method, change.is_override
+        )
+
+    def _erase_after(self, what: str, mark: int | None, wait: float) -> Erasure:
+        """Erase the bytes of the rows deleted before ``mark`` from the database files (:mod:`sigvault.erasure`),
+        waiting up to ``wait`` seconds for older transactions on PostgreSQL; what was erased and what still waits."""
+        from sigvault.erasure import erase_waiting
+
         try:
-            erasure = erase_waiting(self.engine, before=mark, wait=erase_wait)
+            erasure = erase_waiting(self.engine, before=mark, wait=wait)
         except SigvaultError as exc:
             raise SigvaultError(
-                f"{person_id!r} was removed, but the database could not be compacted to erase the freed bytes "
+                f"{what}, but the database could not be compacted to erase the freed bytes "
                 f"({exc}); run `sigvault db purge` when the vault is idle"
             ) from exc
-        return RemoveResult(person_id, len(ids), erasure)
+        return erasure
 
     def purge(self, *, wait: float = 0.0) -> Erasure:
         """``sigvault db purge``: erase from the database files the bytes of every row removed until now, waiting
@@ -961,10 +1269,13 @@ class Vault:
         with transaction(self.engine) as conn:
             return decision_log.verify_chain(conn)
 
-    def log_entries(self, after: int = 0) -> Iterator[decision_log.Entry]:
-        """The decision log entries with id > ``after``, in order (streamed inside one read transaction)."""
+    def log_entries(
+        self, after: int = 0, *, where: decision_log.LogFilter | None = None
+    ) -> Iterator[decision_log.Entry]:
+        """The decision log entries with id > ``after``, in order (streamed inside one read transaction): all
+        of them, verifications and events alike, or those ``where`` keeps (:func:`log_filter`)."""
         with transaction(self.engine) as conn:
-            yield from decision_log.iter_entries(conn, after=after)
+            yield from decision_log.iter_entries(conn, after=after, where=where)
 
     def decision(self, decision_id: int) -> decision_log.Entry:
         """One decision log entry by id.

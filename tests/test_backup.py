@@ -102,7 +102,7 @@ def populate(cli: Invoke, images: ImageFactory) -> dict[str, dict]:
     assert cli("enroll", "Ame\u0301lie", *images.refs(2, 2)).exit_code == 0
     assert cli("enroll", "bob", *images.refs(3, 2)).exit_code == 0
     assert cli("people", "threshold", "Amélie", "0.55").exit_code == 0
-    assert cli("people", "remove", "bob").exit_code == 0
+    assert cli("people", "remove", "bob", "--yes").exit_code == 0
     out = {}
     for person, writer in (("alice", 1), ("Amélie", 1)):  # a genuine one and an impostor
         result = cli("verify", person, images.write(f"q-{writer}.png", writer, 9), "--json")
@@ -135,7 +135,7 @@ def test_round_trip_gives_the_same_decisions(
     out = src("backup", tmp_path / "bk")
     assert out.exit_code == 0, out.stderr
     assert out.stdout.splitlines() == [
-        f"backed up 2 persons, 5 references, 2 decisions ({(tmp_path / 'bk' / DATABASE_FILE).stat().st_size} bytes) "
+        f"backed up 2 persons, 5 references, 7 log entries ({(tmp_path / 'bk' / DATABASE_FILE).stat().st_size} bytes) "
         f"to {tmp_path / 'bk'}",
         "model fake-0: 5 references",
     ]
@@ -144,19 +144,25 @@ def test_round_trip_gives_the_same_decisions(
     assert manifest["tables"] == {t: len(rows_before[t]) for t in TABLES}
     assert manifest["models"] == {"fake-0": 5}
     assert manifest["sequences"]["refs"] == 7  # bob's references 6 and 7 were removed: their ids stay used
-    assert (manifest["log"]["head_id"], manifest["log"]["intact"]) == (2, True)
+    # 3 enrolments, an override, a removal (events) and 2 verifications
+    assert (manifest["log"]["head_id"], manifest["log"]["intact"]) == (7, True)
     assert manifest["source"]["dialect"] == ("postgresql" if source_backend == "postgres" else "sqlite")
 
     restored = dst("restore", tmp_path / "bk")
     assert restored.exit_code == 0, restored.stderr
     assert restored.stdout.splitlines() == [
-        f"restored 2 persons, 5 references, 2 decisions from {tmp_path / 'bk'}",
+        f"restored 2 persons, 5 references, 7 log entries from {tmp_path / 'bk'}",
         "model fake-0: 5 references",
-        "index rebuilt (1 file(s)); decision log head 2",
+        "index rebuilt (1 file(s)); decision log head 8",
     ]
-    assert table_rows(dst_url) == rows_before  # every row, images, vectors, thresholds, log: identical
+    rows_after = table_rows(dst_url)
+    restore_event = rows_after["decisions"].pop()  # the restore itself, logged after the restored entries
+    assert (restore_event[0], restore_event[2]) == (8, "restore")
+    assert rows_after.pop("log_head") != rows_before["log_head"]
+    assert rows_after == {t: rows for t, rows in rows_before.items() if t != "log_head"}  # every row identical
     assert dst("index", "check").exit_code == 0
-    assert dst("log", "verify").stdout == src("log", "verify").stdout
+    assert src("log", "verify").stdout.startswith("decision log intact: 7 entries")
+    assert dst("log", "verify").stdout.startswith("decision log intact: 8 entries")
     for person, writer in (("alice", 1), ("Amélie", 1)):
         after = json.loads(dst("verify", person, images.write(f"q-{writer}.png", writer, 9), "--json").stdout)
         same_decision(before[person], after)
@@ -213,7 +219,7 @@ def test_restore_refuses_an_occupied_target_unless_forced(tmp_path: Path, images
     _one_line_error(
         dst("restore", tmp_path / "bk"),
         2,
-        f"database {dst_url} already holds a vault (1 persons, 2 refs, 1 thresholds, 2 ref_images); restore into an "
+        f"database {dst_url} already holds a vault (1 decisions, 1 persons, 2 refs, 1 thresholds, 2 ref_images); restore into an "
         "empty database, or pass --force to replace it",
     )
     assert table_rows(dst_url) == before
@@ -222,9 +228,11 @@ def test_restore_refuses_an_occupied_target_unless_forced(tmp_path: Path, images
     forced = dst("restore", tmp_path / "bk", "--force")
     assert forced.exit_code == 0, forced.stderr
     assert forced.stdout.startswith(
-        f"replaced the vault with 1 persons, 2 references, 0 decisions from {tmp_path / 'bk'}"
+        f"replaced the vault with 1 persons, 2 references, 1 log entries from {tmp_path / 'bk'}"
     )
-    assert table_rows(dst_url) == table_rows(src_url)
+    restored, source = table_rows(dst_url), table_rows(src_url)
+    assert restored["decisions"].pop()[2] == "restore"  # the restore, logged after the restored entries
+    assert {t: r for t, r in restored.items() if t != "log_head"} == {t: r for t, r in source.items() if t != "log_head"}
     assert [line.split("\t")[0] for line in dst("people", "list").stdout.splitlines()] == ["src-person"]
     check = dst("index", "check")  # the old vault's index (same ids, other vectors) was not kept
     assert check.exit_code == 0, check.stderr

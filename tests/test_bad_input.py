@@ -247,7 +247,9 @@ def test_unusual_image_enrolls_with_its_exact_bytes(env: Env, case: str) -> None
     shown = json.loads(env.cli("people", "show", person, "--json").stdout)
     assert [r["source"] for r in shown["references"]] == [path.name]  # the base name, non-ASCII kept
     decided = json.loads(env.cli("verify", person, env.plain, "--json").stdout)
-    assert decided["decision"] == "accept"
+    # the model accepts; with one reference (fewer than the minimum) the decision is referred to a person
+    assert (decided["model_decision"], decided["decision"]) == ("accept", "refer")
+    assert decided["referred"] == "1 reference(s), 3 needed before any automatic accept or reject"
     assert env.cli("index", "check").exit_code == 0
 
 
@@ -346,13 +348,13 @@ def test_nfc_and_nfd_person_ids_are_the_same_person(env: Env) -> None:
     nfd, nfc = "Zoe\u0301 Ame\u0301lie", "Zo\u00e9 Am\u00e9lie"
     first = env.new_dir("nf")
     refs = []
-    for v in (1, 2):
+    for v in (1, 2, 3):
         refs.append(first / f"z{v}.png")
         refs[-1].write_bytes(signature_png(3, v))
     out = env.cli("enroll", nfd, refs[0], "--json")
     assert out.exit_code == 0 and json.loads(out.stdout)["person"] == nfc
-    more = env.cli("enroll", nfc, refs[1])
-    assert more.stdout.startswith(f"added to {nfc!r}: 1 reference(s) added, 2 in total")
+    more = env.cli("enroll", nfc, refs[1], refs[2])
+    assert more.stdout.startswith(f"added to {nfc!r}: 2 reference(s) added, 3 in total")
     listed = [line.split("\t")[0] for line in env.cli("people", "list").stdout.splitlines()]
     assert listed.count(nfc) == 1 and nfd not in listed
     q = first / "q.png"
@@ -362,8 +364,8 @@ def test_nfc_and_nfd_person_ids_are_the_same_person(env: Env) -> None:
         assert (decided["person"], decided["decision"]) == (nfc, "accept")
     result, records = audit(env, [{"item_id": "c1", "person": nfd, "image": str(q)}])
     assert result.exit_code == 0 and records[0]["decision"] == "accept"
-    assert len(json.loads(env.cli("people", "show", nfd, "--json").stdout)["references"]) == 2
-    assert env.cli("people", "remove", nfd).stdout.splitlines()[0] == f"removed {nfc!r} and 2 reference(s)"
+    assert len(json.loads(env.cli("people", "show", nfd, "--json").stdout)["references"]) == 3
+    assert env.cli("people", "remove", nfd, "--yes").stdout.splitlines()[0] == f"removed {nfc!r} and 3 reference(s)"
 
 
 # ------------------------------------------------------------------------------ files that are not files

@@ -105,7 +105,7 @@ def test_enroll_verify_json(cli: Invoke, images: ImageFactory) -> None:
         "alice",
         "accept",
         "fake-0",
-        1,
+        2,  # entry 1 is the enrolment
     )
     assert [r["reference_id"] for r in payload["references"]] == [1, 2, 3]
     assert payload["best_reference"] in payload["references"]
@@ -125,7 +125,7 @@ def test_enroll_verify_json(cli: Invoke, images: ImageFactory) -> None:
         "decision-id",
     ]
     assert (text_rows["decision"], text_rows["person"], text_rows["model"]) == ("reject", "alice", "fake-0")
-    assert text_rows["decision-id"] == "2 (in the decision log)"
+    assert text_rows["decision-id"] == "3 (in the decision log)"
 
 
 def test_compare_and_identify(cli: Invoke, images: ImageFactory) -> None:
@@ -153,22 +153,35 @@ def test_people_commands(cli: Invoke, images: ImageFactory) -> None:
     assert cli("people", "threshold", "alice", "0.75").stdout == "threshold of 'alice' is 0.7500 (override)\n"
     shown = cli("people", "show", "alice").stdout.splitlines()
     assert shown[1].startswith("threshold  0.7500 (override, set ")
+    assert shown[2] == "decisions  every one is refer: 2 reference(s), 3 needed before any automatic accept or reject"
     ref = imaging.InkCapture.median(
         [imaging.measure_capture(imaging.read_image(p.read_bytes()), FakeEmbedder().spec) for p in images.refs(1, 2)]
     )
-    assert shown[2] == (
+    assert shown[3] == (
         f"capture    ink scaled {ref.scale:.2f}x into the canvas, strokes {ref.stroke:.1f} px wide (references' "
         "medians); a questioned scan far coarser or finer is referred rather than rejected near the threshold"
     )
-    assert shown[3] == "references 2"
-    assert shown[4].startswith("  1\t") and shown[4].endswith("\tp1-ref1.png\tfake-0")
+    assert shown[4] == "references 2 (at least 3 for automatic decisions)"
+    assert shown[5].startswith("  1\t") and shown[5].endswith("\tp1-ref1.png\tfake-0")
+    detail = json.loads(cli("people", "show", "alice", "--json").stdout)
+    assert (detail["automatic"], detail["min_references"]) == (False, 3)
+    assert detail["refer_reason"] == "2 reference(s), 3 needed before any automatic accept or reject"
+    cli("enroll", "alice", images.write("third.png", 1, 3))
+    assert cli("people", "show", "alice").stdout.splitlines()[2] == "decisions  automatic (accept, refer or reject)"
+    assert json.loads(cli("people", "show", "alice", "--json").stdout)["refer_reason"] is None
+    assert cli("people", "remove-reference", "alice", "3", "--force").exit_code == 0
     auto = cli("people", "threshold", "alice", "--auto")
     assert auto.stdout.startswith("threshold of 'alice' is 0.") and "(leave-one-out over 2 references" in auto.stdout
     both = cli("people", "threshold", "alice", "0.7", "--auto")
     assert (both.exit_code, both.stderr) == (2, "error: give either a threshold value or --auto\n")
 
-    # the erasure line (or, on a busy PostgreSQL server, a warning of what it waits for): tests/test_forgetting.py
-    assert cli("people", "remove", "alice").stdout.splitlines()[0] == "removed 'alice' and 2 reference(s)"
+    unconfirmed = cli("people", "remove", "alice")  # CliRunner's stdin is not a terminal
+    assert (unconfirmed.exit_code, unconfirmed.stderr) == (
+        2,
+        "error: people remove alice: no terminal to confirm on; pass --yes to erase the person\n",
+    )
+    # then the erasure line (or, on a busy PostgreSQL server, a warning of what it waits for): test_forgetting.py
+    assert cli("people", "remove", "alice", "--yes").stdout.splitlines()[0] == "removed 'alice' and 2 reference(s)"
     assert cli("db", "compact").stdout == "database compacted\n"
     assert cli("people", "list").stdout == "nobody is enrolled\n"
     gone = cli("people", "show", "alice")
@@ -211,11 +224,11 @@ def test_index_and_log_commands(cli: Invoke, images: ImageFactory, home: Path, d
     assert cli("index", "check", "--json").exit_code == 0
 
     ok = cli("log", "verify")
-    assert ok.exit_code == 0 and ok.stdout.startswith("decision log intact: 3 entries, head ")
+    assert ok.exit_code == 0 and ok.stdout.startswith("decision log intact: 4 entries, head ")
     exported = tmp_path / "log.jsonl"
     assert cli("log", "export", "-o", exported).exit_code == 0
     entries = [json.loads(line) for line in exported.read_text().splitlines()]
-    assert [e["id"] for e in entries] == [1, 2, 3]
+    assert [(e["id"], e["kind"]) for e in entries] == [(1, "enroll"), (2, "verify"), (3, "verify"), (4, "verify")]
     assert entries[1]["prev_hash"] == entries[0]["hash"]
     assert cli("log", "export").stdout == exported.read_text()
 
@@ -299,7 +312,7 @@ def test_audit_command(cli: Invoke, images: ImageFactory, tmp_path: Path) -> Non
     assert (summary["rows"], summary["failed_rows"]) == (2, 1)
     assert out.stderr == 'error: 1 item(s) could not be decided; see decision "error" in the results\n'
     assert (tmp_path / "audit" / "results.csv").exists()
-    assert cli("log", "verify").stdout.startswith("decision log intact: 1 entries")
+    assert cli("log", "verify").stdout.startswith("decision log intact: 2 entries")  # the enrolment, one audit row
 
 
 def test_audit_quiet_prints_nothing_and_writes_the_same_files(cli: Invoke, images: ImageFactory, tmp_path: Path) -> None:
@@ -522,6 +535,8 @@ COMMANDS = [
     ["people", "list"],
     ["people", "show"],
     ["people", "remove"],
+    ["people", "references"],
+    ["people", "remove-reference"],
     ["people", "threshold"],
     ["db", "upgrade"],
     ["db", "compact"],

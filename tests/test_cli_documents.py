@@ -54,7 +54,8 @@ def test_a_region_compares_only_that_zone_and_is_kept_with_the_decision(cli, ima
     exported = cli("log", "export", "-o", tmp_path / "log.jsonl")
     assert exported.exit_code == 0
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert json.dumps(records[1]).count('"how": "region"') == 1  # the zone is in the hash-chained record
+    assert records[0]["kind"] == "enroll"
+    assert json.dumps(records[2]).count('"how": "region"') == 1  # the zone is in the hash-chained record
     assert cli("log", "verify").exit_code == 0
 
 

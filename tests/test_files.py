@@ -146,7 +146,7 @@ def test_remove_and_purge_on_sqlite_say_the_bytes_are_erased(tmp_path: Path, ima
     pieces = [p for p in pieces if not any(p in b.read_bytes() for b in bobs)]  # alice's alone
     assert len(pieces) > 10
     assert any(p in (home / "sigvault.db").read_bytes() for p in pieces)
-    out = run("people", "remove", "alice")
+    out = run("people", "remove", "alice", "--yes")
     assert out.stdout == "removed 'alice' and 3 reference(s)\ntheir images and vectors are erased from the database files\n"
     assert not any(p in f.read_bytes() for f in home.rglob("*") if f.is_file() for p in pieces)
     assert run("db", "purge").stdout == "removed images and vectors are erased from the database files\n"

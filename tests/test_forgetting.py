@@ -186,7 +186,7 @@ def test_remove_reports_what_waits_and_db_purge_completes_it(
     try:
         files = _database_files(engine)
         with _older_transaction(pg_url, kind) as pid:
-            removed = cli("people", "remove", "alice")
+            removed = cli("people", "remove", "alice", "--yes")
             assert removed.exit_code == 0
             assert removed.stdout == "removed 'alice' and 3 reference(s)\n"
             warning = removed.stderr

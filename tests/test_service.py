@@ -240,6 +240,19 @@ def chain_ok(server: Server) -> tuple[bool, int]:
     return report.ok, report.entries
 
 
+def log_after(server: Server, after: int) -> list[Any]:
+    """The decision log's entries with ids above ``after``."""
+    from sigvault.db import decision_log
+    from sigvault.db.engine import make_engine, transaction
+
+    engine = make_engine(server.db_url)
+    try:
+        with transaction(engine) as conn:
+            return list(decision_log.iter_entries(conn, after=after))
+    finally:
+        engine.dispose()
+
+
 def index_clean(server: Server) -> bool:
     from sigvault.config import Settings
     from sigvault.vault import Vault
@@ -291,8 +304,14 @@ def test_enroll_then_verify_as_the_cli_does_and_the_log_names_the_key(server: Se
 
 
 def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
+    start = chain_ok(server)[1]
     assert enroll(server, "bob", 3, seed=2).status == 200
     assert enroll(server, "dora", 3, seed=3).status == 200
+    odd = server.call("POST", "/v1/persons/bob/references", key="enroller", files=[("images", "odd.png", png(9, 1))])
+    assert (odd.status, odd.body["code"]) == (409, "suspect_reference")
+    assert odd.body["message"].startswith("odd.png: unlike 'bob''s other references (score ")
+    taken = server.call("POST", "/v1/persons/bob/references", key="enroller", files=[("images", "d.png", png(3, 1))])
+    assert (taken.status, taken.body["code"]) == (409, "duplicate_reference")  # dora's reference 1, renamed
     same = server.call("POST", "/v1/compare", key="verifier", files=[("image_a", "a.png", png(2, 1)), ("image_b", "b.png", png(2, 8))])
     assert same.status == 200 and same.body["a"] == "a.png" and 0 <= same.body["probability"] <= 1
     found = server.call("POST", "/v1/identify?top=2", key="verifier", files=[("image", "u.png", png(3, 9))])
@@ -313,6 +332,18 @@ def test_compare_identify_people_thresholds_and_remove(server: Server) -> None:
     missing = server.call("GET", "/v1/persons/bob", key="verifier")
     assert (missing.status, missing.body["code"]) == (404, "person_not_found")
     assert index_clean(server)
+    # every change is in the log, each naming the key that asked for it
+    events = [e for e in log_after(server, start) if e.person_id == "bob"]
+    assert [(e.kind, e.operator) for e in events] == [
+        ("enroll", "api-key:enroller"),
+        ("threshold-set", "api-key:admin"),
+        ("threshold-reset", "api-key:admin"),
+        ("person-remove", "api-key:admin"),
+    ]
+    shown_event = server.call("GET", f"/v1/decisions/{events[1].id}", key="verifier").body
+    assert (shown_event["kind"], shown_event["threshold"], shown_event["score"]) == ("threshold-set", 0.5, None)
+    assert shown_event["details"]["old"]["value"] == shown["threshold"]
+    assert chain_ok(server)[0]
 
 
 def test_a_reviewer_outcome_over_http_is_logged_with_the_key(server: Server) -> None:

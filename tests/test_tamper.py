@@ -60,7 +60,7 @@ def _tamper(case: str, db_url: str) -> None:
             ),
         )
     elif case == "forged entry appended":
-        forged = decision_log.Entry(**{**e[2].__dict__, "id": 4, "prev_hash": e[2].hash, "hash": ""})
+        forged = decision_log.Entry(**{**e[3].__dict__, "id": 5, "prev_hash": e[3].hash, "hash": ""})
         row = {**forged.__dict__, "hash": decision_log.entry_hash(forged.content())}
         row["references_used"] = json.dumps(row["references_used"])
         row["details"] = json.dumps(row["details"])
@@ -91,12 +91,12 @@ def _tamper(case: str, db_url: str) -> None:
         ("edited and re-hashed", "entry 3: entry 3 does not follow entry 2: entries deleted, reordered or edited"),
         (
             "forged entry appended",
-            "entry 4: the log head does not match entry 4: the head or the last entries were altered",
+            "entry 5: the log head does not match entry 5: the head or the last entries were altered",
         ),
-        ("head edited", "entry 4: the log head does not match entry 3: the head or the last entries were altered"),
+        ("head edited", "entry 5: the log head does not match entry 4: the head or the last entries were altered"),
         (
             "every entry deleted",
-            "entry 1: the log ends at entry 0 but its head records entry 3: entries removed from the end",
+            "entry 1: the log ends at entry 0 but its head records entry 4: entries removed from the end",
         ),
         ("contents swapped", "entry 2: entry 2 was altered after it was written (its hash does not match)"),
     ],
@@ -108,7 +108,7 @@ def test_log_verify_names_the_tampered_entry(
     case: str,
     message: str,
 ) -> None:
-    assert cli("enroll", "alice", *images.refs(1, 2)).exit_code == 0
+    assert cli("enroll", "alice", *images.refs(1, 3)).exit_code == 0
     for v in (5, 6, 7):
         assert cli("verify", "alice", images.write(f"q{v}.png", 1 if v != 6 else 2, v)).exit_code == 0
     assert cli("log", "verify").exit_code == 0
@@ -126,7 +126,7 @@ def test_a_rewritten_tail_is_caught_only_by_an_anchored_head(
 ) -> None:
     """Whoever can write the database can rewrite the last entry and the head consistently; the chain then
     verifies, but its head hash differs from one printed (or exported) before: keep a copy elsewhere."""
-    assert cli("enroll", "alice", *images.refs(1, 2)).exit_code == 0
+    assert cli("enroll", "alice", *images.refs(1, 3)).exit_code == 0
     for v in (5, 6):
         assert cli("verify", "alice", images.write(f"q{v}.png", 2, v)).exit_code == 0
     anchored = cli("log", "verify").stdout.split("head ")[1].strip()

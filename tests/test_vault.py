@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sigvault.errors import (
     ModelMismatchError,
     NoInkError,
     PersonNotFoundError,
+    SuspectReferenceError,
     UsageError,
 )
 from sigvault.vault import Vault, VerifyItem, normalize_person_id
@@ -33,6 +35,16 @@ def vectors(embedder: FakeEmbedder, paths: list[Path]) -> np.ndarray:
 def count(vault: Vault, table: str) -> int:
     with vault.engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def verifications(vault: Vault) -> int:
+    """Decisions in the log (verify and audit entries), events left out."""
+    with vault.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM decisions WHERE kind IN ('verify', 'audit')")).scalar_one())
+
+
+def log_kinds(vault: Vault) -> list[tuple[str, str]]:
+    return [(e.kind, e.person_id) for e in vault.log_entries()]
 
 
 # -------------------------------------------------------------------------------------------- enroll
@@ -84,18 +96,46 @@ def test_duplicate_images_are_refused(vault: Vault, images: ImageFactory, tmp_pa
     assert count(vault, "refs") == 2
     with pytest.raises(DuplicateReferenceError, match=rf"^{copy}: same image as {refs[0]}; give each reference once$"):
         vault.enroll("bob", [refs[0], copy])
-    vault.enroll("bob", [copy])  # the same image may belong to another person
-    assert count(vault, "refs") == 3
+    # one scan is one person's reference: the same image is refused for another person, nothing is written
+    with pytest.raises(DuplicateReferenceError) as err:
+        vault.enroll("bob", [images.write("bob.png", 2, 1), copy])
+    assert str(err.value) == (
+        f"{copy}: the same image is already enrolled for 'alice' (reference 1); one scan is one person's reference "
+        "only; nothing was enrolled"
+    )
+    assert (count(vault, "refs"), count(vault, "persons")) == (2, 1)
+    assert log_kinds(vault) == [("enroll", "alice")]
 
 
-def test_outlier_reference_is_enrolled_with_a_warning(vault: Vault, images: ImageFactory) -> None:
+def test_another_persons_reference_is_refused_unless_forced(vault: Vault, images: ImageFactory) -> None:
     vault.enroll("alice", images.refs(1, 3))
-    odd = images.write("odd.png", 2, 1)
-    result = vault.enroll("alice", [odd])
-    assert result.n_references == 4
+    before = vault.person("alice")
+    odd = images.write("odd.png", 2, 1)  # another writer's signature
+    with pytest.raises(SuspectReferenceError) as err:
+        vault.enroll("alice", [images.write("good.png", 1, 6), odd])
+    assert re.fullmatch(
+        rf"{re.escape(str(odd))}: unlike 'alice''s other references \(score -?\d\.\d{{3}}, their threshold "
+        r"\d\.\d{3}\): another person's signature, an imitation, a blank or a stamp\? Nothing was enrolled; enrol it "
+        r"anyway with --force \(and --reason\)",
+        str(err.value),
+    )
+    assert vault.person("alice") == before and count(vault, "refs") == 3
+    assert log_kinds(vault) == [("enroll", "alice")]
+
+    vault.reason = "specimen card re-signed in branch"
+    result = vault.enroll("alice", [odd], force=True)
+    assert (result.n_references, result.forced) == (4, (4,))
     assert len(result.warnings) == 1
     assert result.warnings[0].startswith(f"{odd}: unlike 'alice''s other references (score ")
-    assert result.warnings[0].endswith("); check it was signed by this person")
+    assert result.warnings[0].endswith("); enrolled because forced")
+    event = list(vault.log_entries())[-1]
+    assert (event.kind, event.person_id, event.reason) == ("enroll", "alice", "specimen card re-signed in branch")
+    assert [(f["reference_id"], f["source"]) for f in event.details["forced"]] == [(4, "odd.png")]
+    shown = vault.person("alice").references[-1]
+    assert shown.reference_id == 4 and shown.forced is not None
+    assert shown.forced.startswith("refused by the enrolment gate (score ")
+    assert shown.forced.endswith(f"enrolled with --force by {vault.operator or 'an unnamed operator'} (log entry "
+                                 f"{event.id}) (specimen card re-signed in branch)")
 
 
 def test_person_ids_are_validated_and_nfc_normalised(vault: Vault, images: ImageFactory) -> None:
@@ -153,18 +193,20 @@ def test_verify_scores_against_the_persons_references_only(
     assert [r.reference_id for r in result.references] == [1, 2, 3]  # bob's 4, 5, 6 never compared
     assert [r.similarity for r in result.references] == pytest.approx(sims.tolist(), abs=1e-6)
     assert result.best_reference.reference_id == 1 + int(np.argmax(sims))
-    assert (result.model, result.decision_id, result.source) == ("fake-0", 1, str(q))
+    assert (result.model, result.decision_id, result.source) == ("fake-0", 3, str(q))  # after the two enrolments
 
     rejected = vault.verify("bob", q)
-    assert (rejected.decision, rejected.decision_id) == ("reject", 2)
+    assert (rejected.decision, rejected.decision_id) == ("reject", 4)
 
     entries = list(vault.log_entries())
     assert [(e.id, e.kind, e.person_id, e.decision) for e in entries] == [
-        (1, "verify", "alice", "accept"),
-        (2, "verify", "bob", "reject"),
+        (1, "enroll", "alice", None),
+        (2, "enroll", "bob", None),
+        (3, "verify", "alice", "accept"),
+        (4, "verify", "bob", "reject"),
     ]
-    assert entries[0].score == result.score and entries[0].image_sha256 == result.image_sha256
-    assert entries[0].references_used == [r.__dict__ for r in result.references]
+    assert entries[2].score == result.score and entries[2].image_sha256 == result.image_sha256
+    assert entries[2].references_used == [r.__dict__ for r in result.references]
     assert vault.log_verify().ok
 
 
@@ -182,7 +224,7 @@ def test_verify_errors(vault: Vault, images: ImageFactory, tmp_path: Path) -> No
         vault.verify("zoe", images.write("q.png", 1, 4))
     with pytest.raises(ImageError, match=rf"^{tmp_path}/nope.png: no such file; check the path$"):
         vault.verify("alice", tmp_path / "nope.png")
-    assert count(vault, "decisions") == 0
+    assert verifications(vault) == 0 and log_kinds(vault) == [("enroll", "alice")]
 
 
 def test_verify_many_reports_each_item(vault: Vault, images: ImageFactory, tmp_path: Path) -> None:
@@ -200,7 +242,8 @@ def test_verify_many_reports_each_item(vault: Vault, images: ImageFactory, tmp_p
     assert kinds == ["Verification", "ImageError", "PersonNotFoundError", "Verification", "Verification"]
     assert [r.decision for r in out if not isinstance(r, Exception)] == ["accept", "accept", "reject"]
     entries = list(vault.log_entries())
-    assert [(e.kind, e.details) for e in entries] == [
+    assert [(e.kind, e.person_id) for e in entries[:2]] == [("enroll", "alice"), ("enroll", "bob")]
+    assert [(e.kind, e.details) for e in entries[2:]] == [
         ("audit", {"item": "row-1"}),
         ("audit", {"item": "row-4"}),
         ("audit", {"item": "row-5"}),
@@ -279,7 +322,10 @@ def test_remove_erases_every_trace(vault: Vault, images: ImageFactory, backend: 
     assert (result.person, result.n_references) == ("alice", 3)
     assert [p.person_id for p in vault.people()] == ["bob"]
     assert (count(vault, "refs"), count(vault, "ref_images"), count(vault, "thresholds")) == (2, 2, 1)
-    assert count(vault, "decisions") == 1 and vault.log_verify().ok  # the log keeps hashes and scores
+    assert verifications(vault) == 1 and vault.log_verify().ok  # the log keeps hashes and scores
+    assert log_kinds(vault) == [("enroll", "alice"), ("enroll", "bob"), ("verify", "alice"), ("person-remove", "alice")]
+    removal = list(vault.log_entries())[-1].details
+    assert [r["reference_id"] for r in removal["references"]] == [1, 2, 3]
     with pytest.raises(PersonNotFoundError):
         vault.person("alice")
     assert VectorIndex_ids(vault) == [4, 5]
@@ -357,15 +403,16 @@ def test_concurrent_processes_lose_nothing(vault: Vault, images: ImageFactory, s
     import multiprocessing
 
     jobs = [
-        (settings, f"p{k}", images.refs(k, 2), [images.write(f"q{k}-{v}.png", k, v) for v in (5, 6, 7)])
+        (settings, f"p{k}", images.refs(k, 3), [images.write(f"q{k}-{v}.png", k, v) for v in (5, 6, 7)])
         for k in (1, 2, 3)
     ]
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         problems = [p for result in pool.starmap(_worker, jobs) for p in result]
     assert problems == []
-    assert [(p.person_id, p.n_references) for p in vault.people()] == [("p1", 2), ("p2", 2), ("p3", 2)]
+    assert [(p.person_id, p.n_references) for p in vault.people()] == [("p1", 3), ("p2", 3), ("p3", 3)]
     report = vault.log_verify()
-    assert (report.ok, report.entries) == (True, 9)
+    assert (report.ok, report.entries) == (True, 12)  # 3 enrolments and 9 verifications
+    assert verifications(vault) == 9
     assert vault.check_index().consistent
 
 

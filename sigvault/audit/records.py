@@ -107,6 +107,8 @@ def decided_record(row: Row, v: Verification, policy: Policy | None, cfg: scorin
         if v.capture_ratio is not None:
             decision = scoring.capture_guard(decision, v.score, v.threshold, v.capture_ratio, cfg)
         applied = policy_field(policy, band, v.threshold)
+    if v.referred is not None:  # too few references or an implausible threshold: as verify_many logged it
+        decision = "refer"
     return {
         **row.values,
         "decision": decision,

@@ -234,11 +234,34 @@ def _check(new: NewEntry) -> None:
         raise ValueError(f"reason longer than {REASON_MAX} characters")
 
 
-def iter_entries(conn: Connection, *, after: int = 0) -> Iterator[Entry]:
-    """Stored entries in chain order, streamed."""
+@dataclass(frozen=True)
+class LogFilter:
+    """Which entries ``log export`` writes: a person, some kinds, a time window ``[since, until)`` (UTC).
+    None everywhere: the whole log."""
+
+    person_id: str | None = None
+    kinds: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def iter_entries(conn: Connection, *, after: int = 0, where: LogFilter | None = None) -> Iterator[Entry]:
+    """Stored entries in chain order, streamed; ``where`` keeps some of them (each still carries its
+    ``prev_hash`` and ``hash``, so a subset can be checked entry by entry: :func:`exported_entry_ok`)."""
     cols = [Decision.c[f] for f in Entry.__dataclass_fields__]
     stmt = select(*cols).where(Decision.c.id > after).order_by(Decision.c.id)
-    for row in conn.execution_options(yield_per=1000).execute(stmt):
+    if where is not None:
+        if where.person_id is not None:
+            stmt = stmt.where(Decision.c.person_id == where.person_id)
+        if where.kinds:
+            stmt = stmt.where(Decision.c.kind.in_(where.kinds))
+        if where.since is not None:
+            stmt = stmt.where(Decision.c.at >= where.since)
+        if where.until is not None:
+            stmt = stmt.where(Decision.c.at < where.until)
+    # options on the statement, not the connection: a connection's options stay set (a later INSERT in the same
+    # transaction would run through a server-side cursor on PostgreSQL)
+    for row in conn.execute(stmt.execution_options(yield_per=1000)):
         yield Entry(*row)
 
 
@@ -264,6 +287,55 @@ def logged_rows(
         if key in details and all(details.get(k) == v for k, v in scope.items()):
             found.setdefault(details[key], entry)
     return found
+
+
+def exported_entry_ok(line: dict[str, Any]) -> bool:
+    """Does an exported entry (a line of ``log export``, :meth:`Entry.to_dict`) still hash to its ``hash``?
+    Checks one entry alone, so a filtered export can be checked line by line; only the whole log
+    (``log verify``) shows that no entry was removed between two."""
+    content = {k: v for k, v in line.items() if k != "hash" and not (k in ("operator", "reason") and v is None)}
+    return entry_hash(content) == line.get("hash")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """Outcome of :func:`check_export`: ``first_bad`` is the line number (from 1) of the first line that fails."""
+
+    ok: bool
+    entries: int
+    linked: int  # entries whose prev_hash matched the line before (consecutive ids)
+    first_bad: int | None = None
+    problem: str | None = None
+
+
+def check_export(lines: Iterable[str]) -> ExportReport:
+    """Check an export of ``log export`` (whole or filtered) line by line: each entry hashes to its ``hash``
+    (:func:`exported_entry_ok`), ids increase, and where two lines hold consecutive ids the second's
+    ``prev_hash`` is the first's ``hash``. What a filter left out cannot be checked: ``log verify`` on the
+    vault, or a head hash kept elsewhere, does that."""
+    count = linked = 0
+    last: dict[str, Any] | None = None
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            ok = isinstance(line, dict) and exported_entry_ok(line)
+        except (ValueError, TypeError):
+            return ExportReport(False, count, linked, number, f"line {number} is not a log entry (JSON with a hash)")
+        if not ok:
+            return ExportReport(False, count, linked, number, f"line {number} (entry {line.get('id')}) was altered")
+        if last is not None and not int(line["id"]) > int(last["id"]):
+            return ExportReport(False, count, linked, number, f"line {number}: entry {line['id']} is out of order")
+        if last is not None and int(line["id"]) == int(last["id"]) + 1:
+            if line.get("prev_hash") != last["hash"]:
+                return ExportReport(
+                    False, count, linked, number, f"line {number}: entry {line['id']} does not follow entry {last['id']}"
+                )
+            linked += 1
+        count += 1
+        last = line
+    return ExportReport(True, count, linked)
 
 
 def get_entry(conn: Connection, entry_id: int) -> Entry | None:

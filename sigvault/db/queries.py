@@ -118,6 +118,27 @@ def delete_person(conn: Connection, person_pk: int) -> list[int]:
     return ref_ids
 
 
+def delete_reference(conn: Connection, ref_id: int) -> None:
+    """Delete one reference and its image (the caller refits the person's threshold)."""
+    conn.execute(delete(ReferenceImage).where(ReferenceImage.c.ref_id == ref_id))
+    conn.execute(delete(Reference).where(Reference.c.id == ref_id))
+
+
+def references_by_sha256(conn: Connection, hashes: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """sha256 -> (person id, reference id) of the stored references whose image has one of these hashes."""
+    found: dict[str, tuple[str, int]] = {}
+    wanted = sorted(set(hashes))
+    for at in range(0, len(wanted), _CHUNK):
+        stmt = (
+            select(Reference.c.sha256, Person.c.person_id, Reference.c.id)
+            .join(Person, Person.c.id == Reference.c.person_pk)
+            .where(Reference.c.sha256.in_(wanted[at : at + _CHUNK]))
+        )
+        for sha, person_id, ref_id in conn.execute(stmt):
+            found.setdefault(sha, (person_id, int(ref_id)))
+    return found
+
+
 # --------------------------------------------------------------------------------------------- references
 
 
