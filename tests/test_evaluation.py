@@ -564,3 +564,16 @@ def test_questioned_documents_are_verified_on_the_located_signature(tmp_path: Pa
     assert evaluation.render_text(located)[1].endswith("; whole documents, the signature located on each")
     with pytest.raises(UsageError, match="--locate finds the signature on the questioned documents: give --questioned DIR too"):
         evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=2, seed=7, locate_questioned=True)
+
+
+def test_a_reference_the_enrolment_gate_would_refuse_does_not_stop_the_evaluation(tmp_path: Path) -> None:
+    """The protocol chooses each split's references; the enrolment gate (measured apart, by
+    scripts/reference_gate.py) must not refuse one of them and stop the evaluation."""
+    from PIL import Image
+
+    root = tiny_dataset(tmp_path / "data", writers=4, genuine=4)
+    odd = sorted((root / "writer0" / "genuine").iterdir())[0]  # writer 0's genuine folder gets writer 3's signature
+    with Image.open(sorted((root / "writer3" / "genuine").iterdir())[0]) as im:
+        im.save(odd, compress_level=1)  # other bytes than writer 3's file: not a duplicate scan
+    report = evaluation.run_evaluation(root, embedder=FakeEmbedder(), references=3, splits=4, seed=7)
+    assert report.counts.writers_evaluated == 4 and report.counts.skipped == 0
