@@ -3,6 +3,7 @@
     python benchmarks/audit_bench.py                      # 200 items, real model, a few settings
     python benchmarks/audit_bench.py --items 400 --settings 1x32,2x32,2x64 --repeats 3
     python benchmarks/audit_bench.py --rows 1000000       # streaming memory with a million-row manifest
+    python benchmarks/audit_bench.py --documents colour   # also the same items signed on whole cheques, --locate
 
 Settings ``WxB``: W worker processes read and preprocess images (``sigvault.vault.prepare``) a few
 chunks ahead while the main process embeds B rows per batch, scores, logs and writes (W=1: no worker
@@ -17,6 +18,11 @@ fresh folder; the figure is the median over ``--repeats`` of items/s, both for t
 (decode, preprocess, embed, score, log, write) and end to end (plus validation and report), with the CPU
 milliseconds per item of this process and of the worker processes (steadier than items/s on a shared
 machine). Peak RSS is ``resource.getrusage`` of this process.
+
+``--documents RENDERING`` (``bitonal``, ``grey`` or ``colour``, ``sigvault.cheques``) also signs every questioned
+item on a synthetic cheque of that rendering (the payee, amount and words by other synthetic writers) and audits
+that manifest with ``--locate`` under each setting, beside the cropped signatures: what finding the signature on
+a whole cheque, and decoding the larger image, cost an audit.
 
 ``--rows N`` writes an N-row manifest over a few image files: a fraction ``--decided`` of the rows is
 decided normally, the others name a missing file (decided as an error at once, without decoding), so all
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -131,6 +138,24 @@ def make_items(vault: Vault, root: Path, persons: int, items: int, refs: int) ->
     return manifest, pairs
 
 
+def make_documents(root: Path, pairs: list[tuple[str, Path]], rendering: str) -> Path:
+    """A manifest of the same items, each signed on a synthetic cheque of ``rendering`` (seeded by the item)."""
+    from sigvault import cheques
+
+    lines = ["item_id,person,image,amount"]
+    for i, (person, path) in enumerate(pairs):
+        with Image.open(path) as im:
+            sig = np.asarray(im.convert("L"))
+        hands = [np.asarray(SyntheticWriter(5000 + 3 * i + j).genuine(0)) for j in range(3)]
+        doc = cheques.render(sig, hands, rendering, i)
+        target = root / "images" / f"c{i}{doc.suffix}"
+        target.write_bytes(doc.data)
+        lines.append(f"ITEM-{i:07d},{person},images/{target.name},{(i * 977) % 50000}")
+    manifest = root / f"manifest-{rendering}.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
 def breakdown(vault: Vault, pairs: list[tuple[str, Path]], batch: int) -> dict[str, float]:
     """Milliseconds per item of each stage, measured one stage at a time in this process."""
     from sigvault import imaging
@@ -178,31 +203,40 @@ def bench_throughput(args: argparse.Namespace) -> None:
             cpu.append(1000 * (time.process_time() - c) / len(pairs))
         rate = statistics.median(rates)
         rows.append(("verify, one at a time", rate, rate, statistics.median(cpu), 0.0))
-        for setting in args.settings.split(","):
-            workers, batch = (int(x) for x in setting.lower().split("x"))
-            decide, e2e, main_cpu, worker_cpu = [], [], [], []
-            for r in range(args.repeats):
-                c, children = time.process_time(), children_cpu_s()
-                summary = run_audit(vault, manifest, root / f"out-{setting}-{r}", workers=workers, batch_size=batch)
-                main_cpu.append(1000 * (time.process_time() - c) / summary.rows)
-                worker_cpu.append(1000 * (children_cpu_s() - children) / summary.rows)  # reaped at the pool's end
-                decide.append(summary.items_per_s)
-                e2e.append(summary.rows / summary.elapsed_s)
-            rows.append(
-                (
-                    f"audit workers={workers} batch={batch}",
-                    statistics.median(decide),
-                    statistics.median(e2e),
-                    statistics.median(main_cpu),
-                    statistics.median(worker_cpu),
+        runs = [("audit", manifest, None)]
+        if args.documents:
+            from sigvault.documents import DocumentOptions
+
+            runs.append((f"on {args.documents} cheques", make_documents(root, pairs, args.documents), DocumentOptions(locate=True)))
+        for name, this_manifest, documents in runs:
+            for setting in args.settings.split(","):
+                workers, batch = (int(x) for x in setting.lower().split("x"))
+                decide, e2e, main_cpu, worker_cpu = [], [], [], []
+                for r in range(args.repeats):
+                    c, children = time.process_time(), children_cpu_s()
+                    out = root / f"out-{len(rows)}-{r}"
+                    summary = run_audit(
+                        vault, this_manifest, out, workers=workers, batch_size=batch, documents=documents
+                    )
+                    main_cpu.append(1000 * (time.process_time() - c) / summary.rows)
+                    worker_cpu.append(1000 * (children_cpu_s() - children) / summary.rows)  # reaped at the pool's end
+                    decide.append(summary.items_per_s)
+                    e2e.append(summary.rows / summary.elapsed_s)
+                rows.append(
+                    (
+                        f"{name} workers={workers} batch={batch}",
+                        statistics.median(decide),
+                        statistics.median(e2e),
+                        statistics.median(main_cpu),
+                        statistics.median(worker_cpu),
+                    )
                 )
-            )
         print(
-            f"\n{'':34}{'items/s (decide)':>18}{'items/s (end to end)':>22}{'CPU ms/item: main':>20}{'workers':>9}"
+            f"\n{'':40}{'items/s (decide)':>18}{'items/s (end to end)':>22}{'CPU ms/item: main':>20}{'workers':>9}"
             f"   median of {args.repeats}"
         )
         for label, a, b, main_ms, workers_ms in rows:
-            print(f"{label:34}{a:18.1f}{b:22.1f}{main_ms:20.2f}{workers_ms:9.2f}")
+            print(f"{label:40}{a:18.1f}{b:22.1f}{main_ms:20.2f}{workers_ms:9.2f}")
         batch = max(int(s.lower().split("x")[1]) for s in args.settings.split(","))
         parts = breakdown(vault, pairs, batch)
         serial = [r for r in rows if r[0].startswith("audit workers=1 ")]
@@ -281,6 +315,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fake", action="store_true", help="use the fake embedder even if the model exists")
     parser.add_argument("--rows", type=int, default=0, help="streaming-memory mode with this many rows")
+    parser.add_argument("--documents", choices=("bitonal", "grey", "colour"), default=None,
+                        help="also audit the items signed on whole cheques of this rendering, with --locate")
     parser.add_argument("--decided", type=float, default=0.001, help="--rows: fraction of rows really decided")
     parser.add_argument("--workers", type=int, default=2, help="--rows: workers")
     parser.add_argument("--batch", type=int, default=32, help="--rows: batch size")
