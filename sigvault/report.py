@@ -53,17 +53,19 @@ def thumbnail_uri(
     limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
     zone: Mapping[str, Any] | None = None,
     whole: bool = False,
+    page: int | None = None,
 ) -> str | None:
     """A small WebP of an image as a ``data:`` URI, or None if the image cannot be read.
 
     The image is read with :func:`sigvault.imaging.read_image` (same checks and size limits as verify). With
     ``zone`` (a result's ``zone``: the box compared on a whole document, in its pixels): that zone alone, or with
-    ``whole`` the whole document with the zone drawn on it in red (then in colour).
+    ``whole`` the whole document with the zone drawn on it in red (then in colour). ``page``: that page of a
+    multi-page TIFF (a manifest's ``page`` column), which is refused without it.
     """
     from PIL import Image, ImageDraw
 
     try:
-        grey = imaging.read_image(source, name="thumbnail", limits=limits)
+        grey = imaging.read_image(source, name="thumbnail", limits=limits, page=page)
     except SigvaultError:
         return None
     box = None
@@ -88,16 +90,17 @@ def thumbnail_uri(
     return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-Thumb = tuple["Path | str | bytes", "Mapping[str, Any] | None", bool]  # (source, zone, whole): thumbnail_uri's
+# (source, zone, whole, page): thumbnail_uri's arguments
+Thumb = tuple["Path | str | bytes", "Mapping[str, Any] | None", bool, "int | None"]
 
 
 def _thumbnails(jobs: Sequence[Thumb], limits: imaging.ImageLimits) -> list[str | None]:
-    """:func:`thumbnail_uri` of each (source, zone, whole) (source "" = none), in order, on two threads: decoding
+    """:func:`thumbnail_uri` of each (source, zone, whole, page) (source "" = none), in order, on two threads: decoding
     and encoding release the GIL, so a report's thumbnails take about half the wall time on two cores."""
 
     def one(job: Thumb) -> str | None:
-        source, zone, whole = job
-        return thumbnail_uri(source, limits=limits, zone=zone, whole=whole) if source else None
+        source, zone, whole, page = job
+        return thumbnail_uri(source, limits=limits, zone=zone, whole=whole, page=page) if source else None
 
     if len(jobs) < 8 or (os.cpu_count() or 1) < 2:
         return [one(j) for j in jobs]
@@ -105,6 +108,12 @@ def _thumbnails(jobs: Sequence[Thumb], limits: imaging.ImageLimits) -> list[str 
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sigvault-thumb") as pool:
         return list(pool.map(one, jobs))
+
+
+def _page(record: Mapping[str, Any]) -> int | None:
+    """The page a result's manifest row chose (its ``page`` column, validated by the manifest), or None."""
+    page = record.get("page")
+    return int(page) if page not in (None, "") else None
 
 
 def _e(value: Any) -> str:
@@ -266,13 +275,15 @@ def render_report(
         shown_refs.update(dict.fromkeys(r["reference_id"] for r in refs))
     blobs = reference_images(list(shown_refs)) if shown_refs else {}
     ref_ids = [r for r in shown_refs if r in blobs]
-    questioned: list[Thumb] = [(record.get("source") or "", record.get("zone"), False) for _, record in queue]
-    documents: list[Thumb] = [(s, z, True) for s, z, _ in questioned if z]  # whole documents, the zone drawn
-    uris = _thumbnails([(blobs[r], None, False) for r in ref_ids] + questioned + documents, limits)
+    questioned: list[Thumb] = [
+        (record.get("source") or "", record.get("zone"), False, _page(record)) for _, record in queue
+    ]
+    documents: list[Thumb] = [(s, z, True, p) for s, z, _, p in questioned if z]  # whole documents, the zone drawn
+    uris = _thumbnails([(blobs[r], None, False, None) for r in ref_ids] + questioned + documents, limits)
     thumbs = {str(r): uri for r, uri in zip(ref_ids, uris) if uri is not None}
     q_uris = uris[len(ref_ids) : len(ref_ids) + len(questioned)]
     more = iter(uris[len(ref_ids) + len(questioned) :])
-    d_uris = [next(more) if z else None for _, z, _ in questioned]
+    d_uris = [next(more) if z else None for _, z, _, _ in questioned]
 
     counts = summary["counts"]
     in_report = {d: sum(1 for _, r in queue if r["decision"] == d) for d in REVIEW_ORDER}

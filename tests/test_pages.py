@@ -189,6 +189,11 @@ def test_audit_page_column(enrolled: Invoke, images: ImageFactory, tmp_path: Pat
     assert rows["D"]["error"] == f"{scan}: no page 7; the image has 2 pages, choose one from 1 to 2"
     logged = [e for e in log(cli) if e["kind"] == "audit"]
     assert [e["details"].get("page") for e in logged] == [None, 2]
+    # the report's thumbnail of a row reads the page the row chose (the whole file is refused)
+    from sigvault import report
+
+    assert report.thumbnail_uri(scan) is None
+    assert report.thumbnail_uri(scan, page=2) == report.thumbnail_uri(imaging.page_png(scan, 2))
 
 
 @pytest.mark.parametrize("value", ["0", "two", "1.5", "-1"])
