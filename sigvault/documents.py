@@ -134,21 +134,29 @@ def _png(grey: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def signature_source(
+def widened(box: Region, width: int, height: int) -> Region:
+    """``box`` widened by MARGIN of its size on every side, within a ``width`` x ``height`` image: what is cut
+    around a located signature (the locator's box hugs the ink)."""
+    mx, my = round(MARGIN * box.w), round(MARGIN * box.h)
+    x0, y0 = max(0, box.x - mx), max(0, box.y - my)
+    return Region(x0, y0, min(width, box.x + box.w + mx) - x0, min(height, box.y + box.h + my) - y0)
+
+
+def signature_box(
     grey: np.ndarray,
     *,
     name: str,
     region: str | None = None,
     layout: Layout | None = None,
     locate: bool = True,
-) -> tuple[bytes | None, Region | None, str]:
-    """The signature's crop of a decoded scan (uint8 grey, 0 = ink) as PNG bytes, the box it was cut from, and
-    how the box was chosen ("region", "layout", "located"); ``(None, None, "whole")`` when the scan is used as
-    it is (a signature box, or ``locate=False``).
+) -> tuple[Region | None, str]:
+    """The signature's zone of a decoded scan (uint8 grey, 0 = ink) and how it was chosen ("region", "layout",
+    "located"); ``(None, "whole")`` when the scan is used as it is (a signature box, or ``locate=False``).
 
     Raises:
         UsageError: both ``region`` and ``layout``, or a malformed region.
         NoSignatureFoundError: a document on which one signature could not be told (give a region or layout).
+        ImageError: the zone is empty.
     """
     h, w = grey.shape
     if region is not None and layout is not None:
@@ -160,16 +168,32 @@ def signature_source(
     elif locate and looks_like_document(grey):
         from sigvault.locate import locate_signature
 
-        found = locate_signature(grey, name=name)
-        mx, my = round(MARGIN * found.w), round(MARGIN * found.h)
-        x0, y0 = max(0, found.x - mx), max(0, found.y - my)
-        box, how = Region(x0, y0, min(w, found.x + found.w + mx) - x0, min(h, found.y + found.h + my) - y0), "located"
+        box, how = widened(locate_signature(grey, name=name), w, h), "located"
     else:
-        return None, None, "whole"
-    crop = box.crop(grey)
-    if crop.size == 0:
+        return None, "whole"
+    if box.crop(grey).size == 0:
         raise ImageError(f"{name}: the signature zone {box.to_json()} is empty; check the region or layout")
-    return _png(crop), box, how
+    return box, how
+
+
+def signature_source(
+    grey: np.ndarray,
+    *,
+    name: str,
+    region: str | None = None,
+    layout: Layout | None = None,
+    locate: bool = True,
+) -> tuple[bytes | None, Region | None, str]:
+    """:func:`signature_box` with the zone's crop as PNG bytes: ``(crop, box, how)``, or ``(None, None,
+    "whole")`` when the scan is used as it is.
+
+    Raises:
+        UsageError, NoSignatureFoundError, ImageError: as :func:`signature_box`.
+    """
+    box, how = signature_box(grey, name=name, region=region, layout=layout, locate=locate)
+    if box is None:
+        return None, None, how
+    return _png(box.crop(grey)), box, how
 
 
 @dataclass(frozen=True)
@@ -226,4 +250,4 @@ def signature_zone(
 
 
 __all__ = ["DocumentOptions", "Layout", "NoSignatureFoundError", "Region", "load_layouts", "looks_like_document",
-           "parse_region", "signature_source", "signature_zone"]
+           "parse_region", "signature_box", "signature_source", "signature_zone", "widened"]

@@ -339,9 +339,9 @@ def _located(grey: np.ndarray, name: str) -> np.ndarray:
     Raises:
         NoSignatureFoundError: no single signature on the document.
     """
-    from sigvault.documents import signature_source
+    from sigvault.documents import signature_box
 
-    _, box, _ = signature_source(grey, name=name, locate=True)
+    box, _ = signature_box(grey, name=name, locate=True)
     return grey if box is None else box.crop(grey)
 
 

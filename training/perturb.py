@@ -105,7 +105,7 @@ def _document(rendering: str, *, zone: bool = False) -> Callable[[Image.Image, i
     rendering's own compression already applied). With ``zone``: only the signature's true box on it, with the
     margin ``--locate`` adds (what a perfect ``--layout`` would cut: the locator's error left out)."""
     from sigvault import cheques
-    from sigvault.documents import MARGIN
+    from sigvault.documents import Region, widened
     from sigvault.imaging import read_image
     from sigvault.synth import SyntheticWriter
 
@@ -117,8 +117,7 @@ def _document(rendering: str, *, zone: bool = False) -> Callable[[Image.Image, i
         grey = read_image(doc.data)
         if zone:
             b = doc.signature
-            mx, my = round(MARGIN * (b.x1 - b.x0)), round(MARGIN * (b.y1 - b.y0))
-            grey = grey[max(0, b.y0 - my) : b.y1 + my, max(0, b.x0 - mx) : b.x1 + mx]
+            grey = widened(Region(b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0), grey.shape[1], grey.shape[0]).crop(grey)
         return Image.fromarray(grey)
 
     return perturb
